@@ -1,0 +1,86 @@
+"""mac1/mac2 and cookie replies: WireGuard's DoS mitigation (whitepaper 5.4.4-5.4.7)."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import struct
+from typing import Callable
+
+from . import crypto
+from .constants import COOKIE_REFRESH_TIME, LABEL_COOKIE, LABEL_MAC1, REKEY_TIMEOUT
+from .messages import CookieReply, mac_offsets, pack_cookie_reply
+
+Endpoint = tuple[str, int]
+
+
+def endpoint_bytes(endpoint: Endpoint) -> bytes:
+    """The source address a cookie binds to: IP bytes and port."""
+    host, port = endpoint
+    return ipaddress.ip_address(host).packed + struct.pack(">H", port)
+
+
+class CookieChecker:
+    """Responder side: validates mac1/mac2 on our incoming handshakes and makes cookie replies."""
+
+    def __init__(self, own_public: bytes, rng: Callable[[int], bytes] = os.urandom) -> None:
+        self._mac1_key = crypto.hash_(LABEL_MAC1, own_public)
+        self._cookie_key = crypto.hash_(LABEL_COOKIE, own_public)
+        self._rng = rng
+        self._secret = rng(32)
+        self._secret_born: float | None = None
+
+    def mac1_valid(self, msg: bytes, mtype: int) -> bool:
+        off1, _ = mac_offsets(mtype)
+        return crypto.constant_time_eq(crypto.mac(self._mac1_key, msg[:off1]), msg[off1:off1 + 16])
+
+    def _cookie(self, source: Endpoint, now: float) -> bytes:
+        if self._secret_born is None or now - self._secret_born > COOKIE_REFRESH_TIME:
+            self._secret = self._rng(32)
+            self._secret_born = now
+        return crypto.mac(self._secret, endpoint_bytes(source))
+
+    def mac2_valid(self, msg: bytes, mtype: int, source: Endpoint, now: float) -> bool:
+        _, off2 = mac_offsets(mtype)
+        cookie = self._cookie(source, now)
+        return crypto.constant_time_eq(crypto.mac(cookie, msg[:off2]), msg[off2:off2 + 16])
+
+    def create_reply(self, msg: bytes, mtype: int, sender_index: int, source: Endpoint, now: float) -> bytes:
+        off1, off2 = mac_offsets(mtype)
+        nonce = self._rng(24)
+        encrypted = crypto.xaead_encrypt(self._cookie_key, nonce, self._cookie(source, now), msg[off1:off2])
+        return pack_cookie_reply(sender_index, nonce, encrypted)
+
+
+class CookieGenerator:
+    """Initiator side, one per peer: adds mac1/mac2 to what we send and stores received cookies."""
+
+    __slots__ = ("_mac1_key", "_cookie_key", "_last_mac1", "_cookie", "_cookie_time")
+
+    def __init__(self, peer_public: bytes) -> None:
+        self._mac1_key = crypto.hash_(LABEL_MAC1, peer_public)
+        self._cookie_key = crypto.hash_(LABEL_COOKIE, peer_public)
+        self._last_mac1: bytes | None = None
+        self._cookie: bytes | None = None
+        self._cookie_time = 0.0
+
+    def add_macs(self, msg: bytearray, mtype: int, now: float) -> bytes:
+        off1, off2 = mac_offsets(mtype)
+        mac1 = crypto.mac(self._mac1_key, bytes(msg[:off1]))
+        msg[off1:off2] = mac1
+        self._last_mac1 = mac1
+        if self._cookie is not None and now - self._cookie_time < COOKIE_REFRESH_TIME - REKEY_TIMEOUT:
+            msg[off2:off2 + 16] = crypto.mac(self._cookie, bytes(msg[:off2]))
+        else:
+            msg[off2:off2 + 16] = bytes(16)
+        return bytes(msg)
+
+    def consume_reply(self, reply: CookieReply, now: float) -> bool:
+        """Store the cookie if the reply answers the last message we sent; False if it does not."""
+        if self._last_mac1 is None:
+            return False
+        try:
+            cookie = crypto.xaead_decrypt(self._cookie_key, reply.nonce, reply.encrypted_cookie, self._last_mac1)
+        except crypto.DecryptError:
+            return False
+        self._cookie, self._cookie_time = cookie, now
+        return True

@@ -1,0 +1,110 @@
+"""Cryptographic primitives of WireGuard, on `cryptography`, hashlib and PyNaCl.
+
+Everything here is pure: no sockets, no clocks. Keys are plain ``bytes``; callers
+never log them.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.exceptions import InvalidTag
+from nacl.bindings import (
+    crypto_aead_xchacha20poly1305_ietf_decrypt,
+    crypto_aead_xchacha20poly1305_ietf_encrypt,
+)
+from nacl.exceptions import CryptoError
+
+__all__ = [
+    "InvalidTag", "DecryptError", "hash_", "mac", "hmac_", "kdf1", "kdf2", "kdf3", "dh", "public_key",
+    "aead_encrypt", "aead_decrypt", "xaead_encrypt", "xaead_decrypt", "nonce", "constant_time_eq",
+]
+
+ZERO32 = bytes(32)
+_NONCE_PREFIX = b"\x00\x00\x00\x00"
+
+
+class DecryptError(Exception):
+    """Authentication failed: the message was not made with the key we hold."""
+
+
+def hash_(*parts: bytes) -> bytes:
+    return hashlib.blake2s(b"".join(parts)).digest()
+
+
+def mac(key: bytes, data: bytes) -> bytes:
+    """Keyed BLAKE2s-128, used for mac1, mac2 and cookies."""
+    return hashlib.blake2s(data, digest_size=16, key=key).digest()
+
+
+def hmac_(key: bytes, data: bytes) -> bytes:
+    # The HMAC construction over BLAKE2s (block size 64), not keyed BLAKE2s: the KDF needs it.
+    return hmac.new(key, data, hashlib.blake2s).digest()
+
+
+def kdf1(key: bytes, data: bytes) -> bytes:
+    t0 = hmac_(key, data)
+    return hmac_(t0, b"\x01")
+
+
+def kdf2(key: bytes, data: bytes) -> tuple[bytes, bytes]:
+    t0 = hmac_(key, data)
+    t1 = hmac_(t0, b"\x01")
+    return t1, hmac_(t0, t1 + b"\x02")
+
+
+def kdf3(key: bytes, data: bytes) -> tuple[bytes, bytes, bytes]:
+    t0 = hmac_(key, data)
+    t1 = hmac_(t0, b"\x01")
+    t2 = hmac_(t0, t1 + b"\x02")
+    return t1, t2, hmac_(t0, t2 + b"\x03")
+
+
+def dh(private: bytes | X25519PrivateKey, public: bytes) -> bytes:
+    """X25519; raises ValueError for a low-order peer key (an all-zero result must be rejected)."""
+    priv = private if isinstance(private, X25519PrivateKey) else X25519PrivateKey.from_private_bytes(private)
+    try:
+        shared = priv.exchange(X25519PublicKey.from_public_bytes(public))
+    except ValueError as exc:  # OpenSSL refuses low-order points itself
+        raise ValueError("low-order public key") from exc
+    if hmac.compare_digest(shared, ZERO32):
+        raise ValueError("low-order public key")
+    return shared
+
+
+def public_key(private: bytes) -> bytes:
+    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+
+
+def nonce(counter: int) -> bytes:
+    return _NONCE_PREFIX + struct.pack("<Q", counter)
+
+
+def aead_encrypt(key: bytes, counter: int, plaintext: bytes, ad: bytes) -> bytes:
+    return ChaCha20Poly1305(key).encrypt(nonce(counter), plaintext, ad)
+
+
+def aead_decrypt(key: bytes, counter: int, ciphertext: bytes, ad: bytes) -> bytes:
+    try:
+        return ChaCha20Poly1305(key).decrypt(nonce(counter), ciphertext, ad)
+    except InvalidTag as exc:
+        raise DecryptError("authentication failed") from exc
+
+
+def xaead_encrypt(key: bytes, nonce24: bytes, plaintext: bytes, ad: bytes) -> bytes:
+    # cryptography has no XChaCha20-Poly1305; libsodium (PyNaCl) does.
+    return crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, nonce24, key)
+
+
+def xaead_decrypt(key: bytes, nonce24: bytes, ciphertext: bytes, ad: bytes) -> bytes:
+    try:
+        return crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, ad, nonce24, key)
+    except CryptoError as exc:
+        raise DecryptError("authentication failed") from exc
+
+
+def constant_time_eq(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)

@@ -1,0 +1,40 @@
+"""A transport session: the pair of keys one handshake produced, with its counters."""
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from .constants import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
+from .replay import ReplayWindow
+
+
+class Keypair:
+    """Cipher objects are built once per session, not per packet."""
+
+    __slots__ = ("send", "receive", "send_counter", "replay", "created", "is_initiator",
+                 "local_index", "remote_index", "peer")
+
+    def __init__(self, send_key: bytes, receive_key: bytes, *, is_initiator: bool, local_index: int,
+                 remote_index: int, created: float, peer: object) -> None:
+        self.send: ChaCha20Poly1305 | None = ChaCha20Poly1305(send_key)
+        self.receive: ChaCha20Poly1305 | None = ChaCha20Poly1305(receive_key)
+        self.send_counter = 0
+        self.replay = ReplayWindow()
+        self.created = created
+        self.is_initiator = is_initiator
+        self.local_index = local_index
+        self.remote_index = remote_index
+        self.peer = peer
+
+    def usable_for_sending(self, now: float) -> bool:
+        return (self.send is not None and now - self.created < REJECT_AFTER_TIME
+                and self.send_counter < REJECT_AFTER_MESSAGES)
+
+    def usable_for_receiving(self, now: float) -> bool:
+        return self.receive is not None and now - self.created < REJECT_AFTER_TIME
+
+    def zero(self) -> None:
+        """Drop the keys (the cipher objects own the only copies)."""
+        self.send = self.receive = None
+
+    def __repr__(self) -> str:
+        return f"Keypair(local_index={self.local_index:#x}, initiator={self.is_initiator})"

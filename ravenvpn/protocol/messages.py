@@ -1,0 +1,124 @@
+"""Wire layout of the four WireGuard messages (all integers little-endian).
+
+Parsing only checks framing (type, reserved bytes, size); authentication is the
+caller's job, done before anything a message says is believed.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from .constants import (
+    COOKIE_REPLY_SIZE, INITIATION_SIZE, MSG_COOKIE_REPLY, MSG_INITIATION, MSG_RESPONSE, MSG_TRANSPORT,
+    RESPONSE_SIZE, TRANSPORT_MIN_SIZE,
+)
+
+_U32 = struct.Struct("<I")
+_TRANSPORT_HEADER = struct.Struct("<IIQ")
+
+
+class MalformedMessage(ValueError):
+    """The datagram is not a well-framed WireGuard message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Initiation:
+    sender: int
+    ephemeral: bytes
+    encrypted_static: bytes
+    encrypted_timestamp: bytes
+    mac1: bytes
+    mac2: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    sender: int
+    receiver: int
+    ephemeral: bytes
+    encrypted_nothing: bytes
+    mac1: bytes
+    mac2: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CookieReply:
+    receiver: int
+    nonce: bytes
+    encrypted_cookie: bytes
+
+
+_EXPECTED_SIZE = {MSG_INITIATION: INITIATION_SIZE, MSG_RESPONSE: RESPONSE_SIZE, MSG_COOKIE_REPLY: COOKIE_REPLY_SIZE}
+
+
+def message_type(data: bytes) -> int:
+    """The type of a well-framed message, or MalformedMessage."""
+    if len(data) < 4:
+        raise MalformedMessage("shorter than a message header")
+    mtype = data[0]
+    if data[1] or data[2] or data[3]:
+        raise MalformedMessage("reserved header bytes are not zero")
+    if mtype == MSG_TRANSPORT:
+        if len(data) < TRANSPORT_MIN_SIZE:
+            raise MalformedMessage("transport message shorter than 32 bytes")
+        return mtype
+    expected = _EXPECTED_SIZE.get(mtype)
+    if expected is None:
+        raise MalformedMessage(f"unknown message type {mtype}")
+    if len(data) != expected:
+        raise MalformedMessage(f"type {mtype} message of {len(data)} bytes, expected {expected}")
+    return mtype
+
+
+def pack_initiation(sender: int, ephemeral: bytes, encrypted_static: bytes, encrypted_timestamp: bytes) -> bytearray:
+    """Initiation without MACs (32 zero bytes at the end, filled in by the cookie layer)."""
+    msg = bytearray(INITIATION_SIZE)
+    msg[0] = MSG_INITIATION
+    _U32.pack_into(msg, 4, sender)
+    msg[8:40] = ephemeral
+    msg[40:88] = encrypted_static
+    msg[88:116] = encrypted_timestamp
+    return msg
+
+
+def parse_initiation(data: bytes) -> Initiation:
+    return Initiation(_U32.unpack_from(data, 4)[0], data[8:40], data[40:88], data[88:116], data[116:132], data[132:148])
+
+
+def pack_response(sender: int, receiver: int, ephemeral: bytes, encrypted_nothing: bytes) -> bytearray:
+    msg = bytearray(RESPONSE_SIZE)
+    msg[0] = MSG_RESPONSE
+    _U32.pack_into(msg, 4, sender)
+    _U32.pack_into(msg, 8, receiver)
+    msg[12:44] = ephemeral
+    msg[44:60] = encrypted_nothing
+    return msg
+
+
+def parse_response(data: bytes) -> Response:
+    sender, receiver = struct.unpack_from("<II", data, 4)
+    return Response(sender, receiver, data[12:44], data[44:60], data[60:76], data[76:92])
+
+
+def pack_cookie_reply(receiver: int, nonce: bytes, encrypted_cookie: bytes) -> bytes:
+    return struct.pack("<II", MSG_COOKIE_REPLY, receiver) + nonce + encrypted_cookie
+
+
+def parse_cookie_reply(data: bytes) -> CookieReply:
+    return CookieReply(_U32.unpack_from(data, 4)[0], data[8:32], data[32:64])
+
+
+def pack_transport_header(receiver: int, counter: int) -> bytes:
+    return _TRANSPORT_HEADER.pack(MSG_TRANSPORT, receiver, counter)
+
+
+def parse_transport_header(data: bytes) -> tuple[int, int]:
+    """(receiver index, counter) of a transport message."""
+    _, receiver, counter = _TRANSPORT_HEADER.unpack_from(data)
+    return receiver, counter
+
+
+def mac_offsets(mtype: int) -> tuple[int, int]:
+    """Where mac1 and mac2 start in a handshake message of this type."""
+    size = INITIATION_SIZE if mtype == MSG_INITIATION else RESPONSE_SIZE
+    return size - 32, size - 16

@@ -1,0 +1,549 @@
+"""Sans-I/O state of one WireGuard interface: keys, peers, sessions, timers.
+
+The device layer feeds it batches (IP packets read from the TUN, datagrams read from
+UDP) together with the current monotonic time, and gets back an `Output`: datagrams
+to send and packets to write to the TUN. Nothing here touches a socket or a clock,
+so every behaviour can be driven byte for byte in tests.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import struct
+import time
+from collections import defaultdict
+from typing import Callable
+
+from cryptography.exceptions import InvalidTag
+
+from . import handshake as hsm
+from .allowedips import AllowedIPs, Network
+from .constants import (
+    HANDSHAKE_INITIATION_RATE, KEEPALIVE_TIMEOUT, MAX_HANDSHAKE_ATTEMPTS, MSG_COOKIE_REPLY,
+    MSG_INITIATION, MSG_RESPONSE, MSG_TRANSPORT, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME,
+    REKEY_ON_RECEIVE_AGE, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX, ZERO_KEYS_AFTER,
+)
+from .cookie import CookieChecker
+from .keypair import Keypair
+from .messages import (
+    MalformedMessage, message_type, parse_cookie_reply, parse_initiation, parse_response,
+)
+from .peer import Endpoint, Peer
+from .ratelimit import HandshakeRateLimiter
+
+__all__ = ["Tunnel", "Output", "Endpoint", "Peer"]
+
+_TRANSPORT_HEADER = struct.Struct("<IIQ")
+_NONCE = struct.Struct("<4xQ")
+_ZERO_PAD = bytes(16)
+# Handshake messages in one receive batch that mean we are falling behind ("under load"):
+# then initiations must carry a valid mac2 (a cookie proving the source address).
+DEFAULT_LOAD_THRESHOLD = 64
+UNDER_LOAD_HOLD = 1.0
+
+
+class Output:
+    """What one call into the Tunnel asks the device layer to do."""
+
+    __slots__ = ("network", "tun")
+
+    def __init__(self) -> None:
+        self.network: list[tuple[bytes, Endpoint]] = []
+        self.tun: list[bytes] = []
+
+    def __repr__(self) -> str:
+        return f"Output(network={len(self.network)}, tun={len(self.tun)})"
+
+
+def padding_for(length: int, mtu: int) -> int:
+    """Zero bytes to append: round up to 16 but never past the MTU (wireguard-go's calculatePaddingSize)."""
+    last_unit = length
+    if mtu and length > mtu:
+        last_unit %= mtu
+    padded = (last_unit + 15) & ~15
+    if mtu and padded > mtu:
+        padded = mtu
+    return max(padded - last_unit, 0)
+
+
+class Tunnel:
+    def __init__(self, *, mtu: int = 1420, rng: Callable[[int], bytes] = os.urandom,
+                 wall_clock: Callable[[], int] = time.time_ns, jitter: random.Random | None = None) -> None:
+        self.mtu = mtu
+        self._rng = rng
+        self._wall_clock = wall_clock
+        self._jitter = jitter or random.Random()
+        self._identity: hsm.StaticIdentity | None = None
+        self._checker: CookieChecker | None = None
+        self.peers: dict[bytes, Peer] = {}
+        self._allowed: AllowedIPs[Peer] = AllowedIPs()
+        self._index: dict[int, Peer | Keypair] = {}  # local index -> handshake owner or session
+        self.listen_port = 0
+        self.fwmark = 0
+        # Forward decrypted packets addressed to another peer straight back into the tunnel
+        # (a Raven relay gateway) instead of handing them to the kernel.
+        self.relay = False
+        self.load_threshold = DEFAULT_LOAD_THRESHOLD
+        self._under_load_until = float("-inf")
+        self._limiter = HandshakeRateLimiter()
+        self.stats: defaultdict[str, int] = defaultdict(int)
+
+    # ------------------------------------------------------------------ config
+    @property
+    def private_key(self) -> bytes | None:
+        return self._identity.private if self._identity else None
+
+    @private_key.setter
+    def private_key(self, key: bytes | None) -> None:
+        if key is not None and len(key) != 32:
+            raise ValueError("private key must be 32 bytes")
+        if key is not None and not any(key):
+            key = None
+        if key is not None and self._identity and self._identity.private == key:
+            return
+        self._identity = hsm.StaticIdentity(key) if key is not None else None
+        self._checker = CookieChecker(self._identity.public, self._rng) if self._identity else None
+        if self._identity is not None:
+            # A peer with our own public key would be talking to ourselves: wg drops it too.
+            self.peers.pop(self._identity.public, None)
+        for peer in self.peers.values():
+            self._expire_sessions(peer)
+            peer.handshake.precomputed_static_static = hsm.precompute_static_static(self._identity, peer.public_key)
+
+    @property
+    def public_key(self) -> bytes | None:
+        return self._identity.public if self._identity else None
+
+    def add_peer(self, public_key: bytes) -> Peer:
+        if len(public_key) != 32:
+            raise ValueError("public key must be 32 bytes")
+        peer = self.peers.get(public_key)
+        if peer is not None:
+            return peer
+        if self._identity is not None and public_key == self._identity.public:
+            raise ValueError("peer public key is the interface's own public key")
+        peer = Peer(public_key, hsm.precompute_static_static(self._identity, public_key))
+        self.peers[public_key] = peer
+        return peer
+
+    def remove_peer(self, public_key: bytes) -> None:
+        peer = self.peers.pop(public_key, None)
+        if peer is None:
+            return
+        self._expire_sessions(peer)
+        self._allowed.remove_owner(peer)
+
+    def clear_peers(self) -> None:
+        for key in list(self.peers):
+            self.remove_peer(key)
+
+    def add_allowed_ip(self, peer: Peer, network: Network) -> None:
+        self._allowed.insert(network, peer)
+
+    def remove_allowed_ip(self, peer: Peer, network: Network) -> None:
+        self._allowed.remove(network, peer)
+
+    def clear_allowed_ips(self, peer: Peer) -> None:
+        self._allowed.remove_owner(peer)
+
+    def allowed_ips(self, peer: Peer) -> list[Network]:
+        return list(self._allowed.networks(peer))
+
+    def peer_for_address(self, address: str) -> Peer | None:
+        return self._allowed.lookup(address)
+
+    # --------------------------------------------------------------- data path
+    def send_packets(self, packets: list[bytes], now: float) -> Output:
+        """Encrypt IP packets read from the TUN, choosing each one's peer by destination."""
+        out = Output()
+        lookup4, lookup6 = self._allowed.lookup_v4, self._allowed.lookup_v6
+        by_peer: dict[Peer, list[bytes]] = {}
+        for pkt in packets:
+            version = pkt[0] >> 4 if pkt else 0
+            if version == 4 and len(pkt) >= 20:
+                peer = lookup4(pkt[16:20])
+            elif version == 6 and len(pkt) >= 40:
+                peer = lookup6(pkt[24:40])
+            else:
+                self.stats["tx_not_ip"] += 1
+                continue
+            if peer is None:
+                self.stats["tx_no_peer"] += 1
+                continue
+            batch = by_peer.get(peer)
+            if batch is None:
+                by_peer[peer] = [pkt]
+            else:
+                batch.append(pkt)
+        for peer, batch in by_peer.items():
+            self._send_to_peer(peer, batch, out, now)
+        return out
+
+    def _send_to_peer(self, peer: Peer, packets: list[bytes], out: Output, now: float) -> None:
+        kp = peer.current
+        if kp is None or peer.endpoint is None or not kp.usable_for_sending(now):
+            peer.staged.extend(packets)
+            self._initiate_handshake(peer, out, now, retry=False)
+            return
+        self._encrypt(peer, kp, packets, out, now)
+
+    def _encrypt(self, peer: Peer, kp: Keypair, packets: list[bytes], out: Output, now: float) -> None:
+        assert kp.send is not None and peer.endpoint is not None
+        encrypt = kp.send.encrypt
+        endpoint = peer.endpoint
+        header_pack = _TRANSPORT_HEADER.pack
+        nonce_pack = _NONCE.pack
+        mtu = self.mtu
+        receiver = kp.remote_index
+        counter = kp.send_counter
+        sent_bytes = 0
+        data_sent = False
+        append = out.network.append
+        for pkt in packets:
+            length = len(pkt)
+            if length:
+                data_sent = True
+                pad = padding_for(length, mtu)
+                if pad:
+                    pkt = pkt + _ZERO_PAD[:pad]
+            msg = header_pack(4, receiver, counter) + encrypt(nonce_pack(counter), pkt, None)
+            counter += 1
+            sent_bytes += len(msg)
+            append((msg, endpoint))
+        kp.send_counter = counter
+        peer.tx_bytes += sent_bytes
+        peer.send_keepalive_at = None  # any authenticated packet sent
+        if data_sent:
+            peer.on_data_sent(now)
+        peer.on_authenticated_traversal(now)
+        # Keep the key fresh: rekey by message count either side, by age only as initiator.
+        if counter > REKEY_AFTER_MESSAGES or (kp.is_initiator and now - kp.created > REKEY_AFTER_TIME):
+            self._initiate_handshake(peer, out, now, retry=False)
+
+    def _flush_staged(self, peer: Peer, out: Output, now: float) -> None:
+        if peer.staged:
+            packets = list(peer.staged)
+            peer.staged.clear()
+            self._send_to_peer(peer, packets, out, now)
+
+    def _send_keepalive(self, peer: Peer, out: Output, now: float) -> None:
+        if not peer.staged:
+            peer.staged.append(b"")
+        self._flush_staged(peer, out, now)
+
+    def receive_datagrams(self, datagrams: list[tuple[bytes, Endpoint]], now: float) -> Output:
+        """Authenticate and decrypt UDP payloads; answer handshakes."""
+        out = Output()
+        handshakes = 0
+        for data, _ in datagrams:
+            if data and data[0] in (MSG_INITIATION, MSG_RESPONSE):
+                handshakes += 1
+        if handshakes >= self.load_threshold:
+            self._under_load_until = now + UNDER_LOAD_HOLD
+        for data, source in datagrams:
+            try:
+                mtype = message_type(data)
+            except MalformedMessage:
+                self.stats["rx_malformed"] += 1
+                continue
+            if mtype == MSG_TRANSPORT:
+                self._receive_transport(data, source, out, now)
+            elif mtype == MSG_INITIATION:
+                self._receive_initiation(data, source, out, now)
+            elif mtype == MSG_RESPONSE:
+                self._receive_response(data, source, out, now)
+            else:
+                self._receive_cookie_reply(data, now)
+        return out
+
+    def _receive_transport(self, data: bytes, source: Endpoint, out: Output, now: float) -> None:
+        _, receiver, counter = _TRANSPORT_HEADER.unpack_from(data)
+        kp = self._index.get(receiver)
+        if not isinstance(kp, Keypair):
+            self.stats["rx_unknown_index"] += 1
+            return
+        if not kp.usable_for_receiving(now):
+            self.stats["rx_expired_session"] += 1
+            return
+        try:
+            plaintext = kp.receive.decrypt(_NONCE.pack(counter), data[16:], None)  # type: ignore[union-attr]
+        except InvalidTag:
+            self.stats["rx_bad_auth"] += 1
+            return
+        if not kp.replay.accept(counter):
+            self.stats["rx_replay"] += 1
+            return
+        peer: Peer = kp.peer  # type: ignore[assignment]
+        if kp is peer.next:
+            self._confirm_next(peer, out, now)
+        peer.endpoint = source
+        peer.rx_bytes += len(data)
+        peer.new_handshake_at = None  # any authenticated packet received
+        peer.on_authenticated_traversal(now)
+        current = peer.current
+        if (current is not None and current.is_initiator and not peer.sent_lastminute_handshake
+                and now - current.created > REKEY_ON_RECEIVE_AGE):
+            peer.sent_lastminute_handshake = True
+            self._initiate_handshake(peer, out, now, retry=False)
+        if not plaintext:
+            return  # keepalive
+        peer.on_data_received(now)
+        self._deliver(peer, plaintext, out, now)
+
+    def _deliver(self, peer: Peer, plaintext: bytes, out: Output, now: float) -> None:
+        version = plaintext[0] >> 4
+        if version == 4 and len(plaintext) >= 20:
+            length = (plaintext[2] << 8) | plaintext[3]
+            owner = self._allowed.lookup_v4(plaintext[12:16])
+        elif version == 6 and len(plaintext) >= 40:
+            length = 40 + ((plaintext[4] << 8) | plaintext[5])
+            owner = self._allowed.lookup_v6(plaintext[8:24])
+        else:
+            self.stats["rx_not_ip"] += 1
+            return
+        if length > len(plaintext):
+            self.stats["rx_not_ip"] += 1
+            return
+        if owner is not peer:
+            self.stats["rx_bad_source"] += 1  # the cryptokey routing table says this peer may not use that source
+            return
+        packet = plaintext[:length] if length < len(plaintext) else plaintext
+        if self.relay:
+            dest = (self._allowed.lookup_v4(packet[16:20]) if version == 4 else self._allowed.lookup_v6(packet[24:40]))
+            if dest is not None and dest is not peer:
+                self.stats["relayed"] += 1
+                self._send_to_peer(dest, [packet], out, now)
+                return
+        out.tun.append(packet)
+
+    def _confirm_next(self, peer: Peer, out: Output, now: float) -> None:
+        """The initiator used the session we offered: it becomes current (key confirmation)."""
+        self._drop_keypair(peer.previous)
+        peer.previous, peer.current, peer.next = peer.current, peer.next, None
+        peer.on_handshake_complete(self._wall_clock())
+        self._flush_staged(peer, out, now)
+
+    # ---------------------------------------------------------------- handshake
+    def _under_load(self, now: float) -> bool:
+        return now < self._under_load_until
+
+    def _macs_acceptable(self, data: bytes, mtype: int, source: Endpoint, sender: int, out: Output,
+                         now: float) -> bool:
+        """mac1 before any DH; under load also mac2, answering with a cookie when it is missing."""
+        checker = self._checker
+        if checker is None:
+            self.stats["rx_no_private_key"] += 1
+            return False
+        if not checker.mac1_valid(data, mtype):
+            self.stats["rx_bad_mac1"] += 1
+            return False
+        if self._under_load(now):
+            if not checker.mac2_valid(data, mtype, source, now):
+                out.network.append((checker.create_reply(data, mtype, sender, source, now), source))
+                self.stats["tx_cookie_reply"] += 1
+                return False
+            if not self._limiter.allow(source[0], now):
+                self.stats["rx_handshake_ratelimited"] += 1
+                return False
+        return True
+
+    def _receive_initiation(self, data: bytes, source: Endpoint, out: Output, now: float) -> None:
+        msg = parse_initiation(data)
+        if not self._macs_acceptable(data, MSG_INITIATION, source, msg.sender, out, now):
+            return
+        assert self._identity is not None
+        try:
+            static, ck, h = hsm.open_initiation_static(self._identity, msg)
+        except hsm.HandshakeError:
+            self.stats["rx_bad_handshake"] += 1
+            return
+        peer = self.peers.get(static)
+        if peer is None:
+            self.stats["rx_unknown_peer"] += 1
+            return
+        hs = peer.handshake
+        try:
+            consumed = hsm.finish_initiation(hs, msg, static, ck, h)
+        except hsm.HandshakeError:
+            self.stats["rx_bad_handshake"] += 1
+            return
+        # TAI64N is big-endian, so byte order is time order.
+        if consumed.timestamp <= hs.last_timestamp:
+            self.stats["rx_handshake_replay"] += 1
+            return
+        if hs.last_initiation_consumed is not None and now - hs.last_initiation_consumed < HANDSHAKE_INITIATION_RATE:
+            self.stats["rx_handshake_flood"] += 1
+            return
+        hsm.accept_initiation(hs, consumed, now)
+        peer.endpoint = source
+        peer.rx_bytes += len(data)
+        peer.new_handshake_at = None
+        peer.on_authenticated_traversal(now)
+        self._release_handshake_index(peer)
+        index = self._new_index(peer)
+        try:
+            response = hsm.create_response(hs, index)
+        except hsm.HandshakeError:
+            self._index.pop(index, None)
+            hs.zero()
+            self.stats["rx_bad_handshake"] += 1
+            return
+        send_key, receive_key = hsm.derive_transport_keys(hs.chaining_key, initiator=False)
+        kp = Keypair(send_key, receive_key, is_initiator=False, local_index=index,
+                     remote_index=hs.remote_index, created=now, peer=peer)
+        self._index[index] = kp
+        hs.zero()
+        # Responder: the new session waits as `next` until the initiator uses it.
+        self._drop_keypair(peer.next)
+        self._drop_keypair(peer.previous)
+        peer.next, peer.previous = kp, None
+        peer.on_session_derived(now)
+        wire = peer.cookies.add_macs(response, MSG_RESPONSE, now)
+        out.network.append((wire, source))
+        peer.tx_bytes += len(wire)
+        peer.send_keepalive_at = None
+        peer.on_authenticated_traversal(now)
+
+    def _receive_response(self, data: bytes, source: Endpoint, out: Output, now: float) -> None:
+        msg = parse_response(data)
+        if not self._macs_acceptable(data, MSG_RESPONSE, source, msg.sender, out, now):
+            return
+        assert self._identity is not None
+        peer = self._index.get(msg.receiver)
+        if not isinstance(peer, Peer):
+            self.stats["rx_unknown_index"] += 1
+            return
+        hs = peer.handshake
+        try:
+            ck = hsm.consume_response(hs, self._identity, msg)
+        except hsm.HandshakeError:
+            self.stats["rx_bad_handshake"] += 1
+            return
+        send_key, receive_key = hsm.derive_transport_keys(ck, initiator=True)
+        kp = Keypair(send_key, receive_key, is_initiator=True, local_index=hs.local_index,
+                     remote_index=msg.sender, created=now, peer=peer)
+        self._index[hs.local_index] = kp
+        hs.zero()
+        if peer.next is not None:
+            self._drop_keypair(peer.previous)
+            self._drop_keypair(peer.current)
+            peer.previous, peer.next = peer.next, None
+        else:
+            self._drop_keypair(peer.previous)
+            peer.previous = peer.current
+        peer.current = kp
+        peer.endpoint = source
+        peer.rx_bytes += len(data)
+        peer.on_handshake_complete(self._wall_clock())
+        peer.on_session_derived(now)
+        peer.new_handshake_at = None
+        peer.on_authenticated_traversal(now)
+        # Confirm the session to the responder at once: staged data, or else a keepalive.
+        self._send_keepalive(peer, out, now)
+
+    def _receive_cookie_reply(self, data: bytes, now: float) -> None:
+        reply = parse_cookie_reply(data)
+        owner = self._index.get(reply.receiver)
+        peer = owner.peer if isinstance(owner, Keypair) else owner
+        if not isinstance(peer, Peer):
+            self.stats["rx_unknown_index"] += 1
+            return
+        if not peer.cookies.consume_reply(reply, now):
+            self.stats["rx_bad_cookie"] += 1
+
+    def _initiate_handshake(self, peer: Peer, out: Output, now: float, *, retry: bool) -> None:
+        if not retry:
+            peer.handshake_attempts = 0
+        hs = peer.handshake
+        if hs.last_sent_initiation is not None and now - hs.last_sent_initiation < REKEY_TIMEOUT:
+            return  # at most one initiation per REKEY_TIMEOUT
+        if self._identity is None or hs.precomputed_static_static is None:
+            return
+        hs.last_sent_initiation = now
+        self._release_handshake_index(peer)
+        index = self._new_index(peer)
+        msg = hsm.create_initiation(hs, self._identity, index, self._wall_clock())
+        wire = peer.cookies.add_macs(msg, MSG_INITIATION, now)
+        peer.on_authenticated_traversal(now)
+        peer.send_keepalive_at = None
+        if peer.endpoint is not None:
+            out.network.append((wire, peer.endpoint))
+            peer.tx_bytes += len(wire)
+            self.stats["tx_initiation"] += 1
+        peer.retransmit_handshake_at = now + REKEY_TIMEOUT + self._jitter.uniform(0, REKEY_TIMEOUT_JITTER_MAX)
+
+    # ------------------------------------------------------------------ timers
+    def tick(self, now: float) -> Output:
+        """Fire due timers: handshake retries, keepalives, rekeys, key zeroing."""
+        out = Output()
+        for peer in list(self.peers.values()):
+            at = peer.retransmit_handshake_at
+            if at is not None and now >= at:
+                peer.retransmit_handshake_at = None
+                if peer.handshake_attempts > MAX_HANDSHAKE_ATTEMPTS:
+                    # Give up after REKEY_ATTEMPT_TIME; data waiting for this peer is dropped.
+                    peer.staged.clear()
+                    if peer.zero_keys_at is None:
+                        peer.zero_keys_at = now + ZERO_KEYS_AFTER
+                else:
+                    peer.handshake_attempts += 1
+                    self._initiate_handshake(peer, out, now, retry=True)
+            at = peer.send_keepalive_at
+            if at is not None and now >= at:
+                peer.send_keepalive_at = None
+                self._send_keepalive(peer, out, now)
+                if peer.need_another_keepalive:
+                    peer.need_another_keepalive = False
+                    peer.send_keepalive_at = now + KEEPALIVE_TIMEOUT
+            at = peer.new_handshake_at
+            if at is not None and now >= at:
+                # We sent data and heard nothing back for KEEPALIVE + REKEY_TIMEOUT.
+                peer.new_handshake_at = None
+                self._initiate_handshake(peer, out, now, retry=False)
+            at = peer.zero_keys_at
+            if at is not None and now >= at:
+                peer.zero_keys_at = None
+                self._expire_sessions(peer)
+            at = peer.persistent_keepalive_at
+            if at is not None and now >= at:
+                peer.persistent_keepalive_at = None
+                if peer.persistent_keepalive_interval and peer.endpoint is not None:
+                    self._send_keepalive(peer, out, now)
+        return out
+
+    # --------------------------------------------------------------- internals
+    def _new_index(self, owner: Peer | Keypair) -> int:
+        while True:
+            index = int.from_bytes(self._rng(4), "little")
+            if index and index not in self._index:
+                self._index[index] = owner
+                return index
+
+    def _release_handshake_index(self, peer: Peer) -> None:
+        index = peer.handshake.local_index
+        if index and self._index.get(index) is peer:
+            del self._index[index]
+
+    def _drop_keypair(self, kp: Keypair | None) -> None:
+        if kp is None:
+            return
+        if self._index.get(kp.local_index) is kp:
+            del self._index[kp.local_index]
+        kp.zero()
+
+    def _expire_sessions(self, peer: Peer) -> None:
+        for kp in peer.keypairs():
+            self._drop_keypair(kp)
+        peer.previous = peer.current = peer.next = None
+        self._release_handshake_index(peer)
+        peer.handshake.zero()
+        peer.staged.clear()
+
+    def __repr__(self) -> str:
+        return f"Tunnel(peers={len(self.peers)}, listen_port={self.listen_port})"
+
+
+def parse_network(text: str) -> Network:
+    """A CIDR as `wg` accepts it (host bits are cleared, as wg does)."""
+    return ipaddress.ip_network(text.strip(), strict=False)
