@@ -80,7 +80,9 @@ def test_replayed_initiation_is_rejected_and_floods_are_throttled() -> None:
     init = net.wire[0][1]
     net.b.tunnel.receive_datagrams([(init, net.a.underlay)], net.now + 1)
     assert net.b.tunnel.stats["rx_handshake_replay"] == 1
-    # a fresh initiation within 20 ms of the last accepted one is dropped
+    # a fresh initiation (newer timestamp) within 20 ms of the last accepted one is dropped
+    import time
+    net.a.tunnel._wall_clock = lambda: time.time_ns() + 10**9
     net.pa.handshake.last_sent_initiation = None
     out = net.a.tunnel.tick(net.now)  # nothing due
     assert out.network == []
