@@ -302,7 +302,14 @@ def test_lines_before_an_error_stay_applied(uapi: Uapi) -> None:
 @pytest.fixture
 def wire(uapi: Uapi):
     ours, theirs = socket.socketpair()
-    thread = threading.Thread(target=uapi.serve, args=(ours,), daemon=True)
+
+    def serve() -> None:
+        try:
+            uapi.serve(ours)
+        finally:
+            ours.close()     # what UapiServer does after serve() returns
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     reader = theirs.makefile("rb")
 
@@ -320,7 +327,6 @@ def wire(uapi: Uapi):
     yield request, theirs, thread
     theirs.close()
     thread.join(5)
-    ours.close()
 
 
 def test_wire_get_set_errors_on_one_connection(wire) -> None:

@@ -1,0 +1,516 @@
+"""Benchmark harness: raw veth vs wireguard-go vs ravenvpn vs mixed, same run, same conditions.
+
+    python3 -m benchmarks.run [--quick] [--repeat N] [--out DIR] [--only NAME,...]
+
+Every setup gets two fresh nodes (network + mount namespaces from tools/netns.py) joined by a veth:
+
+  veth          A 198.18.0.1 -- B 198.18.0.2, traffic straight over the veth (the ceiling)
+  wireguard-go  wireguard-go on both ends, traffic through the tunnel 10.99.0.1 -- 10.99.0.2
+  ravenvpn      ravenvpn-wg on both ends
+  mixed         ravenvpn-wg on A, wireguard-go on B (A->B: ravenvpn encrypts, wireguard-go decrypts)
+
+A is always the iperf3 client and the pinger; "A->B" figures have A send, "-R" figures have B send.
+Every figure is measured ``--repeat`` times (interleaved: one pass over all figures per repeat) and the
+median is reported. See benchmarks/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as _dt
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from . import REPO_ROOT
+from . import measure as M
+from .figures import FIGURES, applies, na_reason
+from .report import format_table, write_chart
+from tools.netns import Node, WgInterface, WgPeer, cleanup_stale, ping, start_wg, veth, wg_dump
+
+SETUPS = ("veth", "wireguard-go", "ravenvpn", "mixed")
+PREFIX = "rvb"  # namespace prefix of benchmark nodes (tests use "rvt"); cleanup only touches ours
+UNDERLAY = ("198.18.0.1/24", "198.18.0.2/24")
+INNER = ("10.99.0.1/24", "10.99.0.2/24")
+IFNAME = "bench0"
+PORTS = (51820, 51821)
+# IPv4 underlay with MTU 1500: 1500 - 20 (IPv4) - 8 (UDP) - 32 (WireGuard header + tag) = 1440, so the
+# 1400-byte UDP payload test (1428-byte IP packets) fits the tunnel without fragmentation.
+TUNNEL_MTU = 1440
+DAEMON_ENV = {"LOG_LEVEL": "error"}  # no per-handshake logging in either daemon while measuring
+
+
+@dataclasses.dataclass
+class Params:
+    repeat: int = 3
+    seconds: int = 2  # iperf3 -t (integer seconds)
+    pings: int = 200
+    ping_interval: float = 0.01
+    hs_initiators: int = 256
+    hs_seconds: float = 2.0
+    rss_peers: int = 1000
+    quick: bool = False
+
+    @classmethod
+    def quick_mode(cls) -> "Params":
+        return cls(repeat=1, seconds=1, pings=50, hs_initiators=32, hs_seconds=1.0, rss_peers=100, quick=True)
+
+
+class DaemonDied(RuntimeError):
+    pass
+
+
+class SetupFailed(RuntimeError):
+    pass
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = f"{exc}" or exc.__class__.__name__
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    msg = lines[0] if lines else exc.__class__.__name__
+    # CommandError/RuntimeError from start_wg carry the daemon log after the first line: keep a hint
+    for ln in lines[1:]:
+        if ln.startswith("---"):
+            continue
+        msg += " | " + ln
+        if len(msg) > limit:
+            break
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
+
+
+@dataclasses.dataclass
+class SetupRun:
+    """Samples, errors and raw details of one setup."""
+
+    name: str
+    impl_a: str | None
+    impl_b: str | None
+    status: str = "ok"
+    reason: str | None = None
+    samples: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    errors: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+
+    def add(self, key: str, value: float | None) -> None:
+        if value is None:
+            self.errors.setdefault(key, []).append("no value")
+        else:
+            self.samples.setdefault(key, []).append(float(value))
+
+    def fail(self, key: str, msg: str) -> None:
+        self.errors.setdefault(key, []).append(msg)
+
+    def figures(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for fig in FIGURES:
+            entry: dict[str, Any] = {"unit": fig.unit, "value": None, "samples": [], "na": None, "error": None}
+            if not applies(fig, self.name):
+                entry["na"] = na_reason(fig, self.name)
+            elif self.status != "ok" and not self.samples.get(fig.key):
+                entry["error"] = f"{self.status}: {self.reason}"
+            else:
+                samples = self.samples.get(fig.key, [])
+                entry["samples"] = samples
+                if samples:
+                    entry["value"] = statistics.median(samples)
+                errs = self.errors.get(fig.key)
+                if errs:
+                    entry["errors"] = errs
+                    if not samples:
+                        entry["error"] = errs[0]
+                if not samples and not errs:
+                    entry["error"] = "not measured"
+            out[fig.key] = entry
+        return out
+
+
+class Bench:
+    """Runs the setups one after the other and collects SetupRuns."""
+
+    def __init__(self, params: Params, impl_cmds: dict[str, list[str]], log: Callable[[str], None]) -> None:
+        self.p = params
+        self.impl_cmds = impl_cmds
+        self.log = log
+
+    # -- environment ------------------------------------------------------------------------------
+
+    def _start(self, node: Node, impl: str, private: str, port: int, address: str | None,
+               peers: list[WgPeer], ifname: str = IFNAME) -> WgInterface:
+        return start_wg(node, self.impl_cmds[impl], ifname, private, port, [address] if address else [],
+                        peers, mtu=TUNNEL_MTU, env=DAEMON_ENV)
+
+    @contextlib.contextmanager
+    def environment(self, run: SetupRun) -> Iterator[dict[str, Any]]:
+        with Node("a", prefix=PREFIX) as a, Node("b", prefix=PREFIX) as b:
+            link = veth(a, b, UNDERLAY[0], UNDERLAY[1])
+            env: dict[str, Any] = {"a": a, "b": b, "link": link, "target": link.ip_b, "ifaces": {}}
+            if run.impl_a is not None:
+                assert run.impl_b is not None
+                ka, kb = M_keypair(), M_keypair()
+                try:
+                    ia = self._start(a, run.impl_a, ka[0], PORTS[0], INNER[0],
+                                     [WgPeer(kb[1], ["10.99.0.2/32"], f"{link.ip_b}:{PORTS[1]}")])
+                    env["ifaces"]["a"] = ia
+                    ib = self._start(b, run.impl_b, kb[0], PORTS[1], INNER[1],
+                                     [WgPeer(ka[1], ["10.99.0.1/32"], f"{link.ip_a}:{PORTS[0]}")])
+                    env["ifaces"]["b"] = ib
+                except Exception as exc:
+                    raise SetupFailed(f"daemon did not start: {_one_line(exc)}") from exc
+                env["keys"] = {"a": ka, "b": kb}
+                env["target"] = INNER[1].split("/")[0]
+                first = ping(a, env["target"], count=1, deadline=10, wait=1)
+                if not first.ok:
+                    logs = " / ".join(f"{s}: {i.log_text().strip()[-200:]}" for s, i in env["ifaces"].items())
+                    raise SetupFailed(f"no ping reply through the tunnel within 10 s (daemon logs: {logs or '-'})")
+                run.info["first_ping_ms"] = first.rtts[0] if first.rtts else None
+            yield env
+
+    def _check_daemons(self, env: dict[str, Any]) -> None:
+        for side, iface in env["ifaces"].items():
+            if not iface.stopped and not iface.daemon_alive():
+                raise DaemonDied(f"daemon {side} ({iface.impl_cmd[0]}) exited; log: "
+                                 f"{iface.log_text().strip()[-300:] or '-'}")
+
+    def _measure(self, run: SetupRun, env: dict[str, Any], what: str, keys: list[str], rep: int,
+                 fn: Callable[[], dict[str, float | None]], detail: Callable[[], Any] | None = None) -> None:
+        """Run one measurement, record its figures; on failure record the error for ``keys``."""
+        t0 = time.monotonic()
+        record: dict[str, Any] = {"what": what, "rep": rep}
+        try:
+            self._check_daemons(env)
+            values = fn()
+            for k, v in values.items():
+                if isinstance(v, str):
+                    run.fail(k, v)
+                else:
+                    run.add(k, v)
+            record["values"] = values
+        except DaemonDied:
+            raise
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            msg = _one_line(exc)
+            for k in keys:
+                run.fail(k, msg)
+            record["error"] = msg
+            self.log(f"    {what}: FAILED: {msg}")
+        record["seconds"] = round(time.monotonic() - t0, 3)
+        run.runs.append(record)
+
+    # -- one setup ----------------------------------------------------------------------------------
+
+    def run_setup(self, run: SetupRun) -> None:
+        p = self.p
+        t_start = time.monotonic()
+        try:
+            with self.environment(run) as env:
+                a, b, target = env["a"], env["b"], env["target"]
+                tunnel = bool(env["ifaces"])
+                cpu_pids = ({"a": M.daemon_pids(env["ifaces"]["a"]), "b": M.daemon_pids(env["ifaces"]["b"])}
+                            if tunnel else None)
+                load_count = max(10, min(p.pings, int((p.seconds - 0.8) / p.ping_interval)))
+                load_ping = {"count": load_count, "interval": p.ping_interval, "delay": 0.5}
+                for rep in range(p.repeat):
+                    self.log(f"  {run.name}: pass {rep + 1}/{p.repeat}")
+                    self._measure(run, env, "ping idle", ["ping_idle_p50", "ping_idle_p99"], rep,
+                                  lambda: _ping_values(M.ping_idle(a, target, p.pings, p.ping_interval), "idle"))
+                    self._measure(run, env, "tcp1 up (+ping under load, cpu)",
+                                  ["tcp1_up", "ping_load_p50", "ping_load_p99", "cpu_per_gb_a", "cpu_per_gb_b"],
+                                  rep, lambda: _tcp_values(run, M.tcp(a, b, target, p.seconds, cpu_pids=cpu_pids,
+                                                                      load_ping=load_ping), "tcp1_up"))
+                    self._measure(run, env, "tcp1 down", ["tcp1_down"], rep,
+                                  lambda: _tcp_values(run, M.tcp(a, b, target, p.seconds, reverse=True), "tcp1_down"))
+                    self._measure(run, env, "tcp4 up", ["tcp4_up"], rep,
+                                  lambda: _tcp_values(run, M.tcp(a, b, target, p.seconds, parallel=4), "tcp4_up"))
+                    self._measure(run, env, "tcp4 down", ["tcp4_down"], rep,
+                                  lambda: _tcp_values(run, M.tcp(a, b, target, p.seconds, reverse=True, parallel=4),
+                                                      "tcp4_down"))
+                    self._measure(run, env, "udp 64", ["udp64_pps", "udp64_loss"], rep,
+                                  lambda: _udp_values(run, M.udp(a, b, target, p.seconds, 64), "udp64"))
+                    self._measure(run, env, "udp 1400", ["udp1400_pps", "udp1400_loss", "udp1400_goodput"], rep,
+                                  lambda: _udp_values(run, M.udp(a, b, target, p.seconds, 1400), "udp1400"))
+                if tunnel:
+                    self._measure(run, env, "rss after runs", ["rss_a", "rss_b"], 0, lambda: {
+                        "rss_a": M.proc_status_kib(M.daemon_pids(env["ifaces"]["a"]), "VmHWM") / 1024,
+                        "rss_b": M.proc_status_kib(M.daemon_pids(env["ifaces"]["b"]), "VmHWM") / 1024,
+                    })
+                    run.info["wg_show_b"] = _wg_counters(b)
+                if tunnel and run.impl_a == run.impl_b:
+                    self._handshakes(run, env)
+                    for side in ("a", "b"):
+                        env["ifaces"][side].stop()
+                    self._rss_peers(run, env)
+        except DaemonDied as exc:
+            run.status, run.reason = "failed", _one_line(exc)
+            self.log(f"  {run.name}: {run.status}: {run.reason}")
+        except SetupFailed as exc:
+            run.status, run.reason = "failed", _one_line(exc)
+            self.log(f"  {run.name}: {run.status}: {run.reason}")
+        except (KeyboardInterrupt, SystemExit):
+            run.status, run.reason = "interrupted", "interrupted"
+            raise
+        except Exception as exc:  # a bug or an environment problem: report it, keep the other setups
+            run.status, run.reason = "failed", _one_line(exc)
+            run.info["traceback"] = traceback.format_exc()
+            self.log(f"  {run.name}: failed: {run.reason}")
+        finally:
+            run.seconds = round(time.monotonic() - t_start, 1)
+
+    def _handshakes(self, run: SetupRun, env: dict[str, Any]) -> None:
+        """Many simulated initiators (node A) against B's daemon: see benchmarks/hsload.py."""
+        from ravenvpn.protocol import keys as rk
+
+        p, a, b, link = self.p, env["a"], env["b"], env["link"]
+        ib: WgInterface = env["ifaces"]["b"]
+        keys = [rk.generate_private() for _ in range(p.hs_initiators + 1)]
+        pubs = [rk.b64encode(rk.public_from_private(k)) for k in keys]
+        sources = M.hs_source_ips(p.hs_initiators)
+
+        def prepare() -> dict[str, float | None]:
+            M.add_source_ips(a, b, link.name_a, link.name_b, sources)
+            M.addconf(b, IFNAME, M.peers_conf(pubs, net=200))
+            return {}
+
+        self._measure(run, env, "handshake setup", ["hs_responses", "hs_cookies"], 0, prepare)
+        if run.errors.get("hs_responses"):
+            return
+        cfg = {
+            "responder_ip": link.ip_b,
+            "responder_port": PORTS[1],
+            "responder_public_key": ib.public_key,
+            "verifier_private_key": rk.b64encode(keys[-1]),
+            "verifier_source_ip": link.ip_a,
+            "initiator_private_keys": [rk.b64encode(k) for k in keys[:-1]],
+            "source_ips": sources,
+            "duration": p.hs_seconds,
+        }
+        for rep in range(p.repeat):
+
+            def once() -> dict[str, float | None]:
+                res = M.handshake_load(a, cfg, timeout=p.hs_seconds + 60)
+                run.info.setdefault("handshakes", []).append(res)
+                return {"hs_responses": res["responses_per_s"], "hs_cookies": res["cookie_replies_per_s"]}
+
+            self._measure(run, env, "handshakes", ["hs_responses", "hs_cookies"], rep, once)
+
+    def _rss_peers(self, run: SetupRun, env: dict[str, Any]) -> None:
+        """A fresh daemon (no traffic ever) in node B: RSS idle, then peak RSS with N configured peers."""
+        from ravenvpn.protocol import keys as rk
+
+        p, b = self.p, env["b"]
+        impl = run.impl_b
+        assert impl is not None
+
+        def measure() -> dict[str, float | None]:
+            iface = self._start(b, impl, env["keys"]["b"][0], 51900, None, [], ifname="rss0")
+            env["ifaces"]["rss"] = iface
+            try:
+                pids = M.daemon_pids(iface)
+                time.sleep(0.3)
+                idle = M.proc_status_kib(pids, "VmRSS") / 1024
+                pubs = [rk.b64encode(rk.public_from_private(rk.generate_private())) for _ in range(p.rss_peers)]
+                M.addconf(b, "rss0", M.peers_conf(pubs, net=100))
+                n = M.peer_count(b, "rss0")
+                if n != p.rss_peers:
+                    raise RuntimeError(f"daemon reports {n} peers after configuring {p.rss_peers}")
+                time.sleep(0.3)
+                peak = M.proc_status_kib(pids, "VmHWM") / 1024
+                run.info["rss_peers_vmrss_mib"] = M.proc_status_kib(pids, "VmRSS") / 1024
+                run.info["rss_peers_n"] = p.rss_peers
+                return {"rss_idle": idle, "rss_peers": peak}
+            finally:
+                iface.stop()
+
+        self._measure(run, env, f"rss with {p.rss_peers} peers", ["rss_idle", "rss_peers"], 0, measure)
+
+
+def M_keypair() -> tuple[str, str]:
+    """(private, public) base64 keys, generated in-process (no `wg genkey` round trips)."""
+    from ravenvpn.protocol import keys as rk
+
+    priv = rk.generate_private()
+    return rk.b64encode(priv), rk.b64encode(rk.public_from_private(priv))
+
+
+def _ping_values(summary: dict[str, Any], tag: str) -> dict[str, float | None]:
+    return {f"ping_{tag}_p50": summary["p50"], f"ping_{tag}_p99": summary["p99"]}
+
+
+def _tcp_values(run: SetupRun, res: dict[str, Any], key: str) -> dict[str, Any]:
+    values: dict[str, Any] = {key: res["bps"]}
+    if "cpu_per_gb" in res:
+        values["cpu_per_gb_a"] = res["cpu_per_gb"]["a"]
+        values["cpu_per_gb_b"] = res["cpu_per_gb"]["b"]
+    if "ping" in res:
+        values.update(_ping_values(res["ping"], "load"))
+    elif "ping_error" in res:
+        values["ping_load_p50"] = values["ping_load_p99"] = res["ping_error"]
+    run.runs.append({"what": f"{key} detail", "detail": {k: v for k, v in res.items() if k != "bps"}})
+    return values
+
+
+def _udp_values(run: SetupRun, res: dict[str, Any], tag: str) -> dict[str, float | None]:
+    run.runs.append({"what": f"{tag} detail", "detail": res["detail"]})
+    values: dict[str, float | None] = {f"{tag}_pps": res["pps"], f"{tag}_loss": res["loss"]}
+    if tag == "udp1400":
+        values["udp1400_goodput"] = res["goodput_bps"]
+    return values
+
+
+def _wg_counters(node: Node) -> dict[str, Any]:
+    with contextlib.suppress(Exception):
+        d = wg_dump(node, IFNAME)
+        return {pk[:8]: {"rx": p.rx_bytes, "tx": p.tx_bytes, "handshake": p.latest_handshake}
+                for pk, p in d.peers.items()}
+    return {}
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python3 -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="1 repeat, 1 s runs, 50 pings, 32 initiators, 100 peers: proves the harness works")
+    ap.add_argument("--repeat", type=int, help="runs per figure, the median is reported (default 3, quick 1)")
+    ap.add_argument("--seconds", type=int, help="iperf3 run length in whole seconds (default 2, quick 1)")
+    ap.add_argument("--peers", type=int, help="peers configured for the RSS figure (default 1000, quick 100)")
+    ap.add_argument("--initiators", type=int, help="simulated handshake initiators (default 256, quick 32)")
+    ap.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results",
+                    help="results go to DIR/<timestamp>/ (default benchmarks/results)")
+    ap.add_argument("--only", help=f"comma-separated subset of: {','.join(SETUPS)}")
+    ap.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
+    ap.add_argument("--ravenvpn-cmd", default="ravenvpn-wg", help="ravenvpn daemon command (default ravenvpn-wg)")
+    ap.add_argument("--wireguard-go-cmd", default="wireguard-go", help="wireguard-go command")
+    args = ap.parse_args(argv)
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        bad = [n for n in names if n not in SETUPS]
+        if bad or not names:
+            ap.error(f"--only: unknown setup(s) {','.join(bad)}; choose from {','.join(SETUPS)}")
+        args.setups = [s for s in SETUPS if s in names]
+    else:
+        args.setups = list(SETUPS)
+    for name in ("repeat", "seconds", "peers", "initiators"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            ap.error(f"--{name} must be >= 1")
+    return args
+
+
+def _environment_info(params: Params, impl_cmds: dict[str, list[str]]) -> dict[str, Any]:
+    commit = "unknown"
+    with contextlib.suppress(Exception):
+        commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=5).stdout.strip() or "unknown"
+    with contextlib.suppress(Exception):
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain"], capture_output=True,
+                               text=True, timeout=5).stdout.strip()
+        if dirty:
+            commit += "+dirty"
+    return {
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "git": commit,
+        "wireguard-go": M.tool_version(impl_cmds["wireguard-go"] + ["--version"]),
+        "ravenvpn-wg": M.cmd_str(impl_cmds["ravenvpn"]),
+        "iperf3": M.tool_version(["iperf3", "--version"]),
+        "params": dataclasses.asdict(params),
+        "tunnel_mtu": TUNNEL_MTU,
+    }
+
+
+def _raise_on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    params = Params.quick_mode() if args.quick else Params()
+    if args.repeat:
+        params.repeat = args.repeat
+    if args.seconds:
+        params.seconds = args.seconds
+    if args.peers:
+        params.rss_peers = args.peers
+    if args.initiators:
+        params.hs_initiators = args.initiators
+    impl_cmds = {"wireguard-go": args.wireguard_go_cmd.split(), "ravenvpn": args.ravenvpn_cmd.split()}
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)  # clean up namespaces on `kill` as on Ctrl-C
+    cleanup_stale(PREFIX)  # leftovers of a benchmark run that was killed hard
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    outdir = args.out / stamp
+    bench = Bench(params, impl_cmds, log)
+    impls = {"veth": (None, None), "wireguard-go": ("wireguard-go", "wireguard-go"),
+             "ravenvpn": ("ravenvpn", "ravenvpn"), "mixed": ("ravenvpn", "wireguard-go")}
+    runs = [SetupRun(name, *impls[name]) for name in args.setups]
+    t0 = time.monotonic()
+    interrupted = False
+    log(f"benchmarks: {', '.join(args.setups)}; {params.repeat} repeat(s), {params.seconds} s runs"
+        f"{' (quick)' if params.quick else ''}")
+    try:
+        for run in runs:
+            log(f"- {run.name}")
+            bench.run_setup(run)
+            log(f"  {run.name}: {run.status} in {run.seconds:.1f} s")
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted: cleaning up and writing partial results")
+        for run in runs:
+            if run.status == "ok" and not run.samples and not run.errors:
+                run.status, run.reason = "skipped", "interrupted"
+    finally:
+        with contextlib.suppress(Exception):
+            cleanup_stale(PREFIX)
+    total = time.monotonic() - t0
+
+    results = {
+        "timestamp": stamp,
+        "seconds": round(total, 1),
+        "interrupted": interrupted,
+        "environment": _environment_info(params, impl_cmds),
+        "setups": {
+            r.name: {
+                "impl_a": r.impl_a, "impl_b": r.impl_b, "status": r.status, "reason": r.reason,
+                "seconds": r.seconds, "figures": r.figures(), "info": r.info, "runs": r.runs,
+            }
+            for r in runs
+        },
+    }
+    table = format_table(results, params)
+    print(table)
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    (outdir / "table.txt").write_text(table + "\n")
+    if args.no_chart:
+        pass
+    else:
+        note = write_chart(results, outdir / "chart.png")
+        if note:
+            print(note)
+    print(f"results: {outdir / 'results.json'}  ({total:.0f} s)")
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""`ravenvpn-wg [-f|--foreground] [--log-file PATH] IFNAME`: a drop-in for `wireguard-go IFNAME`.
+
+Creates the TUN device and the UAPI socket, then (unless in the foreground)
+daemonises: the parent waits on a pipe until the child is ready and exits 0, or
+prints one line `ravenvpn-wg: <reason>` and exits 1. The daemon runs until its
+interface is deleted, its UAPI socket is removed, or it gets SIGTERM/SIGINT.
+
+Logging follows wireguard-go: LOG_LEVEL=silent|error|info|verbose|debug; a
+background daemon logs to --log-file if given, else to the inherited stderr only
+if LOG_LEVEL is set (so callers capturing output are not held open), else nowhere.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+from ..errors import RavenError, StartupError
+from .tun import DEFAULT_MTU, TunDevice, check_ifname
+from .udp import UdpTransport
+from .netlink import LinkMonitor
+from .pump import Pump
+from .uapi import Uapi
+from .uapi_server import UapiServer, check_not_in_use
+
+PROG = "ravenvpn-wg"
+USAGE = f"usage: {PROG} [-f|--foreground] [--log-file PATH] IFNAME"
+LOG_LEVELS = {"silent": logging.CRITICAL + 10, "error": logging.ERROR, "info": logging.INFO,
+              "verbose": logging.DEBUG, "debug": logging.DEBUG}
+
+log = logging.getLogger("ravenvpn")
+
+
+class UsageError(RavenError):
+    pass
+
+
+def parse_args(argv: list[str]) -> tuple[str, bool, str | None]:
+    """(ifname, foreground, log_file). Hand-rolled so every mistake is one line."""
+    foreground, log_file, names = False, None, []
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-f", "--foreground"):
+            foreground = True
+        elif arg == "--log-file":
+            log_file = next(args, None)
+            if not log_file:
+                raise UsageError("--log-file needs a path")
+        elif arg.startswith("--log-file="):
+            log_file = arg.split("=", 1)[1]
+        elif arg in ("-h", "--help"):
+            print(USAGE)
+            raise SystemExit(0)
+        elif arg.startswith("-") and arg != "-":
+            raise UsageError(f"unknown option {arg}; {USAGE}")
+        else:
+            names.append(arg)
+    if len(names) != 1:
+        raise UsageError(USAGE)
+    try:
+        check_ifname(names[0])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if os.environ.get("WG_PROCESS_FOREGROUND") == "1":
+        foreground = True
+    return names[0], foreground, log_file
+
+
+def log_level() -> int:
+    return LOG_LEVELS.get(os.environ.get("LOG_LEVEL", "").lower(), logging.INFO)
+
+
+def setup_logging(ifname: str, stream) -> None:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(f"%(levelname)s: ({ifname}) %(asctime)s %(message)s",
+                                           "%Y/%m/%d %H:%M:%S"))
+    root = logging.getLogger("ravenvpn")
+    root.handlers[:] = [handler]
+    root.setLevel(log_level())
+    root.propagate = False
+
+
+class Device:
+    """One running interface: owns the TUN, the sockets, the core and the UAPI server.
+
+    Implements uapi.DeviceControl; its setters run with `lock` held by the UAPI thread.
+    """
+
+    def __init__(self, ifname: str) -> None:
+        self.ifname = ifname
+        self.lock = threading.Lock()
+        self.tun: TunDevice | None = None
+        self.udp = UdpTransport()
+        self.monitor: LinkMonitor | None = None
+        self.server: UapiServer | None = None
+        self.pump: Pump | None = None
+
+    # -- DeviceControl --
+    @property
+    def listen_port(self) -> int:
+        return self.udp.port
+
+    @property
+    def fwmark(self) -> int:
+        return self.udp.fwmark
+
+    def set_listen_port(self, port: int) -> None:
+        self.udp.bind(port)
+        if self.pump:
+            self.pump.wake(tick=False)     # re-register the new sockets promptly
+
+    def set_fwmark(self, mark: int) -> None:
+        self.udp.set_fwmark(mark)
+
+    def config_changed(self) -> None:
+        if self.pump:
+            self.pump.wake()
+
+    # -- lifecycle --
+    def open(self) -> None:
+        """Bring everything up; on failure close what was opened and raise StartupError."""
+        from ..protocol.tunnel import Tunnel   # imported late: `--help` must work without the core
+
+        try:
+            check_not_in_use(self.ifname)
+            try:
+                self.tun = TunDevice(self.ifname, DEFAULT_MTU)
+            except OSError as exc:
+                raise StartupError(f"cannot create TUN device {self.ifname}: {exc.strerror or exc}") from None
+            tunnel = Tunnel(mtu=self.tun.get_mtu())
+            try:
+                self.udp.bind_default()
+            except OSError as exc:
+                raise StartupError(f"cannot open UDP socket: {exc.strerror or exc}") from None
+            try:
+                self.monitor = LinkMonitor(self.tun.ifindex)
+            except OSError as exc:      # the TUN fd still reports deletion; MTU changes go unseen
+                log.error("cannot watch link events: %s", exc.strerror or exc)
+            self.pump = Pump(tunnel, self.tun, self.udp, self.monitor, self.lock)
+            self.server = UapiServer(self.ifname, Uapi(tunnel, self, self.lock))
+            self.server.open()
+            self.pump.housekeeping.append(self._check_socket)
+        except BaseException:
+            self.close()
+            raise
+        log.info("interface %s up (MTU %d), UDP port %d%s", self.ifname, tunnel.mtu, self.udp.port,
+                 "" if self.udp.v6 else " (IPv4 only)")
+
+    def _check_socket(self) -> None:
+        if self.server and not self.server.still_ours():
+            assert self.pump is not None
+            self.pump.stop(f"UAPI socket {self.server.path} was removed")
+
+    def run(self) -> str:
+        assert self.pump is not None and self.server is not None
+        self.server.start()
+        return self.pump.run()
+
+    def close(self) -> None:
+        """Idempotent teardown: socket first (clients see us gone), then UDP, netlink, TUN."""
+        if self.server:
+            self.server.close()
+            self.server = None
+        self.udp.close()
+        if self.monitor:
+            self.monitor.close()
+            self.monitor = None
+        if self.tun:
+            self.tun.close()        # non-persistent: this removes the interface if it still exists
+            self.tun = None
+
+
+def _install_signal_handlers(device: Device) -> None:
+    def on_signal(signum, _frame):
+        if device.pump:
+            device.pump.stop(f"received {signal.Signals(signum).name}")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def serve(ifname: str, ready_fd: int | None) -> int:
+    """Run the device in this process; tell `ready_fd` "ok" or the error line (None: print it)."""
+    device = Device(ifname)
+    try:
+        device.open()
+        _install_signal_handlers(device)
+    except (StartupError, Exception) as exc:
+        # A bug is still one line for the user; the traceback goes to the debug log only.
+        error = str(exc) if isinstance(exc, StartupError) else f"internal error: {type(exc).__name__}: {exc}"
+        log.debug("start-up failed", exc_info=True)
+        if ready_fd is not None:
+            log.error("%s", error)      # the parent prints the line; the log keeps a copy
+        _report(ready_fd, error)
+        return 1
+    _report(ready_fd, None)
+    try:
+        reason = device.run()
+        log.info("shutting down: %s", reason)
+    finally:
+        device.close()
+    return 0
+
+
+def _report(ready_fd: int | None, error: str | None) -> None:
+    if ready_fd is None:
+        if error is not None:
+            print(f"{PROG}: {error}", file=sys.stderr)
+        return
+    try:
+        os.write(ready_fd, b"ok" if error is None else error.encode(errors="replace"))
+    finally:
+        os.close(ready_fd)
+
+
+def _redirect_std_streams(log_file: str | None) -> None:
+    """Detach the daemon from the caller's terminal/pipes so `$(ravenvpn-wg IF)` returns."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    if log_file is not None:
+        fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.dup2(fd, 2)
+        os.close(fd)
+    elif not os.environ.get("LOG_LEVEL"):
+        os.dup2(devnull, 2)
+    os.close(devnull)
+
+
+def daemonise(ifname: str, log_file: str | None) -> int:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid > 0:                                  # parent: wait for the child's verdict
+        os.close(w)
+        chunks = []
+        while chunk := os.read(r, 4096):
+            chunks.append(chunk)
+        os.close(r)
+        verdict = b"".join(chunks).decode(errors="replace")
+        if verdict == "ok":
+            return 0
+        os.waitpid(pid, 0)
+        print(f"{PROG}: {verdict or 'daemon exited during start-up'}", file=sys.stderr)
+        return 1
+    # child
+    os.close(r)
+    code = 1
+    try:
+        os.setsid()
+        _redirect_std_streams(log_file)
+        setup_logging(ifname, sys.stderr)
+        code = serve(ifname, w)
+    except BaseException:
+        log.exception("daemon failed")
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        ifname, foreground, log_file = parse_args(sys.argv[1:] if argv is None else argv)
+        if os.geteuid() != 0 and not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+            raise UsageError("need root (or CAP_NET_ADMIN) to create a TUN device")
+        if foreground:
+            stream = open(log_file, "a", buffering=1) if log_file else sys.stderr
+            setup_logging(ifname, stream)
+            return serve(ifname, None)
+        return daemonise(ifname, log_file)
+    except RavenError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{PROG}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The data-path event loop: TUN <-> core <-> UDP, plus link events and timers.
+
+One epoll over the TUN fd, the UDP sockets, the netlink socket and a wake-up
+eventfd. Each wake-up drains up to `budget` packets per ready fd, hands them to
+the core as one list and writes the results out. The core is not thread-safe:
+every call into it (here and from the UAPI thread) holds `lock`; the pump takes
+it once per wake-up, not per packet.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import select
+import threading
+import time
+from typing import Callable
+
+from .netlink import LinkMonitor
+from .tun import TunDevice
+from .udp import UdpTransport
+
+log = logging.getLogger("ravenvpn.pump")
+
+DEFAULT_BUDGET = 128            # packets per fd per wake-up
+TICK_INTERVAL = 0.1             # seconds between timer ticks
+HOUSEKEEPING_INTERVAL = 1.0     # seconds between `housekeeping` calls
+
+
+class Pump:
+    def __init__(self, tunnel, tun: TunDevice, udp: UdpTransport, monitor: LinkMonitor | None,
+                 lock: threading.Lock, budget: int = DEFAULT_BUDGET) -> None:
+        self.tunnel = tunnel
+        self.tun = tun
+        self.udp = udp
+        self.monitor = monitor
+        self.lock = lock
+        self.budget = budget
+        self.housekeeping: list[Callable[[], None]] = []    # run about once a second, outside the lock
+        self.stop_reason: str | None = None
+        self.core_errors = 0
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._tick_now = False
+
+    # -- called from other threads or signal handlers --
+
+    def wake(self, tick: bool = True) -> None:
+        """Make the loop run now (and tick the timers, e.g. to send a new keepalive)."""
+        self._tick_now = tick or self._tick_now
+        try:
+            os.eventfd_write(self._wake_fd, 1)
+        except OSError:
+            pass
+
+    def stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.wake(tick=False)
+
+    # -- the loop --
+
+    def run(self) -> str:
+        """Pump until stop() or the TUN device disappears; returns why it stopped."""
+        ep = select.epoll()
+        tun_fd, wake_fd = self.tun.fileno(), self._wake_fd
+        mon_fd = self.monitor.fileno() if self.monitor else -1
+        ep.register(tun_fd, select.EPOLLIN)
+        ep.register(wake_fd, select.EPOLLIN)
+        if self.monitor:
+            ep.register(mon_fd, select.EPOLLIN)
+        udp_by_fd: dict[int, object] = {}
+        generation = None
+        next_tick = 0.0
+        next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL
+        try:
+            while self.stop_reason is None:
+                events = ep.poll(max(0.0, next_tick - time.monotonic()))
+                now = time.monotonic()
+                with self.lock:
+                    if generation != self.udp.generation:
+                        generation = self.udp.generation
+                        udp_by_fd = self._reregister(ep, udp_by_fd)
+                    for fd, _mask in events:
+                        if fd == tun_fd:
+                            self._from_tun(now)
+                        elif fd in udp_by_fd:
+                            self._from_udp(udp_by_fd[fd], now)
+                        elif fd == wake_fd:
+                            self._drain_wake()
+                        elif fd == mon_fd:
+                            self._link_events()
+                    if now >= next_tick or self._tick_now:
+                        self._tick_now = False
+                        self._core("tick", now)
+                        next_tick = now + TICK_INTERVAL
+                if now >= next_housekeeping:
+                    next_housekeeping = now + HOUSEKEEPING_INTERVAL
+                    for job in self.housekeeping:
+                        job()
+        finally:
+            ep.close()
+            os.close(self._wake_fd)
+            self._wake_fd = -1
+        return self.stop_reason or "stopped"
+
+    def _reregister(self, ep: select.epoll, old: dict[int, object]) -> dict[int, object]:
+        for fd in old:
+            ep.unregister(fd)
+        for sock in self.udp.take_retired():
+            sock.close()
+        new = {sock.fileno(): sock for sock in self.udp.sockets}
+        for fd in new:
+            ep.register(fd, select.EPOLLIN)
+        return new
+
+    def _from_tun(self, now: float) -> None:
+        try:
+            packets = self.tun.read_batch(self.budget)
+        except OSError as exc:
+            self.stop(f"TUN device {self.tun.name} is gone ({exc.strerror or exc})")
+            return
+        if packets:
+            self._core("send_packets", packets, now)
+
+    def _from_udp(self, sock, now: float) -> None:
+        datagrams = self.udp.recv_batch(sock, self.budget)
+        if datagrams:
+            self._core("receive_datagrams", datagrams, now)
+
+    def _core(self, method: str, *args) -> None:
+        try:
+            out = getattr(self.tunnel, method)(*args)
+        except Exception:
+            # A core bug on one batch must not end the tunnel; count and log it.
+            self.core_errors += 1
+            log.exception("core %s failed", method)
+            return
+        if out.tun:
+            try:
+                self.tun.write_batch(out.tun)
+            except OSError as exc:
+                self.stop(f"TUN device {self.tun.name} is gone ({exc.strerror or exc})")
+        if out.network:
+            self.udp.send_batch(out.network)
+
+    def _drain_wake(self) -> None:
+        try:
+            os.eventfd_read(self._wake_fd)
+        except BlockingIOError:
+            pass
+
+    def _link_events(self) -> None:
+        assert self.monitor is not None
+        for event in self.monitor.read_events():
+            if event.deleted:
+                self.stop(f"interface {self.tun.name} was deleted")
+                return
+            if event.mtu is not None and event.mtu != self.tunnel.mtu:
+                log.info("MTU of %s is now %d", self.tun.name, event.mtu)
+                self.tunnel.mtu = event.mtu

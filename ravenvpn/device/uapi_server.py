@@ -1,0 +1,110 @@
+"""The UAPI Unix socket at /var/run/wireguard/IFNAME.sock and its accept thread."""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import stat
+import threading
+
+from ..errors import StartupError
+from .uapi import Uapi
+
+SOCKET_DIR = "/var/run/wireguard"      # fixed: `wg` and `wg-quick` look exactly here
+
+log = logging.getLogger("ravenvpn.uapi")
+
+
+def socket_path(ifname: str) -> str:
+    return os.path.join(SOCKET_DIR, f"{ifname}.sock")
+
+
+def check_not_in_use(ifname: str) -> None:
+    """Refuse if a live daemon answers on the interface's socket; remove a stale one."""
+    path = socket_path(ifname)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise StartupError(f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError as exc:
+        if exc.errno != errno.ECONNREFUSED:
+            raise StartupError(f"cannot check {path}: {exc.strerror}") from None
+        os.unlink(path)      # nobody listens: left over from a daemon that died
+        log.info("removed stale UAPI socket %s", path)
+        return
+    finally:
+        probe.close()
+    raise StartupError(f"interface {ifname} is already handled by another daemon ({path} is live)")
+
+
+class UapiServer:
+    def __init__(self, ifname: str, uapi: Uapi) -> None:
+        self.ifname = ifname
+        self.path = socket_path(ifname)
+        self.uapi = uapi
+        self.listener: socket.socket | None = None
+        self._inode: int | None = None
+
+    def open(self) -> None:
+        check_not_in_use(self.ifname)
+        os.makedirs(SOCKET_DIR, mode=0o700, exist_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old_umask = os.umask(0o077)          # the socket grants configuration rights: root only
+        try:
+            listener.bind(self.path)
+        except OSError as exc:
+            listener.close()
+            raise StartupError(f"cannot create {self.path}: {exc.strerror}") from None
+        finally:
+            os.umask(old_umask)
+        listener.listen(16)
+        self.listener = listener
+        self._inode = os.stat(self.path).st_ino
+
+    def start(self) -> None:
+        threading.Thread(target=self._accept_loop, name="uapi-accept", daemon=True).start()
+
+    def _accept_loop(self) -> None:
+        assert self.listener is not None
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return          # listener shut down
+            threading.Thread(target=self._serve, args=(conn,), name="uapi-conn", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            self.uapi.serve(conn)
+        except Exception:       # a bug in one request must not take the daemon down
+            log.exception("UAPI: internal error")
+        finally:
+            conn.close()
+
+    def still_ours(self) -> bool:
+        """False once someone removed or replaced our socket file (wireguard-go then exits too)."""
+        try:
+            return os.stat(self.path).st_ino == self._inode
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        if self.listener is None:
+            return
+        if self.still_ours():
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)     # wakes the accept thread
+        except OSError:
+            pass
+        self.listener.close()
+        self.listener = None

@@ -1,0 +1,164 @@
+"""Dual-stack UDP transport: one AF_INET and one AF_INET6 (V6ONLY) socket on the same port.
+
+Endpoints handed to and taken from the core are plain (ip, port) tuples: an IPv4
+or IPv6 literal without brackets or scope. The socket is picked by family.
+
+Rebinding (listen_port / fwmark changes from the UAPI thread) opens the new
+sockets first and only then retires the old ones; the pump unregisters and
+closes retired sockets itself, so an fd is never closed under its epoll.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import socket
+
+Endpoint = tuple[str, int]
+
+DEFAULT_PORT = 4500
+SOCKET_BUFFER = 7 << 20     # wireguard-go asks for 7 MiB as well
+MAX_DATAGRAM = 65535
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+SO_MARK = getattr(socket, "SO_MARK", 36)
+
+log = logging.getLogger("ravenvpn.udp")
+
+
+def normalise_endpoint(host: str, port: int) -> Endpoint:
+    """Strip a scope id and unmap ::ffff:a.b.c.d so the core sees one spelling per address."""
+    host = host.split("%", 1)[0]
+    if ":" in host:
+        mapped = ipaddress.IPv6Address(host).ipv4_mapped
+        if mapped is not None:
+            return (str(mapped), port)
+    return (host, port)
+
+
+def _tune(sock: socket.socket, fwmark: int) -> None:
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
+        except OSError:     # needs CAP_NET_ADMIN; fall back to what rmem_max allows
+            sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
+    if fwmark:
+        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, fwmark)
+
+
+def _open(family: int, port: int, fwmark: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        _tune(sock, fwmark)
+        sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _open_pair(port: int, fwmark: int) -> tuple[socket.socket, socket.socket | None]:
+    """Both sockets on one port; for an ephemeral port retry until the v6 side also gets it."""
+    for _ in range(10):
+        v4 = _open(socket.AF_INET, port, fwmark)
+        actual = v4.getsockname()[1]
+        try:
+            return v4, _open(socket.AF_INET6, actual, fwmark)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE and port == 0:
+                v4.close()
+                continue
+            # No IPv6 here (disabled, or the address is taken by someone else): carry on v4-only.
+            log.info("IPv6 UDP socket unavailable on port %d: %s", actual, exc.strerror or exc)
+            return v4, None
+    raise OSError(errno.EADDRINUSE, "could not find a port free on both IPv4 and IPv6")
+
+
+class UdpTransport:
+    """The outer side of the tunnel. Not thread-safe: callers hold the device lock."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.fwmark = 0
+        self.v4: socket.socket | None = None
+        self.v6: socket.socket | None = None
+        self.generation = 0                 # bumped on every rebind so the pump re-registers
+        self.retired: list[socket.socket] = []
+        self._buf = bytearray(MAX_DATAGRAM)
+        self._view = memoryview(self._buf)
+        self.send_errors = 0
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [s for s in (self.v4, self.v6) if s is not None]
+
+    def bind_default(self) -> None:
+        """The port used before any listen_port is configured: 4500, else an ephemeral one."""
+        try:
+            self.bind(DEFAULT_PORT)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            self.bind(0)
+            log.info("UDP port %d is busy; listening on port %d instead", DEFAULT_PORT, self.port)
+
+    def bind(self, port: int) -> None:
+        """Listen on `port` (0 = ephemeral). On failure the old sockets stay in place."""
+        if self.v4 is not None and port == self.port and port != 0:
+            return
+        v4, v6 = _open_pair(port, self.fwmark)
+        self._swap(v4, v6)
+        self.port = v4.getsockname()[1]
+
+    def set_fwmark(self, mark: int) -> None:
+        for sock in self.sockets:
+            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+        self.fwmark = mark
+
+    def _swap(self, v4: socket.socket, v6: socket.socket | None) -> None:
+        self.retired.extend(self.sockets)
+        self.v4, self.v6 = v4, v6
+        self.generation += 1
+
+    def take_retired(self) -> list[socket.socket]:
+        retired, self.retired = self.retired, []
+        return retired
+
+    def recv_batch(self, sock: socket.socket, budget: int) -> list[tuple[bytes, Endpoint]]:
+        datagrams: list[tuple[bytes, Endpoint]] = []
+        recv, view = sock.recvfrom_into, self._view
+        v6 = sock is self.v6
+        for _ in range(budget):
+            try:
+                n, addr = recv(view)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                # ICMP errors surface as ECONNREFUSED etc. on the next recv; they are not fatal.
+                log.debug("UDP receive error: %s", exc)
+                continue
+            if v6:
+                addr = normalise_endpoint(addr[0], addr[1])
+            datagrams.append((bytes(view[:n]), addr))
+        return datagrams
+
+    def send_batch(self, datagrams: list[tuple[bytes, Endpoint]]) -> None:
+        v4, v6 = self.v4, self.v6
+        for payload, endpoint in datagrams:
+            sock = v6 if ":" in endpoint[0] else v4
+            if sock is None:
+                self.send_errors += 1
+                continue
+            try:
+                sock.sendto(payload, endpoint)
+            except OSError as exc:
+                # Full buffers, unreachable networks: drop like any lossy link; the core retries.
+                self.send_errors += 1
+                log.debug("UDP send to %s:%d failed: %s", endpoint[0], endpoint[1], exc)
+
+    def close(self) -> None:
+        for sock in self.sockets + self.take_retired():
+            sock.close()
+        self.v4 = self.v6 = None

@@ -1,0 +1,83 @@
+"""Shared pytest fixtures for ravenvpn.
+
+Real-network tests use ``node_factory`` (network + mount namespaces from tools/netns.py). They need root,
+netns and /dev/net/tun: CI runs as root, so if that is missing the tests *fail* with a clear message
+instead of skipping (a silently skipped suite proves nothing). Tests that do not use nodes (unit tests)
+are unaffected. Every test using ``node_factory`` gets the ``netns`` marker automatically, so
+``-m "not netns"`` runs just the unit tests.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `tools` is not an installed package; also works with plain `pytest`
+    sys.path.insert(0, str(ROOT))
+
+from tools import netns  # noqa: E402
+
+LOG_TAIL_LINES = 80
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "netns: needs root, network namespaces, /dev/net/tun and wireguard-go")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "node_factory" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.netns)
+
+
+@pytest.fixture(scope="session")
+def netns_env() -> Iterator[None]:
+    """Check the environment once, clear leftovers of crashed runs, and clean up again at session end."""
+    try:
+        netns.require_root()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    netns.cleanup_stale()
+    yield
+    netns.cleanup_stale()
+
+
+@pytest.fixture
+def node_factory(netns_env: None, request: pytest.FixtureRequest) -> Iterator[Callable[..., netns.Node]]:
+    """``make(label)`` creates a :class:`tools.netns.Node`; all are closed at teardown, even on failure."""
+    nodes: list[netns.Node] = []
+    request.node._rvt_nodes = nodes  # for the failure report hook below
+
+    def make(label: str = "n") -> netns.Node:
+        node = netns.Node(label)
+        nodes.append(node)
+        return node
+
+    try:
+        yield make
+    finally:
+        errors = []
+        for node in reversed(nodes):
+            try:
+                node.close()
+            except Exception as exc:  # keep closing the others
+                errors.append(f"{node}: {exc!r}")
+        if errors:
+            pytest.fail("node teardown failed: " + "; ".join(errors), pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """On failure, attach the tail of every daemon log of the test's nodes to the report."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when != "call" or not rep.failed:
+        return
+    for node in getattr(item, "_rvt_nodes", []):
+        for log in sorted(node.tmpdir.glob("*.log")) if node.tmpdir.is_dir() else []:
+            lines = log.read_text(errors="replace").splitlines()
+            rep.sections.append((f"daemon log {node.name}:{log.name}", "\n".join(lines[-LOG_TAIL_LINES:])))
