@@ -37,10 +37,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def netns_env() -> Iterator[None]:
     """Check the environment once, clear leftovers of crashed runs, and clean up again at session end."""
+    problem = None
     try:
         netns.require_root()
     except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        problem = str(exc)
+    if problem:  # outside the except block: no "during handling of the above exception" noise
+        pytest.fail(problem, pytrace=False)
     netns.cleanup_stale()
     yield
     netns.cleanup_stale()
