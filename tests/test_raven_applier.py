@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tools.netns import Node, veth
+from tools.netns import Node, veth, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = r"""
@@ -49,6 +49,10 @@ def snapshot(node: Node) -> dict[str, str]:
 def gw() -> Iterator[tuple[Node, Any]]:
     with Node("apl") as node, Node("aplpeer") as other:
         link = veth(node, other, "192.168.50.1/24", "192.168.50.2/24", name_a="eth1", name_b="eth1")
+        # The kernel adds the link-local address (and its local route) a moment after link-up;
+        # wait for it so the before/after snapshots don't race it.
+        wait_for(lambda: "local fe80::" in node.run("ip", "-6", "route", "show", "table", "local").stdout,
+                 timeout=10, message="IPv6 link-local address on eth1")
         yield node, link
 
 
