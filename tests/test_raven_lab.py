@@ -118,7 +118,8 @@ def test_tcpdump_sees_crossing_traffic_on_raven0_and_only_udp_on_the_underlay(la
     with netns.capture(lab.node(HZ_GW), INTERFACE, "icmp") as cap_hz, \
             netns.capture(lab.node(QD_GW), INTERFACE, "icmp") as cap_qd, \
             netns.capture(hz_nat, "wan0") as wan_hz, \
-            netns.capture(qd_nat, "wan0") as wan_qd:
+            netns.capture(qd_nat, "wan0") as wan_qd, \
+            netns.capture(lab.infra("internet"), "br0") as internet:
         res_pod = lab.ping("pod:hz-2", dst_pod, count=4, interval=0.1, pattern=PATTERN)
         res_host = lab.ping("hz-2", lab.ip("qd-2"), count=4, interval=0.1, pattern=PATTERN)
     assert res_pod.ok and res_host.ok, f"{res_pod}\n{res_host}"
@@ -131,9 +132,9 @@ def test_tcpdump_sees_crossing_traffic_on_raven0_and_only_udp_on_the_underlay(la
         assert (src_pod, dst_pod, 8) in seen and (dst_pod, src_pod, 0) in seen, f"{cap.node}: {seen}"
         assert (lab.ip("hz-2"), lab.ip("qd-2"), 8) in seen and (lab.ip("qd-2"), lab.ip("hz-2"), 0) in seen
         assert needle in cap.raw_bytes()  # the leak check below can see the pattern when it is there
-    # the NAT uplinks carry only WireGuard UDP to/from the cloud gateway's tunnel port
+    # the NAT uplinks (and the whole "internet") carry only WireGuard UDP to/from the cloud gateway's port
     cloud_public = lab.hosts[CLOUD_GW].public_ip
-    for cap in (wan_hz, wan_qd):
+    for cap in (wan_hz, wan_qd, internet):
         assert needle not in cap.raw_bytes(), f"plaintext ping payload on {cap.node} {cap.iface}"
         ip4 = [p for p in cap.packets() if p.haslayer("IP")]
         assert ip4, f"nothing captured on {cap.node} {cap.iface}"
@@ -176,6 +177,18 @@ def test_hangzhou_qingdao_traffic_is_relayed_by_the_cloud_gateway(lab: Lab) -> N
     assert all(p.get("rx_bytes", 0) > 0 and p.get("tx_bytes", 0) > 0 for p in status["peers"]), status["peers"]
 
 
+def _first_reply(lab: Lab, src: str, dst: str, t0: float, timeout: float = 60.0) -> float | None:
+    """Seconds from ``t0`` until a ``ping -c 1 -W 0.3`` attempt from ``src`` to ``dst`` is answered.
+
+    Separate short attempts, not one ``ping -w``: ping stops at the first ICMP error (there are some
+    while routes change), which would end the measurement early."""
+    while time.monotonic() - t0 < timeout:
+        if lab.ping(src, dst, count=1, wait=0.3).ok:
+            return time.monotonic() - t0
+        time.sleep(0.02)
+    return None
+
+
 def test_failover_hz1_notready_makes_hz2_the_gateway(lab: Lab) -> None:
     hz_nat = lab.nat("gw-hangzhou")
     assert lab.ping("pod:hz-2", lab.pod_ip("qd-2"), count=1).ok
@@ -183,16 +196,31 @@ def test_failover_hz1_notready_makes_hz2_the_gateway(lab: Lab) -> None:
     # with br_netfilter, frames bridged inside the hangzhou LAN (hz-1 <-> hz-2) traverse FORWARD too.
     cut = ["iptables", "-I", "FORWARD", "-s", lab.ip("hz-1"), "-o", "wan0", "-j", "DROP"]
     hz_nat.run(*cut)
+    stop = threading.Event()
+
+    def background() -> None:  # dense traffic through the role change, to catch any plaintext leak
+        while not stop.is_set():
+            lab.ping("pod:hz-2", lab.pod_ip("qd-2"), count=50, interval=0.01, wait=0.2, pattern=PATTERN)
+
     try:
         assert not lab.ping("pod:hz-2", lab.pod_ip("qd-2"), count=2, interval=0.2, wait=1).ok
-        t0 = lab.set_ready("hz-1", False)  # the node controller's verdict, in the file every `up` follows
-        res = lab.ping("pod:hz-2", lab.pod_ip("qd-2"), count=1, interval=0.1, wait=1, deadline=60)
-        took = time.monotonic() - t0
-        assert res.ok, f"no reply within 60 s of the failover\n{lab.debug_dump()}"
-        print(f"\nfailover: first pod hz-2 -> pod qd-2 reply {took:.2f}s after hz-1 was marked NotReady")
+        with netns.capture(hz_nat, "wan0", "ip") as uplink:
+            flood = threading.Thread(target=background, daemon=True)
+            flood.start()
+            t0 = lab.set_ready("hz-1", False)  # the node controller's verdict, in the file every `up` follows
+            took = _first_reply(lab, "pod:hz-2", lab.pod_ip("qd-2"), t0)
+            assert took is not None, f"no pod hz-2 -> pod qd-2 reply within 60 s of the failover\n{lab.debug_dump()}"
+            print(f"\nfailover: first pod hz-2 -> pod qd-2 reply {took:.2f}s after hz-1 was marked NotReady")
+            netns.wait_for(lambda: lab.role("hz-1") == "standby" and lab.role("hz-2") == "active-gateway",
+                           timeout=10, message="hz-2 active, hz-1 standby")
+            time.sleep(0.5)
+            stop.set()
+            flood.join(10)
+        # while roles changed, nothing left the domain unencrypted
+        assert bytes.fromhex(PATTERN) not in uplink.raw_bytes(), "plaintext on the hangzhou uplink during failover"
+        leaks = [p.summary() for p in uplink.packets() if not p.haslayer("UDP")]
+        assert not leaks, f"non-tunnel packets on the hangzhou uplink during failover: {leaks[:5]}"
 
-        netns.wait_for(lambda: lab.role("hz-1") == "standby" and lab.role("hz-2") == "active-gateway",
-                       timeout=10, message="hz-2 active, hz-1 standby")
         assert lab.node("hz-2").has_link(INTERFACE)
         assert not lab.node("hz-1").has_link(INTERFACE)
         cloud_peers = {p["node"] for p in lab.status(CLOUD_GW)["peers"]}
@@ -204,6 +232,7 @@ def test_failover_hz1_notready_makes_hz2_the_gateway(lab: Lab) -> None:
         failed = [f"{s} -> {d}" for (s, d), r in zip(jobs, results) if not r.ok]
         assert not failed, _fmt_failures(failed, lab)
     finally:
+        stop.set()
         hz_nat.run("iptables", "-D", *cut[2:], check=False)
 
 

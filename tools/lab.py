@@ -238,7 +238,6 @@ class Lab:
         self._infra: dict[str, Node] = {}  # internet, NAT routers, switches
         self._ups: dict[str, UpProcess] = {}
         self._up_seq = itertools.count(1)
-        self._mounted_state: set[str] = set()
         self._closed = False
         self._built = False
         self._env = dict(os.environ)
@@ -295,10 +294,16 @@ class Lab:
                 if h.pod_cidr:
                     wanted.append(("pod", h.name, f"pod-{h.name}"))
         with ThreadPoolExecutor(max_workers=4) as pool:
-            made = list(pool.map(lambda w: (w, self._make_node(w[2])), wanted))
-        for (kind, key, _label), node in made:
-            {"infra": self._infra, "node": self._nodes, "pod": self._pods}[kind][key] = node
-        self._say(f"{len(made)} namespaces in {time.monotonic() - t0:.1f}s")
+            futures = [(w, pool.submit(self._make_node, w[2])) for w in wanted]
+        errors = []
+        for (kind, key, _label), fut in futures:
+            try:  # register every node that was made, so close() removes them even if another failed
+                {"infra": self._infra, "node": self._nodes, "pod": self._pods}[kind][key] = fut.result()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        self._say(f"{len(futures)} namespaces in {time.monotonic() - t0:.1f}s")
 
         inet = self._infra["internet"]
         inet_gw = str(self.internet_net[254])
@@ -339,10 +344,19 @@ class Lab:
                     if other is not h and other.pod_cidr:
                         node.run("ip", "route", "add", other.pod_cidr, "via", other.internal_ip)
                 self._mount_state_dir(h.name)
+        wait_for(self._settled, timeout=10, interval=0.1, message="IPv6 addresses of the nodes to leave DAD")
         self._say(f"topology ready in {time.monotonic() - t0:.1f}s (files in {self.dir})")
 
     def _make_node(self, label: str) -> Node:
-        return Node(label, prefix=LAB_PREFIX)
+        node = Node(label, prefix=LAB_PREFIX)
+        # No IPv6 DAD on the links to come: their link-local addresses (and the kernel's local routes for
+        # them) are final at once, so a snapshot taken right after the build equals one taken later.
+        for scope in ("all", "default"):
+            node.sysctl(f"net.ipv6.conf.{scope}.accept_dad", 0)
+        return node
+
+    def _settled(self) -> bool:
+        return all(not n.run("ip", "-6", "addr", "show", "tentative").stdout.strip() for n in self._nodes.values())
 
     @staticmethod
     def _attach(switch: Node, node: Node, cidr: str, port: str, name: str) -> None:
@@ -353,7 +367,6 @@ class Lab:
     def _mount_state_dir(self, name: str) -> None:
         node = self._nodes[name]
         node.run("mount", "-t", "tmpfs", "-o", "mode=0700,size=4m", "ravenvpn-run", str(STATE_DIR))
-        self._mounted_state.add(name)
 
     # -- accessors -------------------------------------------------------------------------------
 
@@ -414,7 +427,9 @@ class Lab:
     def ravenvpn_argv(self, *args: str) -> list[str]:
         return [self.python, "-m", "ravenvpn.cli", *args]
 
-    def ravenvpn(self, name: str, *args: str, check: bool = False, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    def ravenvpn(
+        self, name: str, *args: str, check: bool = False, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``ravenvpn ARGS`` in cluster node ``name`` (``down``, ``status --json``, ``up`` with bad input...)."""
         return self._nodes[name].run(*self.ravenvpn_argv(*args), check=check, timeout=timeout, env=self._env)
 
@@ -612,12 +627,11 @@ class Lab:
         def canon(items: list[dict[str, Any]], drop: Iterable[str] = ()) -> list[str]:
             return sorted(json.dumps({k: v for k, v in it.items() if k not in drop}, sort_keys=True) for it in items)
 
-        links = [
-            {k: link.get(k) for k in ("ifindex", "ifname", "flags", "mtu", "operstate", "link_type", "address", "master")}
-            for link in j("link", "show")
-        ]
+        link_keys = ("ifindex", "ifname", "flags", "mtu", "operstate", "link_type", "address", "master")
+        links = [{k: link.get(k) for k in link_keys} for link in j("link", "show")]
         addrs = [
-            {"ifname": a.get("ifname"), "addr": sorted(f"{i['local']}/{i['prefixlen']}" for i in a.get("addr_info", []))}
+            {"ifname": a.get("ifname"),
+             "addr": sorted(f"{i['local']}/{i['prefixlen']}" for i in a.get("addr_info", []))}
             for a in j("addr", "show")
         ]
         sysctl_out = node.run(

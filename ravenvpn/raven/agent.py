@@ -288,15 +288,21 @@ def pid_path(state_dir: Path, interface: str) -> Path:
     return state_dir / f"{interface}.pid"
 
 
+def _alive(pid: int) -> bool:
+    """True while the process runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat_line.rpartition(")")[2].split()[0] != "Z"
+
+
 def running_pid(state_dir: Path, interface: str) -> int | None:
     try:
         pid = int(pid_path(state_dir, interface).read_text())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
+    except (FileNotFoundError, ValueError):
         return None
-    except PermissionError:
-        return pid
-    return pid if pid != os.getpid() else None
+    return pid if pid != os.getpid() and _alive(pid) else None
 
 
 def down(interface: str, state_dir: str = DEFAULT_STATE_DIR, timeout: float = 10.0) -> str:
@@ -307,9 +313,7 @@ def down(interface: str, state_dir: str = DEFAULT_STATE_DIR, timeout: float = 10
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if not _alive(pid):
                 return f"stopped ravenvpn up (pid {pid})"
             time.sleep(0.05)
         raise RavenError(f"ravenvpn up (pid {pid}) did not stop within {timeout:.0f} s")

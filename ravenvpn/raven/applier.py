@@ -168,8 +168,12 @@ class Applier:
             with IPRoute() as ipr:
                 ifindex = {link.get("ifname"): link["index"] for link in ipr.get_links()}
                 self._apply_sysctls(plan, report, undo)
-                self._apply_routes(ipr, plan, tables, ifindex, report, undo)
+                # Make before break: new routes and rules go in before old ones go away, so traffic
+                # to remote prefixes never falls through to the main table (whose default route
+                # would carry it in plaintext over the underlay) while a role changes.
+                stale = self._apply_routes(ipr, plan, tables, ifindex, report, undo)
                 self._apply_rules(ipr, plan, tables, report, undo)
+                self._remove_routes(ipr, stale, report)
         except (NetlinkError, OSError, ApplyError) as exc:
             for step in reversed(undo):
                 try:
@@ -210,13 +214,15 @@ class Applier:
             pass  # per-interface keys vanish with their interface
 
     def _apply_routes(self, ipr: IPRoute, plan: NodePlan, tables: set[int], ifindex: dict[str, int],
-                      report: ApplyReport, undo: list[Callable[[], Any]]) -> None:
+                      report: ApplyReport, undo: list[Callable[[], Any]]) -> list[dict]:
+        """Add the missing routes; return the installed ones the plan no longer wants (removed later)."""
         installed = self._installed_routes(ipr, tables)
         desired = {self._route_key(r, ifindex): r for r in plan.routes}
-        for key, info in installed.items():
-            if key not in desired:
-                ipr.route("del", dst=info["dst"], table=info["table"], family=info["family"])
-                report.routes_removed.append(f"{info['dst']} table {info['table']}")
+        replaced = {(str(r.dst), r.table) for r in plan.routes}
+        # A route whose dst and table stay is overwritten in place by "replace" below: deleting it
+        # afterwards by dst/table would delete the new one.
+        stale = [info for key, info in installed.items()
+                 if key not in desired and (info["dst"], info["table"]) not in replaced]
         for key, route in desired.items():
             if key in installed:
                 continue
@@ -233,21 +239,28 @@ class Applier:
             ipr.route("replace", **args)
             undo.append(lambda a=args: ipr.route("del", dst=a["dst"], table=a["table"], family=a["family"]))
             report.routes_added.append(f"{route.dst} table {route.table}")
+        return stale
+
+    @staticmethod
+    def _remove_routes(ipr: IPRoute, stale: list[dict], report: ApplyReport) -> None:
+        for info in stale:
+            ipr.route("del", dst=info["dst"], table=info["table"], family=info["family"])
+            report.routes_removed.append(f"{info['dst']} table {info['table']}")
 
     def _apply_rules(self, ipr: IPRoute, plan: NodePlan, tables: set[int], report: ApplyReport,
                      undo: list[Callable[[], Any]]) -> None:
         installed = self._installed_rules(ipr, tables, self._known_rules())
         desired = {self._rule_key(r): r for r in plan.rules}
-        for key in installed:
-            if key not in desired:
-                self._del_rule(ipr, key)
-                report.rules_removed.append(self._describe_rule(key))
         for key in desired:
             if key in installed:
                 continue
             self._add_rule(ipr, key)
             undo.append(lambda k=key: self._del_rule(ipr, k))
             report.rules_added.append(self._describe_rule(key))
+        for key in installed:
+            if key not in desired:
+                self._del_rule(ipr, key)
+                report.rules_removed.append(self._describe_rule(key))
 
     @staticmethod
     def _rule_args(key: RuleKey) -> dict[str, Any]:
