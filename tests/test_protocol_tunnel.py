@@ -323,3 +323,27 @@ def test_relay_forwards_between_peers_without_the_kernel() -> None:
             queue.append((t, t.receive_datagrams([(data, src_of[id(sender)])], 1.0)))
     assert any(p.endswith(b"via hub") for p in delivered[id(right)])
     assert delivered[id(hub)] == [] and hub.stats["relayed"] == 1
+
+
+def test_initiation_from_a_peer_added_moments_later_is_answered_without_waiting_for_a_retry() -> None:
+    net = Net()
+    net.b.tunnel.remove_peer(net.a.tunnel.public_key)
+    net.send(net.a)
+    assert net.b.tunnel.stats["rx_unknown_peer"] == 1 and net.b.delivered == []
+    # the control plane configures the peer 0.3 s later (e.g. a gateway failover)
+    net.now += 0.3
+    pb = net.b.tunnel.add_peer(net.a.tunnel.public_key)
+    import ipaddress
+    net.b.tunnel.add_allowed_ip(pb, ipaddress.ip_network(f"{net.a.inner}/32"))
+    net.carry(net.b, net.b.tunnel.tick(net.now))
+    assert net.b.delivered and net.pa.current is not None  # staged packet arrived, no 5 s retry
+
+
+def test_pending_unknown_initiations_expire_and_are_bounded() -> None:
+    net = Net()
+    net.b.tunnel.remove_peer(net.a.tunnel.public_key)
+    net.send(net.a)
+    net.now += C.REKEY_TIMEOUT + 1
+    net.b.tunnel.tick(net.now)
+    net.b.tunnel.add_peer(net.a.tunnel.public_key)
+    assert net.b.tunnel.tick(net.now).network == []

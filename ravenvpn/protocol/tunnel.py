@@ -41,6 +41,10 @@ _ZERO_PAD = bytes(16)
 # then initiations must carry a valid mac2 (a cookie proving the source address).
 DEFAULT_LOAD_THRESHOLD = 64
 UNDER_LOAD_HOLD = 1.0
+# Initiations from keys not (yet) configured are kept briefly: when a control plane adds that
+# peer a moment later (a gateway failover), the waiting initiator is answered at once instead
+# of after its 5 s retry. Bounded, and only for messages whose static key decrypted.
+_PENDING_UNKNOWN_MAX = 64
 
 
 class Output:
@@ -87,6 +91,8 @@ class Tunnel:
         self.load_threshold = DEFAULT_LOAD_THRESHOLD
         self._under_load_until = float("-inf")
         self._limiter = HandshakeRateLimiter()
+        self._pending_unknown: dict[bytes, tuple[bytes, Endpoint, float]] = {}
+        self._replay_pending: list[tuple[bytes, Endpoint]] = []
         self.stats: defaultdict[str, int] = defaultdict(int)
 
     # ------------------------------------------------------------------ config
@@ -125,6 +131,9 @@ class Tunnel:
             raise ValueError("peer public key is the interface's own public key")
         peer = Peer(public_key, hsm.precompute_static_static(self._identity, public_key))
         self.peers[public_key] = peer
+        pending = self._pending_unknown.pop(public_key, None)
+        if pending is not None:
+            self._replay_pending.append((pending[0], pending[1]))
         return peer
 
     def remove_peer(self, public_key: bytes) -> None:
@@ -361,6 +370,9 @@ class Tunnel:
         peer = self.peers.get(static)
         if peer is None:
             self.stats["rx_unknown_peer"] += 1
+            if len(self._pending_unknown) >= _PENDING_UNKNOWN_MAX:
+                self._pending_unknown.pop(next(iter(self._pending_unknown)))
+            self._pending_unknown[static] = (data, source, now)
             return
         hs = peer.handshake
         try:
@@ -477,6 +489,12 @@ class Tunnel:
     def tick(self, now: float) -> Output:
         """Fire due timers: handshake retries, keepalives, rekeys, key zeroing."""
         out = Output()
+        if self._replay_pending:
+            replay, self._replay_pending = self._replay_pending, []
+            for data, source in replay:
+                self._receive_initiation(data, source, out, now)
+        if self._pending_unknown:
+            self._pending_unknown = {k: v for k, v in self._pending_unknown.items() if now - v[2] < REKEY_TIMEOUT}
         for peer in list(self.peers.values()):
             at = peer.retransmit_handshake_at
             if at is not None and now >= at:
