@@ -325,8 +325,10 @@ def wire(uapi: Uapi):
                 return "".join(lines)
 
     yield request, theirs, thread
+    reader.close()      # the makefile holds the fd open too
     theirs.close()
     thread.join(5)
+    assert not thread.is_alive()
 
 
 def test_wire_get_set_errors_on_one_connection(wire) -> None:
@@ -351,3 +353,52 @@ def test_wire_unknown_operation_closes(wire) -> None:
     assert request("frobnicate=1\n") == "<EOF>"
     thread.join(5)
     assert not thread.is_alive()
+
+
+# ---- the socket file (in a temporary directory instead of /var/run/wireguard) ------------
+
+def test_socket_server_modes_stale_and_live(tmp_path, monkeypatch, uapi: Uapi) -> None:
+    import os
+    import stat
+
+    from ravenvpn.device import uapi_server
+    from ravenvpn.errors import StartupError
+
+    monkeypatch.setattr(uapi_server, "SOCKET_DIR", str(tmp_path / "wireguard"))
+    path = uapi_server.socket_path("rvdtest0")
+    os.makedirs(os.path.dirname(path), mode=0o700)
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(path)            # bound but never listening: what a killed daemon leaves
+    stale.close()
+
+    server = uapi_server.UapiServer("rvdtest0", uapi)
+    server.open()
+    server.start()
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(path)
+            client.sendall(b"get=1\n\n")
+            client.shutdown(socket.SHUT_WR)      # the server answers, sees EOF and closes
+            assert client.makefile("rb").read() == b"listen_port=4500\nerrno=0\n\n"
+        with pytest.raises(StartupError, match="already handled by another daemon"):
+            uapi_server.UapiServer("rvdtest0", uapi).open()
+        assert server.still_ours()
+    finally:
+        server.close()
+    assert not os.path.exists(path)
+
+
+def test_socket_dir_created_0700(tmp_path, monkeypatch, uapi: Uapi) -> None:
+    import os
+    import stat
+
+    from ravenvpn.device import uapi_server
+
+    monkeypatch.setattr(uapi_server, "SOCKET_DIR", str(tmp_path / "wg"))
+    server = uapi_server.UapiServer("rvdtest1", uapi)
+    server.open()
+    try:
+        assert stat.S_IMODE(os.stat(tmp_path / "wg").st_mode) == 0o700
+    finally:
+        server.close()

@@ -53,6 +53,9 @@ def parse_args(argv: list[str]) -> tuple[str, bool, str | None]:
         elif arg in ("-h", "--help"):
             print(USAGE)
             raise SystemExit(0)
+        elif arg in ("-v", "--version"):
+            print(f"{PROG} (ravenvpn {_version()}): userspace WireGuard-compatible daemon")
+            raise SystemExit(0)
         elif arg.startswith("-") and arg != "-":
             raise UsageError(f"unknown option {arg}; {USAGE}")
         else:
@@ -66,6 +69,14 @@ def parse_args(argv: list[str]) -> tuple[str, bool, str | None]:
     if os.environ.get("WG_PROCESS_FOREGROUND") == "1":
         foreground = True
     return names[0], foreground, log_file
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("ravenvpn")
+    except Exception:       # running from a source tree that is not installed
+        return "unknown"
 
 
 def log_level() -> int:
@@ -85,17 +96,19 @@ def setup_logging(ifname: str, stream) -> None:
 class Device:
     """One running interface: owns the TUN, the sockets, the core and the UAPI server.
 
-    Implements uapi.DeviceControl; its setters run with `lock` held by the UAPI thread.
+    Implements uapi.DeviceControl. `lock` guards the core and the sockets; it is re-entrant so the
+    setters can take it themselves (embedders call them bare) while the UAPI thread already holds it.
     """
 
     def __init__(self, ifname: str) -> None:
         self.ifname = ifname
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.tun: TunDevice | None = None
         self.udp = UdpTransport()
         self.monitor: LinkMonitor | None = None
         self.server: UapiServer | None = None
         self.pump: Pump | None = None
+        self.tunnel = None          # ravenvpn.protocol.tunnel.Tunnel once open()
 
     # -- DeviceControl --
     @property
@@ -107,12 +120,22 @@ class Device:
         return self.udp.fwmark
 
     def set_listen_port(self, port: int) -> None:
-        self.udp.bind(port)
+        with self.lock:
+            self.udp.bind(port)
+            self._sync_tunnel()
         if self.pump:
             self.pump.wake(tick=False)     # re-register the new sockets promptly
 
     def set_fwmark(self, mark: int) -> None:
-        self.udp.set_fwmark(mark)
+        with self.lock:
+            self.udp.set_fwmark(mark)
+            self._sync_tunnel()
+
+    def _sync_tunnel(self) -> None:
+        """The core keeps copies of port and mark for status displays; the sockets are the truth."""
+        if self.tunnel is not None:
+            self.tunnel.listen_port = self.udp.port
+            self.tunnel.fwmark = self.udp.fwmark
 
     def config_changed(self) -> None:
         if self.pump:
@@ -129,11 +152,12 @@ class Device:
                 self.tun = TunDevice(self.ifname, DEFAULT_MTU)
             except OSError as exc:
                 raise StartupError(f"cannot create TUN device {self.ifname}: {exc.strerror or exc}") from None
-            tunnel = Tunnel(mtu=self.tun.get_mtu())
+            self.tunnel = tunnel = Tunnel(mtu=self.tun.get_mtu())
             try:
                 self.udp.bind_default()
             except OSError as exc:
                 raise StartupError(f"cannot open UDP socket: {exc.strerror or exc}") from None
+            self._sync_tunnel()
             try:
                 self.monitor = LinkMonitor(self.tun.ifindex)
             except OSError as exc:      # the TUN fd still reports deletion; MTU changes go unseen
@@ -170,6 +194,8 @@ class Device:
         if self.tun:
             self.tun.close()        # non-persistent: this removes the interface if it still exists
             self.tun = None
+        if self.pump:
+            self.pump.close()
 
 
 def _install_signal_handlers(device: Device) -> None:
@@ -187,7 +213,7 @@ def serve(ifname: str, ready_fd: int | None) -> int:
     try:
         device.open()
         _install_signal_handlers(device)
-    except (StartupError, Exception) as exc:
+    except Exception as exc:
         # A bug is still one line for the user; the traceback goes to the debug log only.
         error = str(exc) if isinstance(exc, StartupError) else f"internal error: {type(exc).__name__}: {exc}"
         log.debug("start-up failed", exc_info=True)
@@ -215,25 +241,34 @@ def _report(ready_fd: int | None, error: str | None) -> None:
         os.close(ready_fd)
 
 
-def _redirect_std_streams(log_file: str | None) -> None:
+def _redirect_std_streams(log_fd: int | None) -> None:
     """Detach the daemon from the caller's terminal/pipes so `$(ravenvpn-wg IF)` returns."""
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
-    if log_file is not None:
-        fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.dup2(fd, 2)
-        os.close(fd)
+    if log_fd is not None:
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
     elif not os.environ.get("LOG_LEVEL"):
         os.dup2(devnull, 2)
     os.close(devnull)
 
 
-def daemonise(ifname: str, log_file: str | None) -> int:
+def open_log_file(path: str) -> int:
+    """Opened before forking, so a bad path is a one-line error from the parent."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise UsageError(f"cannot open log file {path}: {exc.strerror or exc}") from None
+
+
+def daemonise(ifname: str, log_fd: int | None) -> int:
     r, w = os.pipe()
     pid = os.fork()
     if pid > 0:                                  # parent: wait for the child's verdict
         os.close(w)
+        if log_fd is not None:
+            os.close(log_fd)
         chunks = []
         while chunk := os.read(r, 4096):
             chunks.append(chunk)
@@ -249,7 +284,7 @@ def daemonise(ifname: str, log_file: str | None) -> int:
     code = 1
     try:
         os.setsid()
-        _redirect_std_streams(log_file)
+        _redirect_std_streams(log_fd)
         setup_logging(ifname, sys.stderr)
         code = serve(ifname, w)
     except BaseException:
@@ -264,11 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         ifname, foreground, log_file = parse_args(sys.argv[1:] if argv is None else argv)
         if os.geteuid() != 0 and not os.access("/dev/net/tun", os.R_OK | os.W_OK):
             raise UsageError("need root (or CAP_NET_ADMIN) to create a TUN device")
+        log_fd = open_log_file(log_file) if log_file else None
         if foreground:
-            stream = open(log_file, "a", buffering=1) if log_file else sys.stderr
-            setup_logging(ifname, stream)
+            setup_logging(ifname, os.fdopen(log_fd, "a", buffering=1) if log_fd is not None else sys.stderr)
             return serve(ifname, None)
-        return daemonise(ifname, log_file)
+        return daemonise(ifname, log_fd)
     except RavenError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ it once per wake-up, not per packet.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -28,7 +29,7 @@ HOUSEKEEPING_INTERVAL = 1.0     # seconds between `housekeeping` calls
 
 class Pump:
     def __init__(self, tunnel, tun: TunDevice, udp: UdpTransport, monitor: LinkMonitor | None,
-                 lock: threading.Lock, budget: int = DEFAULT_BUDGET) -> None:
+                 lock: threading.Lock | threading.RLock, budget: int = DEFAULT_BUDGET) -> None:
         self.tunnel = tunnel
         self.tun = tun
         self.udp = udp
@@ -46,10 +47,12 @@ class Pump:
     def wake(self, tick: bool = True) -> None:
         """Make the loop run now (and tick the timers, e.g. to send a new keepalive)."""
         self._tick_now = tick or self._tick_now
-        try:
-            os.eventfd_write(self._wake_fd, 1)
-        except OSError:
-            pass
+        fd = self._wake_fd
+        if fd >= 0:
+            try:
+                os.eventfd_write(fd, 1)
+            except OSError:
+                pass
 
     def stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -98,9 +101,13 @@ class Pump:
                         job()
         finally:
             ep.close()
-            os.close(self._wake_fd)
-            self._wake_fd = -1
         return self.stop_reason or "stopped"
+
+    def close(self) -> None:
+        """Release the wake-up fd; call last, once no other thread can call wake()."""
+        fd, self._wake_fd = self._wake_fd, -1
+        if fd >= 0:
+            os.close(fd)
 
     def _reregister(self, ep: select.epoll, old: dict[int, object]) -> dict[int, object]:
         for fd in old:
@@ -112,11 +119,17 @@ class Pump:
             ep.register(fd, select.EPOLLIN)
         return new
 
+    def _tun_gone(self, exc: OSError) -> None:
+        if exc.errno == errno.EBADFD:       # what a read/write gets once the link was deleted
+            self.stop(f"interface {self.tun.name} was deleted")
+        else:
+            self.stop(f"TUN device {self.tun.name} failed: {exc.strerror or exc}")
+
     def _from_tun(self, now: float) -> None:
         try:
             packets = self.tun.read_batch(self.budget)
         except OSError as exc:
-            self.stop(f"TUN device {self.tun.name} is gone ({exc.strerror or exc})")
+            self._tun_gone(exc)
             return
         if packets:
             self._core("send_packets", packets, now)
@@ -138,7 +151,7 @@ class Pump:
             try:
                 self.tun.write_batch(out.tun)
             except OSError as exc:
-                self.stop(f"TUN device {self.tun.name} is gone ({exc.strerror or exc})")
+                self._tun_gone(exc)
         if out.network:
             self.udp.send_batch(out.network)
 

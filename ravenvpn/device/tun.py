@@ -23,8 +23,9 @@ IFNAMSIZ = 16
 DEFAULT_MTU = 1420          # same default as wireguard-go
 MAX_PACKET = 65535          # largest IP packet a TUN read can return
 
-# Errors that mean "the interface is gone" rather than "try again later".
-GONE_ERRNOS = frozenset({errno.EBADFD, errno.EBADF, errno.EIO, errno.ENXIO, errno.ENODEV})
+# Errors that mean "the interface is gone". Not EIO: that is what writes get while the link is
+# merely down (e.g. before wg-quick sets it up), and those packets are just dropped.
+GONE_ERRNOS = frozenset({errno.EBADFD, errno.EBADF})
 
 
 def check_ifname(name: str) -> None:
@@ -79,6 +80,10 @@ class TunDevice:
                 n = readv(fd, bufs)
             except BlockingIOError:
                 break
+            except OSError as exc:
+                if exc.errno in GONE_ERRNOS:
+                    raise
+                break
             if n == 0:          # fd detached from a deleted device on some kernels
                 raise OSError(errno.EBADFD, "TUN device is gone")
             packets.append(bytes(view[:n]))
@@ -92,7 +97,7 @@ class TunDevice:
             except OSError as exc:
                 if exc.errno in GONE_ERRNOS:
                     raise
-                # A full queue or a packet the kernel rejects: drop it, like a NIC would.
+                # Link down (EIO), a full queue or a packet the kernel rejects: drop it, like a NIC would.
                 self.write_errors += 1
 
     def close(self) -> None:

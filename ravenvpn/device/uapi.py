@@ -16,11 +16,15 @@ import re
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import TYPE_CHECKING, Iterable, Protocol
 
 from ..errors import UapiError, invalid, protocol
 from ..protocol import keys
 from .udp import Endpoint, normalise_endpoint
+
+if TYPE_CHECKING:
+    from ..protocol.peer import Peer
+    from ..protocol.tunnel import Tunnel
 
 log = logging.getLogger("ravenvpn.uapi")
 
@@ -118,12 +122,12 @@ def short_key(public_key: bytes) -> str:
 @dataclass
 class _PeerSection:
     """State while applying the lines after one `public_key=`."""
-    peer: object | None = None      # ravenvpn.protocol.peer.Peer, or None for a placeholder
+    peer: Peer | None = None        # None: a placeholder whose lines are parsed but not applied
     created: bool = False
 
 
 class Uapi:
-    def __init__(self, tunnel, control: DeviceControl, lock: threading.Lock) -> None:
+    def __init__(self, tunnel: Tunnel, control: DeviceControl, lock: threading.Lock | threading.RLock) -> None:
         self.tunnel = tunnel
         self.control = control
         self.lock = lock

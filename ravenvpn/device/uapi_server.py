@@ -58,6 +58,7 @@ class UapiServer:
         old_umask = os.umask(0o077)          # the socket grants configuration rights: root only
         try:
             listener.bind(self.path)
+            os.chmod(self.path, 0o600)       # umask 077 leaves 0700; x means nothing on a socket
         except OSError as exc:
             listener.close()
             raise StartupError(f"cannot create {self.path}: {exc.strerror}") from None
@@ -71,10 +72,11 @@ class UapiServer:
         threading.Thread(target=self._accept_loop, name="uapi-accept", daemon=True).start()
 
     def _accept_loop(self) -> None:
-        assert self.listener is not None
+        listener = self.listener        # close() clears the attribute; keep our own reference
+        assert listener is not None
         while True:
             try:
-                conn, _ = self.listener.accept()
+                conn, _ = listener.accept()
             except OSError:
                 return          # listener shut down
             threading.Thread(target=self._serve, args=(conn,), name="uapi-conn", daemon=True).start()
