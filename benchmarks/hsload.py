@@ -23,7 +23,9 @@ outstanding initiation):
   "verifier" initiator performs one full handshake first and checks the response really authenticates.
 * ``cookie_replies``: a cookie reply (type 3): the responder is "under load" and wants mac2. The cookie is
   handed to that initiator's Tunnel, so its next initiation carries a valid mac2, as a real peer's would.
-* ``timeouts``: no answer within ``timeout`` seconds (dropped by a rate limiter, a full queue...).
+* ``timeouts``: no answer within ``timeout`` seconds (1 s; dropped by a rate limiter, a full queue, or
+  just slow): the initiator then sends a new initiation. An answer arriving later still counts (as a
+  response, and as ``late_responses``): the responder did complete that handshake.
 
 Each Tunnel is driven with its own synthetic monotonic clock that jumps by REKEY_TIMEOUT + 10 ms per
 initiation: the core sends at most one initiation per REKEY_TIMEOUT and a peer, which is exactly what a
@@ -133,7 +135,7 @@ def run_load(cfg: dict[str, Any]) -> dict[str, Any]:
     responder_pub = rkeys.b64decode(cfg["responder_public_key"])
     duration = float(cfg["duration"])
     gap = float(cfg.get("gap", 0.022))
-    timeout = float(cfg.get("timeout", 0.25))
+    timeout = float(cfg.get("timeout", 1.0))
     sources: list[str] = cfg["source_ips"]
 
     verified, why = verify_responder(rkeys.b64decode(cfg["verifier_private_key"]), responder_pub, endpoint,
@@ -148,10 +150,11 @@ def run_load(cfg: dict[str, Any]) -> dict[str, Any]:
     for ini in inis:
         sel.register(ini.sock, selectors.EVENT_READ, ini)
 
-    sent = responses = cookies = timeouts = stray = 0
+    sent = responses = late = cookies = timeouts = stray = 0
     latencies: list[float] = []
     ready: list[tuple[float, int]] = []
     deadlines: deque[tuple[float, int, int]] = deque()
+    pending: dict[int, tuple[Initiator, float]] = {}  # sender index of every initiation sent -> (who, when)
     rusage0 = resource.getrusage(resource.RUSAGE_SELF)
     start = time.monotonic()
     end = start + duration
@@ -159,7 +162,7 @@ def run_load(cfg: dict[str, Any]) -> dict[str, Any]:
     for ini in inis:
         heapq.heappush(ready, (start + gap * ini.index / len(inis), ini.index))
 
-    def answered(ini: Initiator, now: float, retry_at: float) -> None:
+    def answered(ini: Initiator, retry_at: float) -> None:
         ini.outstanding = None
         heapq.heappush(ready, (retry_at, ini.index))
 
@@ -180,16 +183,18 @@ def run_load(cfg: dict[str, Any]) -> dict[str, Any]:
                 continue
             sent += 1
             burst += 1
-            ini.outstanding = _U32.unpack_from(msg, 4)[0]
+            sender = _U32.unpack_from(msg, 4)[0]
+            ini.outstanding = sender
             ini.sent_at = now
-            deadlines.append((now + timeout, i, ini.outstanding))
-        # 2. expire unanswered initiations
+            pending[sender] = (ini, now)
+            deadlines.append((now + timeout, i, sender))
+        # 2. give up waiting for unanswered initiations (a late answer still counts, see below)
         while deadlines and deadlines[0][0] <= now:
             _, i, sender = deadlines.popleft()
             ini = inis[i]
             if ini.outstanding == sender:
                 timeouts += 1
-                answered(ini, now, now)
+                answered(ini, now)
         # 3. receive answers
         wake = end
         if ready:
@@ -204,19 +209,35 @@ def run_load(cfg: dict[str, Any]) -> dict[str, Any]:
                 except (BlockingIOError, ConnectionRefusedError):
                     break
                 t = time.monotonic()
-                if len(data) >= 12 and data[0] == MSG_RESPONSE and _U32.unpack_from(data, 8)[0] == ini.outstanding:
-                    if t < end:
-                        responses += 1
-                        latencies.append(t - ini.sent_at)
-                    answered(ini, t, t + gap)
-                elif len(data) >= 8 and data[0] == MSG_COOKIE_REPLY and _U32.unpack_from(data, 4)[0] == ini.outstanding:
-                    if t < end:
-                        cookies += 1
-                    ini.take_cookie(data)
-                    # the initiation was not consumed, so the 20 ms per-peer limit is not in play
-                    answered(ini, t, t)
+                mtype = data[0] if data else 0
+                if mtype == MSG_RESPONSE and len(data) >= 12:
+                    receiver = _U32.unpack_from(data, 8)[0]
+                elif mtype == MSG_COOKIE_REPLY and len(data) >= 8:
+                    receiver = _U32.unpack_from(data, 4)[0]
                 else:
                     stray += 1
+                    continue
+                owner = pending.get(receiver)
+                if owner is None or owner[0] is not ini:
+                    stray += 1
+                    continue
+                del pending[receiver]
+                current = ini.outstanding == receiver
+                if mtype == MSG_RESPONSE:
+                    # a handshake the responder completed, even if it came after we stopped waiting
+                    if t < end:
+                        responses += 1
+                        late += not current
+                        latencies.append(t - owner[1])
+                    if current:
+                        answered(ini, t + gap)
+                    continue
+                if t < end:
+                    cookies += 1
+                if current:
+                    ini.take_cookie(data)
+                    # that initiation was not consumed: the 20 ms per-peer limit is not in play
+                    answered(ini, t)
         now = time.monotonic()
     elapsed = now - start
     rusage1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -230,6 +251,7 @@ def run_load(cfg: dict[str, Any]) -> dict[str, Any]:
         seconds=elapsed,
         sent=sent,
         responses=responses,
+        late_responses=late,
         cookie_replies=cookies,
         timeouts=timeouts,
         stray=stray,

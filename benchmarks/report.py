@@ -16,7 +16,7 @@ def _cell(fig: Figure, entry: dict[str, Any] | None) -> str:
     if entry.get("na"):
         return f"n/a ({entry['na']})" if entry["na"] in ("kernel",) else "n/a"
     if entry.get("value") is None:
-        return "failed"
+        return "-" if str(entry.get("error", "")).startswith("interrupted") else "failed"
     return fig.fmt(entry["value"])
 
 
@@ -95,10 +95,12 @@ def format_table(results: dict[str, Any], params: Any = None) -> str:
             out.append(
                 f"{s}: handshake load, last run: {last['initiators']} initiators, sent {last['sent_per_s']:.0f}/s, "
                 f"responses {last['responses_per_s']:.0f}/s, cookie replies {last['cookie_replies_per_s']:.0f}/s, "
-                f"timeouts {last['timeouts']}, generator CPU busy {last['generator_busy']:.0%}"
+                f"timeouts {last['timeouts']}, latency p50 {last.get('latency_p50_ms') or 0:.1f} ms, "
+                f"generator CPU busy {last['generator_busy']:.0%}"
             )
     out.append(f"total {results.get('seconds', '?')} s; {env.get('cpus', '?')} CPUs, kernel {env.get('kernel', '?')}, "
-               f"{env.get('wireguard-go', '')}, git {env.get('git', '?')}")
+               f"{env.get('wireguard-go', '')}, git {env.get('git', '?')}, load average at start "
+               f"{env.get('loadavg_start', '?')}, other netns {env.get('other_netns_start', '?')}")
     return "\n".join(out)
 
 
@@ -135,14 +137,20 @@ def write_chart(results: dict[str, Any], path: Path) -> str | None:
             colors.append(COLORS.get(s, "#333333"))
             vals.append(v * f.scale if v is not None else 0.0)
         bars = ax.bar(range(len(setups)), vals, color=colors)
-        for bar, s in zip(bars, setups):
+        positive = [v for v in vals if v > 0]
+        if positive and max(positive) / min(positive) > 30:
+            ax.set_yscale("log")  # the raw veth is often 50x the tunnels: keep the tunnels readable
+        for bar, s, v in zip(bars, setups, vals):
             entry = results["setups"][s]["figures"].get(key) or {}
+            x = bar.get_x() + bar.get_width() / 2
             if entry.get("value") is None:
-                ax.text(bar.get_x() + bar.get_width() / 2, 0, "n/a" if entry.get("na") else "failed",
-                        ha="center", va="bottom", fontsize=7, rotation=90)
+                ax.text(x, 0.02, "n/a" if entry.get("na") else "failed", ha="center", va="bottom", fontsize=7,
+                        transform=ax.get_xaxis_transform())
+            else:
+                ax.text(x, v, f.fmt(entry["value"]), ha="center", va="bottom", fontsize=6)
         ax.set_xticks(range(len(setups)))
         ax.set_xticklabels(labels, fontsize=7)
-        ax.set_title(f"{f.label} ({f.shown_unit}) {'higher' if f.higher_is_better else 'lower'} is better",
+        ax.set_title(f"{f.label} ({f.shown_unit})\n{'higher' if f.higher_is_better else 'lower'} is better",
                      fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
     for ax in list(axes.flat)[len(keys):]:
