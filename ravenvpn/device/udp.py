@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import os
 import socket
 
 Endpoint = tuple[str, int]
@@ -22,6 +23,14 @@ MAX_DATAGRAM = 65535
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 SO_MARK = getattr(socket, "SO_MARK", 36)
+# UDP segmentation offloads (Linux >= 4.18 / 5.0): one sendmsg carries a run of equal-size
+# datagrams, one recvmsg returns many coalesced ones. Far fewer syscalls per packet, which is
+# what a Python dataplane pays for most; the datagrams on the wire are unchanged.
+UDP_SEGMENT = 103
+UDP_GRO = 104
+GSO_MAX_SEGMENTS = 64
+GSO_MAX_BYTES = 65000
+_GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
 
 log = logging.getLogger("ravenvpn.udp")
 
@@ -44,6 +53,10 @@ def _tune(sock: socket.socket, fwmark: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
     if fwmark:
         sock.setsockopt(socket.SOL_SOCKET, SO_MARK, fwmark)
+    try:
+        sock.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        pass  # older kernel: recvmsg then simply returns one datagram at a time
 
 
 def _open(family: int, port: int, fwmark: int) -> socket.socket:
@@ -89,6 +102,8 @@ class UdpTransport:
         self._buf = bytearray(MAX_DATAGRAM)
         self._view = memoryview(self._buf)
         self.send_errors = 0
+        # Switched off for good if the kernel refuses it; RAVENVPN_UDP_GSO=0 turns it off (A/B benchmarks).
+        self.gso = os.environ.get("RAVENVPN_UDP_GSO", "1") != "0"
 
     @property
     def sockets(self) -> list[socket.socket]:
@@ -127,12 +142,14 @@ class UdpTransport:
         return retired
 
     def recv_batch(self, sock: socket.socket, budget: int) -> list[tuple[bytes, Endpoint]]:
+        """Up to about `budget` datagrams; a GRO read may return many at once."""
         datagrams: list[tuple[bytes, Endpoint]] = []
-        recv, view = sock.recvfrom_into, self._view
+        append = datagrams.append
+        recv, buf, view = sock.recvmsg_into, [self._buf], self._view
         v6 = sock is self.v6
-        for _ in range(budget):
+        while len(datagrams) < budget:
             try:
-                n, addr = recv(view)
+                n, ancillary, _flags, addr = recv(buf, _GRO_CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
@@ -141,22 +158,58 @@ class UdpTransport:
                 continue
             if v6:
                 addr = normalise_endpoint(addr[0], addr[1])
-            datagrams.append((bytes(view[:n]), addr))
+            segment = n
+            if ancillary:
+                for level, kind, data in ancillary:
+                    if level == socket.SOL_UDP and kind == UDP_GRO:
+                        segment = int.from_bytes(data[:4], "little") or n
+            if segment >= n:
+                append((bytes(view[:n]), addr))
+            else:
+                for off in range(0, n, segment):
+                    append((bytes(view[off:min(off + segment, n)]), addr))
         return datagrams
 
     def send_batch(self, datagrams: list[tuple[bytes, Endpoint]]) -> None:
+        """Send in order; runs of equal-size datagrams to one endpoint go out as one GSO sendmsg."""
         v4, v6 = self.v4, self.v6
-        for payload, endpoint in datagrams:
+        i, count = 0, len(datagrams)
+        while i < count:
+            payload, endpoint = datagrams[i]
             sock = v6 if ":" in endpoint[0] else v4
             if sock is None:
                 self.send_errors += 1
+                i += 1
                 continue
+            size = len(payload)
+            j = i + 1
+            if self.gso:
+                total = size
+                while j < count and j - i < GSO_MAX_SEGMENTS:
+                    nxt, nxt_endpoint = datagrams[j]
+                    nsize = len(nxt)
+                    if nxt_endpoint != endpoint or nsize > size or total + nsize > GSO_MAX_BYTES:
+                        break
+                    total += nsize
+                    j += 1
+                    if nsize < size:
+                        break  # only the last segment of a GSO send may be shorter
             try:
-                sock.sendto(payload, endpoint)
+                if j - i == 1:
+                    sock.sendto(payload, endpoint)
+                else:
+                    sock.sendmsg([d for d, _ in datagrams[i:j]],
+                                 [(socket.SOL_UDP, UDP_SEGMENT, size.to_bytes(2, "little"))], 0, endpoint)
             except OSError as exc:
+                if j - i > 1 and exc.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                    # This path cannot segment (no checksum offload, old kernel): go per datagram.
+                    log.info("UDP GSO unavailable (%s); sending datagrams one by one", exc.strerror or exc)
+                    self.gso = False
+                    continue
                 # Full buffers, unreachable networks: drop like any lossy link; the core retries.
-                self.send_errors += 1
+                self.send_errors += j - i
                 log.debug("UDP send to %s:%d failed: %s", endpoint[0], endpoint[1], exc)
+            i = j
 
     def close(self) -> None:
         for sock in self.sockets + self.take_retired():
