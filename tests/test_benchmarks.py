@@ -1,7 +1,7 @@
 """The benchmark harness (benchmarks/run.py) works end to end: it runs, writes complete JSON, prints the table.
 
 No performance assertion anywhere: the numbers depend on the machine. Only that every figure is present,
-measured (non-null) for the raw veth and wireguard-go, and that the harness cleans up after itself.
+measured (non-null) for the raw veth, wireguard-go and ravenvpn, and that the harness cleans up after itself.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def test_quick_run_produces_complete_results(netns_env: None, tmp_path: Path) ->
             entry = setup["figures"][fig.key]
             # every figure is accounted for: a value, an explicit n/a, or the reason it failed
             assert entry["value"] is not None or entry["na"] or entry["error"], (name, fig.key, entry)
-    for name in ("veth", "wireguard-go"):
+    for name in ("veth", "wireguard-go", "ravenvpn"):
         setup = results["setups"][name]
         assert setup["status"] == "ok", (name, setup["reason"])
         for fig in FIGURES:
@@ -53,9 +53,6 @@ def test_quick_run_produces_complete_results(netns_env: None, tmp_path: Path) ->
                 assert entry["value"] is not None, (name, fig.key, entry)
             else:
                 assert entry["na"], (name, fig.key, entry)
-    # ravenvpn: either measured or reported as failed with a reason; never silently missing
-    rv = results["setups"]["ravenvpn"]
-    assert rv["status"] == "ok" or rv["reason"]
     # the table was printed, with every figure's row and the ratio columns
     out = proc.stdout
     assert "figure" in out and "ravenvpn/wg-go" in out and "ravenvpn/veth" in out
