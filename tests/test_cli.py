@@ -109,3 +109,31 @@ def test_in_process_main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest
 def test_subprocess_bad_input_has_no_traceback() -> None:
     res = ravenvpn_subprocess("pubkey", stdin="not a key\n")
     assert res.returncode == 1 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("iface", ["a/b", "", "x" * 16])
+def test_up_bad_interface_is_one_line(ravenvpn, tmp_path: Path, iface: str) -> None:
+    res = ravenvpn("up", "--cluster", "-", "--node", "n", "--interface", iface, "--state-dir", str(tmp_path))
+    assert res.returncode == 1 and res.stderr.startswith("ravenvpn: --interface") and res.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []       # refused before any pid or state file is written
+
+
+def test_up_bad_mtu_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> None:
+    from ravenvpn.errors import RavenError
+    from ravenvpn.raven.agent import Agent
+
+    agent = Agent(str(ROOT / "examples" / "cluster-three-domains.yaml"), "hz-2", mtu=100, state_dir=str(tmp_path))
+    with pytest.raises(RavenError, match="mtu 100 out of range"):
+        agent.compute_plan()
+
+
+def test_a_stale_pid_file_naming_an_unrelated_process_is_not_ravenvpn_up(tmp_path: Path) -> None:
+    from ravenvpn.raven.agent import pid_path, running_pid
+
+    other = subprocess.Popen(["sleep", "30"])      # stands in for a process that reused the pid
+    try:
+        pid_path(tmp_path, "raven0").write_text(str(other.pid))
+        assert running_pid(tmp_path, "raven0") is None      # so `down` will not SIGTERM it
+    finally:
+        other.kill()
+        other.wait()

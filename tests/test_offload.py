@@ -105,3 +105,13 @@ def test_a_short_or_pushed_segment_ends_a_run() -> None:
     assert len(offload.coalesce(segs)) == 2
     pushed = segments_of(False, [1400, 1400], flags="PA") + segments_of(False, [1400])
     assert len(offload.coalesce(pushed)) >= 2
+
+
+def test_coalesce_passes_runts_and_bogus_tcp_headers_through_without_raising() -> None:
+    # Whatever a peer puts inside an authenticated packet must not take the pump down here.
+    good = raw(IP(src="10.0.0.1", dst="10.0.0.2") / TCP(flags="A") / Raw(b"x" * 100))
+    bogus_offset = bytearray(good)
+    bogus_offset[20 + 12] = 0x20    # TCP data offset 2 words: shorter than a TCP header
+    packets = [b"", b"\x45", bytes(19), bytes(bogus_offset), bytes(bogus_offset), good]
+    writes = offload.coalesce(packets)
+    assert writes == [offload.PLAIN_HDR + p for p in packets]

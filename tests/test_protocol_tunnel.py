@@ -347,3 +347,34 @@ def test_pending_unknown_initiations_expire_and_are_bounded() -> None:
     net.b.tunnel.tick(net.now)
     net.b.tunnel.add_peer(net.a.tunnel.public_key)
     assert net.b.tunnel.tick(net.now).network == []
+    # many initiators whose keys B does not know (anyone who knows B's public key can make them)
+    from ravenvpn.protocol.tunnel import _PENDING_UNKNOWN_MAX
+    for i in range(_PENDING_UNKNOWN_MAX + 10):
+        stranger = Tunnel()
+        stranger.private_key = keys.generate_private()
+        p = stranger.add_peer(net.b.tunnel.public_key)
+        p.endpoint = net.b.underlay
+        stranger.add_allowed_ip(p, ipaddress.ip_network("10.9.0.2/32"))
+        out = stranger.send_packets([icmp("10.9.0.1", "10.9.0.2")], net.now)
+        net.b.tunnel.receive_datagrams([(out.network[0][0], ("192.0.2.50", 1000 + i))], net.now)
+    assert len(net.b.tunnel._pending_unknown) == _PENDING_UNKNOWN_MAX
+
+
+def test_ipv4_total_length_below_the_header_is_not_delivered_as_a_runt() -> None:
+    net = Net()
+    net.send(net.a, b"ok")
+    bad = bytearray(icmp(net.a.inner, net.b.inner, b"runt"))
+    bad[2:4] = (8).to_bytes(2, "big")     # total length 8 < 20 (authenticated, from an allowed source)
+    net.carry(net.a, net.a.tunnel.send_packets([bytes(bad)], net.now))
+    assert all(len(p) >= 20 for p in net.b.delivered)
+    assert net.b.tunnel.stats["rx_not_ip"] == 1
+
+
+def test_private_key_of_a_peer_removes_that_peer_and_its_allowed_ips() -> None:
+    net = Net()
+    net.send(net.a)
+    net.a.tunnel.private_key = net.b.private      # A now has B's identity: B cannot be A's peer
+    assert net.b.tunnel.public_key not in net.a.tunnel.peers
+    assert net.a.tunnel.peer_for_address(net.b.inner) is None
+    out = net.a.tunnel.send_packets([icmp(net.a.inner, net.b.inner)], net.now)
+    assert out.network == [] and net.a.tunnel.stats["tx_no_peer"] == 1

@@ -117,6 +117,17 @@ def test_failed_apply_rolls_back_and_names_the_problem(gw: tuple[Node, Any]) -> 
     assert snapshot(node) == before
 
 
+def test_kernel_refusal_midway_is_undone_by_apply_itself(gw: tuple[Node, Any]) -> None:
+    node, _ = gw
+    before = snapshot(node)
+    # Routes and sysctls go in first; the kernel then refuses a next hop that is not on-link.
+    bad = dict(SPEC, routes=SPEC["routes"] + [{"dst": "10.9.0.0/24", "gw": "10.200.0.1", "table": 9027}])
+    result = apply(node, bad)
+    assert "error" in result and "\n" not in result["error"]
+    assert snapshot(node) == before     # no teardown needed: the failed apply undid its own changes
+    apply(node, {}, "teardown")
+
+
 def test_foreign_routes_and_rules_are_left_alone(gw: tuple[Node, Any]) -> None:
     node, _ = gw
     node.run("ip", "route", "add", "10.77.0.0/16", "via", "192.168.50.2")
@@ -125,3 +136,14 @@ def test_foreign_routes_and_rules_are_left_alone(gw: tuple[Node, Any]) -> None:
     apply(node, SPEC)
     apply(node, {}, "teardown")
     assert snapshot(node) == before
+
+
+def test_underlay_mtu_leaves_out_our_own_tunnel_whatever_its_name(gw: tuple[Node, Any]) -> None:
+    node, _ = gw
+    node.run("ip", "link", "add", "wg7", "mtu", "1420", "type", "veth", "peer", "name", "wg7p", "mtu", "1420")
+    node.run("ip", "link", "set", "wg7", "up")     # wg7p stays down: not counted either way
+    out = node.run(sys.executable, "-c",
+                   "from ravenvpn.raven.agent import _underlay_mtu; print(_underlay_mtu('wg7'), _underlay_mtu('raven0'))",
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    # counted as underlay, a tunnel named wg7 would shrink the planned MTU by 80 on every reconcile
+    assert out.stdout.split() == ["1500", "1420"]

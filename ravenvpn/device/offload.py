@@ -127,6 +127,8 @@ def segment_tcp(packet: memoryview | bytes, mss: int, l4: int) -> list[bytes]:
 
 def _tcp_key(pkt: bytes) -> tuple | None:
     """What must match for two TCP segments to be merged, or None if this one never merges."""
+    if len(pkt) < 40:   # shorter than any IPv4 + TCP header (also keeps a runt from raising IndexError)
+        return None
     version = pkt[0] >> 4
     if version == 4:
         if pkt[0] & 0x0F != 5 or pkt[9] != _PROTO_TCP or pkt[6] & 0x3F or pkt[7]:  # options, fragments
@@ -143,6 +145,8 @@ def _tcp_key(pkt: bytes) -> tuple | None:
     if len(pkt) < l4 + 20:
         return None
     tcp_hlen = (pkt[l4 + 12] >> 4) * 4
+    if tcp_hlen < 20:
+        return None   # a bogus data offset: the kernel would reject the merged super-packet
     flags = pkt[l4 + 13]
     if flags & ~(_TCP_ACK | _TCP_PSH) or not flags & _TCP_ACK or len(pkt) <= l4 + tcp_hlen:
         return None   # SYN/FIN/RST/URG/ECE/CWR and pure ACKs go through alone

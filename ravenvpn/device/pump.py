@@ -98,7 +98,10 @@ class Pump:
                 if now >= next_housekeeping:
                     next_housekeeping = now + HOUSEKEEPING_INTERVAL
                     for job in self.housekeeping:
-                        job()
+                        try:
+                            job()
+                        except Exception:
+                            log.exception("housekeeping job %r failed", job)
         finally:
             ep.close()
         return self.stop_reason or "stopped"
@@ -147,13 +150,18 @@ class Pump:
             self.core_errors += 1
             log.exception("core %s failed", method)
             return
-        if out.tun:
-            try:
-                self.tun.write_batch(out.tun)
-            except OSError as exc:
-                self._tun_gone(exc)
-        if out.network:
-            self.udp.send_batch(out.network)
+        try:
+            if out.tun:
+                try:
+                    self.tun.write_batch(out.tun)
+                except OSError as exc:
+                    self._tun_gone(exc)
+            if out.network:
+                self.udp.send_batch(out.network)
+        except Exception:
+            # Same for the output side (e.g. coalescing a packet it did not expect): drop the batch.
+            self.core_errors += 1
+            log.exception("writing the output of core %s failed", method)
 
     def _drain_wake(self) -> None:
         try:

@@ -147,6 +147,7 @@ class UdpTransport:
         append = datagrams.append
         recv, buf, view = sock.recvmsg_into, [self._buf], self._view
         v6 = sock is self.v6
+        errors = 0
         while len(datagrams) < budget:
             try:
                 n, ancillary, _flags, addr = recv(buf, _GRO_CMSG_SPACE)
@@ -154,7 +155,11 @@ class UdpTransport:
                 break
             except OSError as exc:
                 # ICMP errors surface as ECONNREFUSED etc. on the next recv; they are not fatal.
+                # An error that repeats (a closed socket) must not spin here with the lock held.
                 log.debug("UDP receive error: %s", exc)
+                errors += 1
+                if errors >= budget:
+                    break
                 continue
             if v6:
                 addr = normalise_endpoint(addr[0], addr[1])

@@ -7,7 +7,7 @@ handshake in progress.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -68,8 +68,6 @@ class Handshake:
     last_timestamp: bytes = bytes(12)  # greatest TAI64N accepted from this peer
     last_initiation_consumed: float | None = None
     last_sent_initiation: float | None = None
-    created: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     def zero(self) -> None:
         self.state = HandshakeState.ZEROED

@@ -111,8 +111,9 @@ class Tunnel:
         self._identity = hsm.StaticIdentity(key) if key is not None else None
         self._checker = CookieChecker(self._identity.public, self._rng) if self._identity else None
         if self._identity is not None:
-            # A peer with our own public key would be talking to ourselves: wg drops it too.
-            self.peers.pop(self._identity.public, None)
+            # A peer with our own public key would be talking to ourselves: wg drops it too
+            # (with its sessions and allowed IPs, or packets would still be routed to it).
+            self.remove_peer(self._identity.public)
         for peer in self.peers.values():
             self._expire_sessions(peer)
             peer.handshake.precomputed_static_static = hsm.precompute_static_static(self._identity, peer.public_key)
@@ -304,6 +305,10 @@ class Tunnel:
         version = plaintext[0] >> 4
         if version == 4 and len(plaintext) >= 20:
             length = (plaintext[2] << 8) | plaintext[3]
+            if length < 20:
+                # A total length below the header would hand the TUN a runt (or empty) packet.
+                self.stats["rx_not_ip"] += 1
+                return
             owner = self._allowed.lookup_v4(plaintext[12:16])
         elif version == 6 and len(plaintext) >= 40:
             length = 40 + ((plaintext[4] << 8) | plaintext[5])

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from ..errors import RavenError
 from ..protocol import keys
@@ -49,11 +50,19 @@ def read_private_key(path: str) -> bytes:
         raise RavenError(f"private key file {path}: {exc}") from None
 
 
-def _underlay_mtu() -> int:
-    """The smallest MTU among up, non-loopback links: the tunnel must fit in any of them."""
-    with IPRoute() as ipr:
-        mtus = [link.get("mtu") for link in ipr.get_links()
-                if link.get("ifname") != "lo" and link["flags"] & 1 and not link.get("ifname", "").startswith("raven")]
+def _underlay_mtu(interface: str) -> int:
+    """The smallest MTU among up, non-loopback links: the tunnel must fit in any of them.
+
+    Our own tunnel interface is not underlay: counting it would shrink the MTU by the
+    WireGuard overhead on every reconcile (whatever --interface names it).
+    """
+    try:
+        with IPRoute() as ipr:
+            mtus = [link.get("mtu") for link in ipr.get_links()
+                    if link.get("ifname") not in ("lo", interface) and link["flags"] & 1
+                    and not link.get("ifname", "").startswith("raven")]
+    except NetlinkError as exc:
+        raise RavenError(f"cannot list the network links: {exc}") from None
     return min((m for m in mtus if m), default=1500)
 
 
@@ -90,9 +99,14 @@ class Dataplane:
                 dev.set_listen_port(plan.listen_port)
             except OSError as exc:
                 raise RavenError(f"UDP port {plan.listen_port}: {exc.strerror}") from None
-        with IPRoute() as ipr:
-            index = ipr.link_lookup(ifname=self.interface)[0]
-            ipr.link("set", index=index, mtu=plan.mtu, state="up")
+        try:
+            with IPRoute() as ipr:
+                found = ipr.link_lookup(ifname=self.interface)
+                if not found:
+                    raise RavenError(f"interface {self.interface} disappeared")
+                ipr.link("set", index=found[0], mtu=plan.mtu, state="up")
+        except NetlinkError as exc:
+            raise RavenError(f"cannot set MTU {plan.mtu} on {self.interface}: {exc}") from None
         with dev.lock:
             tunnel = dev.pump.tunnel
             tunnel.mtu = plan.mtu
@@ -162,8 +176,14 @@ class Agent:
     def compute_plan(self) -> NodePlan:
         cluster = self._load()
         public = keys.public_from_private(self.private_key) if self.private_key else None
-        plan = make_plan(cluster, self.node, local_public_key=public, mtu=self.mtu,
-                         underlay_mtu=_underlay_mtu(), listen_port=self.port, interface=self.interface)
+        try:
+            plan = make_plan(cluster, self.node, local_public_key=public, mtu=self.mtu,
+                             underlay_mtu=_underlay_mtu(self.interface), listen_port=self.port,
+                             interface=self.interface)
+        except ClusterError:
+            raise
+        except ValueError as exc:   # a bad --mtu / --interface: still one line, not a traceback
+            raise RavenError(str(exc)) from None
         if plan.role is Role.ACTIVE_GATEWAY and self.private_key is None:
             raise RavenError(f"node {self.node} is the active tunnel endpoint of {plan.gateway}: "
                              "--private-key is required")
@@ -297,12 +317,20 @@ def _alive(pid: int) -> bool:
     return stat_line.rpartition(")")[2].split()[0] != "Z"
 
 
+def _is_ravenvpn(pid: int) -> bool:
+    """A pid file left by a killed `up` may name a pid since reused by an unrelated process."""
+    try:
+        return b"ravenvpn" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def running_pid(state_dir: Path, interface: str) -> int | None:
     try:
         pid = int(pid_path(state_dir, interface).read_text())
     except (FileNotFoundError, ValueError):
         return None
-    return pid if pid != os.getpid() and _alive(pid) else None
+    return pid if pid != os.getpid() and _alive(pid) and _is_ravenvpn(pid) else None
 
 
 def down(interface: str, state_dir: str = DEFAULT_STATE_DIR, timeout: float = 10.0) -> str:

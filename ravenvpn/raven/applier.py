@@ -166,20 +166,24 @@ class Applier:
         tables = ({r.table for r in plan.routes} | set(self._state["tables"])) - {MAIN_TABLE}
         try:
             with IPRoute() as ipr:
-                ifindex = {link.get("ifname"): link["index"] for link in ipr.get_links()}
-                self._apply_sysctls(plan, report, undo)
-                # Make before break: new routes and rules go in before old ones go away, so traffic
-                # to remote prefixes never falls through to the main table (whose default route
-                # would carry it in plaintext over the underlay) while a role changes.
-                stale = self._apply_routes(ipr, plan, tables, ifindex, report, undo)
-                self._apply_rules(ipr, plan, tables, report, undo)
-                self._remove_routes(ipr, stale, report)
-        except (NetlinkError, OSError, ApplyError) as exc:
-            for step in reversed(undo):
                 try:
-                    step()
-                except (NetlinkError, OSError):
-                    pass
+                    ifindex = {link.get("ifname"): link["index"] for link in ipr.get_links()}
+                    self._apply_sysctls(plan, report, undo)
+                    # Make before break: new routes and rules go in before old ones go away, so traffic
+                    # to remote prefixes never falls through to the main table (whose default route
+                    # would carry it in plaintext over the underlay) while a role changes.
+                    stale = self._apply_routes(ipr, plan, tables, ifindex, report, undo)
+                    self._apply_rules(ipr, plan, tables, report, undo)
+                    self._remove_routes(ipr, stale, report)
+                except (NetlinkError, OSError, ApplyError):
+                    # Undo while the netlink socket is still open: the steps use `ipr`.
+                    for step in reversed(undo):
+                        try:
+                            step()
+                        except (NetlinkError, OSError):
+                            pass
+                    raise
+        except (NetlinkError, OSError, ApplyError) as exc:
             self._save_state()
             raise ApplyError(f"applying the plan for {plan.node_name} failed: {exc}") from None
         self._state["tables"] = sorted({r.table for r in plan.routes if r.table != MAIN_TABLE})

@@ -54,6 +54,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     _setup_logging()
     if not 1 <= args.port <= 65535:
         raise RavenError(f"--port {args.port}: must be 1..65535")
+    from ..device.tun import check_ifname
+    try:
+        check_ifname(args.interface)    # before it names the pid and state files
+    except ValueError as exc:
+        raise RavenError(f"--interface: {exc}") from None
     try:
         agent = Agent(args.cluster, args.node, private_key_path=args.private_key, interface=args.interface,
                       port=args.port, mtu=args.mtu, state_dir=args.state_dir)

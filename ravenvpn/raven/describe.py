@@ -1,4 +1,4 @@
-"""describe(plan): a human summary of a NodePlan, for `ravenvpn plan` and debugging."""
+"""describe(plan): a human summary of a NodePlan, for debugging and tests (no CLI command prints it yet)."""
 
 from __future__ import annotations
 
