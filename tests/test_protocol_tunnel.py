@@ -177,8 +177,21 @@ def test_handshake_retries_every_5s_and_gives_up_after_90s() -> None:
     inits = handshakes(net)
     assert 18 <= inits <= 20, inits
     assert not net.pa.staged  # gave up: staged data dropped
-    gaps_ok = net.pa.retransmit_handshake_at is None
-    assert gaps_ok
+    assert net.pa.retransmit_handshake_at is None
+
+
+def test_handshake_retry_gaps_are_rekey_timeout_plus_jitter() -> None:
+    net = Net()
+    tunnel, now, step = net.a.tunnel, net.now, 0.01
+    sent = [now] if tunnel.send_packets([icmp(net.a.inner, net.b.inner)], now).network else []
+    while now < net.now + 60:
+        now += step
+        if any(d[0] == 1 for d, _ in tunnel.tick(now).network):
+            sent.append(now)
+    gaps = [b - a for a, b in zip(sent, sent[1:])]
+    assert len(gaps) >= 10
+    assert all(C.REKEY_TIMEOUT <= g <= C.REKEY_TIMEOUT + C.REKEY_TIMEOUT_JITTER_MAX + step for g in gaps), gaps
+    assert len({round(g, 2) for g in gaps}) > 1  # jittered, not a fixed period
 
 
 def test_passive_keepalive_after_10s() -> None:

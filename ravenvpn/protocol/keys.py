@@ -46,13 +46,3 @@ def b64decode(text: str) -> bytes:
     if len(raw) != KEY_SIZE:
         raise ValueError("key must decode to 32 bytes")
     return raw
-
-
-def hexdecode(text: str) -> bytes:
-    """Parse a key in the UAPI's lowercase hex form."""
-    if len(text) != 2 * KEY_SIZE:
-        raise ValueError("key must be 64 hex characters")
-    try:
-        return bytes.fromhex(text)
-    except ValueError as exc:
-        raise ValueError("key is not valid hex") from exc

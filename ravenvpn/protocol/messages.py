@@ -14,7 +14,6 @@ from .constants import (
 )
 
 _U32 = struct.Struct("<I")
-_TRANSPORT_HEADER = struct.Struct("<IIQ")
 
 
 class MalformedMessage(ValueError):
@@ -107,15 +106,6 @@ def pack_cookie_reply(receiver: int, nonce: bytes, encrypted_cookie: bytes) -> b
 def parse_cookie_reply(data: bytes) -> CookieReply:
     return CookieReply(_U32.unpack_from(data, 4)[0], data[8:32], data[32:64])
 
-
-def pack_transport_header(receiver: int, counter: int) -> bytes:
-    return _TRANSPORT_HEADER.pack(MSG_TRANSPORT, receiver, counter)
-
-
-def parse_transport_header(data: bytes) -> tuple[int, int]:
-    """(receiver index, counter) of a transport message."""
-    _, receiver, counter = _TRANSPORT_HEADER.unpack_from(data)
-    return receiver, counter
 
 
 def mac_offsets(mtype: int) -> tuple[int, int]:

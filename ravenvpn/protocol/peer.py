@@ -9,7 +9,7 @@ from collections import deque
 
 from .constants import KEEPALIVE_TIMEOUT, MAX_STAGED_PACKETS, REKEY_TIMEOUT, ZERO_KEYS_AFTER
 from .cookie import CookieGenerator
-from .handshake import ZERO_PSK, Handshake
+from .handshake import Handshake
 from .keypair import Keypair
 
 Endpoint = tuple[str, int]
@@ -51,9 +51,6 @@ class Peer:
             raise ValueError("preshared key must be 32 bytes")
         self.handshake.preshared_key = key
 
-    @property
-    def has_preshared_key(self) -> bool:
-        return self.handshake.preshared_key != ZERO_PSK
 
     @property
     def persistent_keepalive_interval(self) -> int:
@@ -72,9 +69,9 @@ class Peer:
             self.persistent_keepalive_at = None
 
     # --- timer events (wireguard-go timers.go) -------------------------------
-    def on_data_sent(self, now: float) -> None:
+    def on_data_sent(self, now: float, jitter: float = 0.0) -> None:
         if self.new_handshake_at is None:
-            self.new_handshake_at = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
+            self.new_handshake_at = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + jitter
 
     def on_data_received(self, now: float) -> None:
         if self.send_keepalive_at is None:
@@ -82,11 +79,6 @@ class Peer:
         else:
             self.need_another_keepalive = True
 
-    def on_authenticated_sent(self) -> None:
-        self.send_keepalive_at = None
-
-    def on_authenticated_received(self) -> None:
-        self.new_handshake_at = None
 
     def on_authenticated_traversal(self, now: float) -> None:
         if self._persistent_keepalive_interval:

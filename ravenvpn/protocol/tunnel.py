@@ -224,8 +224,9 @@ class Tunnel:
         kp.send_counter = counter
         peer.tx_bytes += sent_bytes
         peer.send_keepalive_at = None  # any authenticated packet sent
-        if data_sent:
-            peer.on_data_sent(now)
+        if data_sent and peer.new_handshake_at is None:
+            # jittered like wireguard-go, so peers that lost each other don't retry in lockstep
+            peer.on_data_sent(now, self._jitter.uniform(0, REKEY_TIMEOUT_JITTER_MAX))
         peer.on_authenticated_traversal(now)
         # Keep the key fresh: rekey by message count either side, by age only as initiator.
         if counter > REKEY_AFTER_MESSAGES or (kp.is_initiator and now - kp.created > REKEY_AFTER_TIME):

@@ -42,7 +42,7 @@ def read_private_key(path: str) -> bytes:
     except OSError as exc:
         raise RavenError(f"private key file {path}: {exc.strerror}") from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise RavenError(f"private key file {path}: readable by group or others (mode "
+        raise RavenError(f"private key file {path}: has group or other permissions (mode "
                          f"{stat.S_IMODE(st.st_mode):04o}); run 'chmod 600 {path}'")
     try:
         return keys.b64decode(text)
@@ -196,10 +196,12 @@ class Agent:
         plan = self.compute_plan()
         for warning in plan.warnings:
             log.warning("%s", warning)
+        opened_here = False
         if plan.role is Role.ACTIVE_GATEWAY:
             assert self.private_key is not None
             if self.dataplane is None:
                 self.dataplane = Dataplane(self.interface)
+                opened_here = True
                 try:
                     self.dataplane.open(plan, self.private_key)
                 except BaseException:
@@ -209,13 +211,20 @@ class Agent:
                 log.info("%s is the active gateway of %s: interface %s up", self.node, plan.gateway, self.interface)
             else:
                 self.dataplane.configure(plan, self.private_key)
-        elif self.dataplane is not None:
-            # Routes through the device must go before the device does.
-            self.applier.apply(plan)
+        try:
+            # Routes through the device must go before the device does; the applier adds new
+            # routes before removing old ones, so there is no window without a route either way.
+            report = self.applier.apply(plan)
+        except BaseException:
+            if opened_here and self.dataplane is not None:
+                # A device that no route uses would be half of a role change: undo it.
+                self.dataplane.close()
+                self.dataplane = None
+            raise
+        if plan.role is not Role.ACTIVE_GATEWAY and self.dataplane is not None:
             self.dataplane.close()
             self.dataplane = None
             log.info("%s is no longer the active gateway: interface %s removed", self.node, self.interface)
-        report = self.applier.apply(plan)
         if self.plan is None or plan != self.plan or report.changed:
             log.info("role %s, gateway %s, %d peers, %d routes: %s", plan.role.value, plan.gateway or "-",
                      len(plan.peers), len(plan.routes), report.summary())

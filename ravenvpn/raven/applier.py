@@ -94,9 +94,6 @@ class Applier:
         tmp.write_text(json.dumps(self._state, indent=1, sort_keys=True))
         os.replace(tmp, self.state_path)
 
-    @property
-    def has_state(self) -> bool:
-        return self.state_path.exists()
 
     # ------------------------------------------------------------ read kernel
     @staticmethod
