@@ -427,3 +427,35 @@ def test_udp_transport_in_netns(node_factory, env) -> None:
         """)
     res = node.run(sys.executable, "-c", script, env=dict(env, PYTHONPATH=str(ROOT)))
     assert res.stdout.strip() == "ok"
+
+
+
+def test_embedded_device_close_ends_uapi_clients_and_refuses_late_config(node_factory, env) -> None:
+    """As `ravenvpn up` embeds it: close() must end open UAPI connections and no late request
+    may reopen sockets, since the process goes on running."""
+    node = node_factory("c")
+    name = ifname()
+    script = textwrap.dedent(f"""\
+        import socket, threading, time
+        from ravenvpn.device.daemon import Device
+        dev = Device("{name}")
+        dev.open()
+        threading.Thread(target=dev.run, daemon=True).start()
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect("{sock(name)}")
+        s.sendall(b"set=1\\nlisten_port=40123\\n")   # never finished
+        time.sleep(0.3)
+        dev.pump.stop("test")
+        dev.close()
+        print("client", "eof" if s.recv(100) == b"" else "data")
+        try:
+            dev.set_listen_port(40124)
+            print("late", "reopened")
+        except OSError:
+            print("late", "refused")
+        print("sockets", dev.udp.sockets)
+        """)
+    out = node.run(sys.executable, "-c", script, env=dict(env, PYTHONPATH=str(ROOT)), timeout=30).stdout
+    assert "client eof" in out and "late refused" in out and "sockets []" in out, out
+    assert not node.has_link(name) and not node.exists(sock(name))

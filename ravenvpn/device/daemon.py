@@ -11,6 +11,7 @@ if LOG_LEVEL is set (so callers capturing output are not held open), else nowher
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -103,6 +104,7 @@ class Device:
     def __init__(self, ifname: str) -> None:
         self.ifname = ifname
         self.lock = threading.RLock()
+        self.closed = False
         self.tun: TunDevice | None = None
         self.udp = UdpTransport()
         self.monitor: LinkMonitor | None = None
@@ -121,6 +123,9 @@ class Device:
 
     def set_listen_port(self, port: int) -> None:
         with self.lock:
+            if self.closed:
+                # A UAPI request racing shutdown must not reopen sockets nobody will close.
+                raise OSError(errno.ENODEV, "interface is shutting down")
             self.udp.bind(port)
             self._sync_tunnel()
         if self.pump:
@@ -185,9 +190,11 @@ class Device:
     def close(self) -> None:
         """Idempotent teardown: socket first (clients see us gone), then UDP, netlink, TUN."""
         if self.server:
-            self.server.close()
+            self.server.close()     # also ends open UAPI connections
             self.server = None
-        self.udp.close()
+        with self.lock:             # no UAPI request is half-applied while the sockets go
+            self.closed = True
+            self.udp.close()
         if self.monitor:
             self.monitor.close()
             self.monitor = None

@@ -30,6 +30,7 @@ log = logging.getLogger("ravenvpn.uapi")
 
 MAX_LINE = 4096                 # longest line we accept (real lines are < 100 bytes)
 MAX_REQUEST_LINES = 1 << 20     # guard against a client that never sends the blank line
+MAX_REQUEST_BYTES = 64 << 20    # and bound what one request may buffer (1000s of peers fit easily)
 ZERO_KEY = bytes(32)
 
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
@@ -319,12 +320,14 @@ class Uapi:
         lines: list[str] = []
         ok = True
         continuation = False        # the previous chunk was the cut-off start of an overlong line
+        size = 0
         while True:
             raw = reader.readline(MAX_LINE)
             if not raw or (raw == b"\n" and not continuation):
                 return lines, ok
             continuation = not raw.endswith(b"\n")
-            if continuation or len(lines) >= MAX_REQUEST_LINES:
+            size += len(raw)
+            if continuation or len(lines) >= MAX_REQUEST_LINES or size > MAX_REQUEST_BYTES:
                 ok = False
                 lines = []
             if ok:

@@ -50,6 +50,8 @@ class UapiServer:
         self.uapi = uapi
         self.listener: socket.socket | None = None
         self._inode: int | None = None
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
 
     def open(self) -> None:
         check_not_in_use(self.ifname)
@@ -82,11 +84,15 @@ class UapiServer:
             threading.Thread(target=self._serve, args=(conn,), name="uapi-conn", daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        with self._conns_lock:
+            self._conns.add(conn)
         try:
             self.uapi.serve(conn)
         except Exception:       # a bug in one request must not take the daemon down
             log.exception("UAPI: internal error")
         finally:
+            with self._conns_lock:
+                self._conns.discard(conn)
             conn.close()
 
     def still_ours(self) -> bool:
@@ -110,3 +116,10 @@ class UapiServer:
             pass
         self.listener.close()
         self.listener = None
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:          # a client mid-request gets EOF instead of a dead daemon's silence
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
