@@ -84,7 +84,7 @@ def test_table_shows_failed_setup_and_keeps_the_others() -> None:
     assert "1.00" in table  # wireguard-go's values are still there
 
 
-def test_chart_when_matplotlib_is_available(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
+def test_chart_is_written(tmp_path: Path) -> None:
+    # matplotlib is a test dependency (setup.cfg [test]): the chart path must work in CI too
     assert write_chart(_fake_results(), tmp_path / "chart.png") is None
     assert (tmp_path / "chart.png").stat().st_size > 0
