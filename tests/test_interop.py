@@ -169,6 +169,30 @@ def test_tunnel(node_factory, impl_a, impl_b, psk):
         assert t.b.wg.peer_status(t.a.public_key).latest_handshake == 0
 
 
+@pytest.mark.parametrize("impl_b", ["wireguard-go", "ravenvpn"])
+def test_traffic_across_rekeys(node_factory, impl_b):
+    """ravenvpn initiates and rekeys every ~6 s (a test knob: the protocol's 120 s is too slow for CI)
+    while pings and TCP run; the peer - a real wireguard-go, too - must follow every new session."""
+    a, b = node_factory("a"), node_factory("b")
+    t = Tunnel(a, b, "ravenvpn", impl_b, env_a={"RAVENVPN_TEST_REKEY_AFTER_TIME": "6"}).up()
+    assert_implementations(t)
+    # capture only handshake initiations: a full capture of the TCP run would be hundreds of MB
+    with capture(a, t.link.name_a, bpf_filter="udp and udp[8] = 1") as under:
+        first = ping_ok(t.a, t.b.inner4, "A->B (A initiates)")
+        hs_first = t.b.wg.peer_status(t.a.public_key).latest_handshake
+        steady = ping(a, t.b.inner4, count=200, interval=0.1, wait=2)        # 20 s: three rekeys
+        tcp = iperf3(a, b, t.b.inner4, seconds=3)
+    initiations = [d for d in wgcraft.split_capture(under.packets())[0] if d.msg_type == wgcraft.MSG_INITIATION]
+    assert all((d.src, d.sport) == (t.a.underlay_ip, t.a.listen_port) for d in initiations)
+    hs_last = t.b.wg.peer_status(t.a.public_key).latest_handshake
+    say(f"ravenvpn(A) <-> {impl_b}(B) across rekeys: {len(initiations)} handshakes, {steady}, "
+        f"iperf3 {mbps(tcp)}")
+    assert len(initiations) >= 4, f"expected a rekey every ~6 s, saw {len(initiations)} initiations"
+    assert hs_last > hs_first, "the peer never completed a second handshake"
+    assert steady.received >= 196, f"pings lost across rekeys: {steady}"
+    assert tcp["bits_per_second"] > 0 and first.received
+
+
 @pytest.mark.parametrize("impl_a,impl_b", PAIRS, ids=PAIR_IDS)
 def test_ipv6_underlay(node_factory, impl_a, impl_b):
     a, b = node_factory("a"), node_factory("b")

@@ -12,6 +12,7 @@ Addressing plan (all inside our own namespaces):
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Sequence
 
 from tools.netns import Node, Veth, WgInterface, WgPeer, format_endpoint, keypair, start_wg, veth
@@ -82,9 +83,12 @@ class Tunnel:
         cmd_b: Sequence[str] | None = None,
         mtu: int = 1420,
         persistent_keepalive: int | None = None,
+        env_a: dict[str, str] | None = None,
+        env_b: dict[str, str] | None = None,
     ) -> None:
         self.ifname = ifname
         self.psk = psk
+        self._extra_env = {"A": env_a or {}, "B": env_b or {}}  # per-side additions to the environment
         self.mtu = mtu
         self.persistent_keepalive = persistent_keepalive
         if underlay6:
@@ -127,6 +131,7 @@ class Tunnel:
             side.inner,
             [self.peer_config(other, psk), *extra_peers],
             mtu=self.mtu,
+            env={**os.environ, **self._extra_env[side.name]} if self._extra_env[side.name] else None,
         )
         return side.iface
 

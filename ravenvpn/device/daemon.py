@@ -158,6 +158,11 @@ class Device:
             except OSError as exc:
                 raise StartupError(f"cannot create TUN device {self.ifname}: {exc.strerror or exc}") from None
             self.tunnel = tunnel = Tunnel(mtu=self.tun.get_mtu())
+            rekey = os.environ.get("RAVENVPN_TEST_REKEY_AFTER_TIME")
+            if rekey:
+                # Testing aid: rekey every few seconds to exercise real peers across rekeys.
+                tunnel.rekey_after_time = max(float(rekey), 1.0)
+                log.info("rekey after %.0f s (RAVENVPN_TEST_REKEY_AFTER_TIME)", tunnel.rekey_after_time)
             try:
                 self.udp.bind_default()
             except OSError as exc:

@@ -89,6 +89,8 @@ class Tunnel:
         # (a Raven relay gateway) instead of handing them to the kernel.
         self.relay = False
         self.load_threshold = DEFAULT_LOAD_THRESHOLD
+        # The protocol's 120 s; only tests shorten it, to watch real peers rekey in seconds.
+        self.rekey_after_time = REKEY_AFTER_TIME
         self._under_load_until = float("-inf")
         self._limiter = HandshakeRateLimiter()
         self._pending_unknown: dict[bytes, tuple[bytes, Endpoint, float]] = {}
@@ -229,7 +231,7 @@ class Tunnel:
             peer.on_data_sent(now, self._jitter.uniform(0, REKEY_TIMEOUT_JITTER_MAX))
         peer.on_authenticated_traversal(now)
         # Keep the key fresh: rekey by message count either side, by age only as initiator.
-        if counter > REKEY_AFTER_MESSAGES or (kp.is_initiator and now - kp.created > REKEY_AFTER_TIME):
+        if counter > REKEY_AFTER_MESSAGES or (kp.is_initiator and now - kp.created > self.rekey_after_time):
             self._initiate_handshake(peer, out, now, retry=False)
 
     def _flush_staged(self, peer: Peer, out: Output, now: float) -> None:
