@@ -9,14 +9,13 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from tools import netns
-from tools.netns import Node, capture, iperf3, leftovers, ping, start_wg, veth, wait_for, wg_dump
-from tools.tunnel import IMPLS, Tunnel
+from tools.netns import Node, capture, iperf3, leftovers, ping, veth, wg_dump
+from tools.tunnel import Tunnel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,40 +89,6 @@ def test_capture_sees_traffic(node_factory):
     pkts = cap.packets()
     assert len(pkts) == 4, cap.summary()  # 2 requests + 2 replies
     assert bytes.fromhex("c0ffeec0ffee") in cap.raw_bytes()
-
-
-def test_wg_quick_userspace(node_factory):
-    """wg-quick inside a node falls back to the userspace implementation and tears it down again."""
-    a, b = node_factory("a"), node_factory("b")
-    t = Tunnel(a, b, "wireguard-go", "wireguard-go")
-    t.start(t.b)
-    conf = a.tmpdir / "rvq0.conf"
-    conf.write_text(textwrap.dedent(f"""\
-        [Interface]
-        PrivateKey = {t.a.private_key}
-        ListenPort = {t.a.listen_port}
-        Address = {", ".join(t.a.inner)}
-        MTU = 1420
-
-        [Peer]
-        PublicKey = {t.b.public_key}
-        AllowedIPs = 10.99.0.2/32, fd99::2/128
-        Endpoint = {t.b.endpoint}
-        """))
-    conf.chmod(0o600)
-    env = {**os.environ, "WG_QUICK_USERSPACE_IMPLEMENTATION": "wireguard-go"}
-    env.pop("WG_PROCESS_FOREGROUND", None)
-    up = a.run("wg-quick", "up", str(conf), env=env, timeout=30)
-    assert "wireguard-go" in up.stderr
-    kind = a.run("ip", "-d", "-j", "link", "show", "rvq0").stdout
-    assert json.loads(kind)[0]["linkinfo"]["info_kind"] == "tun", "wg-quick did not use the userspace daemon"
-    daemons = [p for p in a.pids() if "rvq0" in netns.process_cmdline(p)]
-    assert daemons
-    r = ping(a, t.b.inner4, count=2, interval=0.2, wait=5)
-    assert r.received >= 1, r.output
-    a.run("wg-quick", "down", str(conf), env=env, timeout=30)
-    wait_for(lambda: not any(netns.process_alive(p) for p in daemons), timeout=10, message="daemon exit")
-    assert not a.exists("/run/wireguard/rvq0.sock")
 
 
 def test_teardown_leaves_nothing(netns_env):

@@ -195,11 +195,7 @@ class Uapi:
                 log.info("UAPI: private key cleared")
                 return
             private = keys.clamp(private)
-            # Like wireguard-go: a peer with our own new public key cannot exist.
-            own = keys.public_from_private(private)
-            if own in t.peers:
-                t.remove_peer(own)
-            t.private_key = private
+            t.private_key = private   # also drops a peer that has our new public key, as wireguard-go
             log.info("UAPI: private key updated")
         elif key == "listen_port":
             port = parse_uint(value, 16, "listen_port")
