@@ -125,84 +125,98 @@ def segment_tcp(packet: memoryview | bytes, mss: int, l4: int) -> list[bytes]:
     return segments
 
 
-def _tcp_key(pkt: bytes) -> tuple | None:
-    """What must match for two TCP segments to be merged, or None if this one never merges."""
+def _merge_layout(pkt: bytes) -> tuple[int, int] | None:
+    """(TCP offset, header length) of a data segment that may start a merge, else None."""
     if len(pkt) < 40:   # shorter than any IPv4 + TCP header (also keeps a runt from raising IndexError)
         return None
-    version = pkt[0] >> 4
-    if version == 4:
-        if pkt[0] & 0x0F != 5 or pkt[9] != _PROTO_TCP or pkt[6] & 0x3F or pkt[7]:  # options, fragments
+    if pkt[0] == 0x45:  # IPv4 without options
+        if pkt[9] != _PROTO_TCP or pkt[6] & 0x3F or pkt[7]:  # fragments
             return None
         l4 = 20
-        ip_part = pkt[12:20] + pkt[1:2] + pkt[8:9] + pkt[6:7]   # addresses, TOS, TTL, DF
-    elif version == 6:
-        if pkt[6] != _PROTO_TCP:
+    elif pkt[0] >> 4 == 6:
+        if len(pkt) < 60 or pkt[6] != _PROTO_TCP:
             return None
         l4 = 40
-        ip_part = pkt[8:40] + pkt[0:4] + pkt[7:8]              # addresses, class/flow, hop limit
     else:
-        return None
-    if len(pkt) < l4 + 20:
         return None
     tcp_hlen = (pkt[l4 + 12] >> 4) * 4
     if tcp_hlen < 20:
         return None   # a bogus data offset: the kernel would reject the merged super-packet
     flags = pkt[l4 + 13]
-    if flags & ~(_TCP_ACK | _TCP_PSH) or not flags & _TCP_ACK or len(pkt) <= l4 + tcp_hlen:
+    hlen = l4 + tcp_hlen
+    if flags & ~(_TCP_ACK | _TCP_PSH) or not flags & _TCP_ACK or len(pkt) <= hlen:
         return None   # SYN/FIN/RST/URG/ECE/CWR and pure ACKs go through alone
-    # ports, ack number, window and options must be identical (as the kernel's GRO requires)
-    return (version, ip_part, pkt[l4:l4 + 4], pkt[l4 + 8:l4 + 12], pkt[l4 + 14:l4 + 16],
-            pkt[l4 + 20:l4 + tcp_hlen], tcp_hlen)
+    return l4, hlen
+
+
+def _header_mask(l4: int, hlen: int) -> int:
+    """Header bits that must be equal for two segments to merge, as the kernel's GRO requires:
+    all but the IP length (and IPv4 ID and checksum), the TCP sequence, PSH and checksum."""
+    mask = bytearray(b"\xff" * hlen)
+    if l4 == 20:
+        mask[2:6] = bytes(4)
+        mask[10:12] = bytes(2)
+    else:
+        mask[4:6] = bytes(2)
+    mask[l4 + 4:l4 + 8] = bytes(4)
+    mask[l4 + 13] &= ~_TCP_PSH & 0xFF
+    mask[l4 + 16:l4 + 18] = bytes(2)
+    return int.from_bytes(mask, "big")
+
+
+_MASKS = {(l4, l4 + tcp_hlen): _header_mask(l4, l4 + tcp_hlen) for l4 in (20, 40) for tcp_hlen in range(20, 64, 4)}
 
 
 def coalesce(packets: list[bytes]) -> list[bytes]:
     """Turn decrypted packets into TUN writes (virtio header + packet), merging runs of
     consecutive in-order TCP segments of one flow into GSO super-packets."""
     writes: list[bytes] = []
+    append = writes.append
+    from_bytes = int.from_bytes
     i, count = 0, len(packets)
     while i < count:
         first = packets[i]
-        key = _tcp_key(first)
-        if key is None or i + 1 == count:
-            writes.append(PLAIN_HDR + first)
-            i += 1
+        i += 1
+        layout = _merge_layout(first) if i < count else None
+        if layout is None:
+            append(PLAIN_HDR + first)
             continue
-        l4 = 20 if key[0] == 4 else 40
-        hlen = l4 + key[6]
+        l4, hlen = layout
+        mask = _MASKS[layout]
+        # One integer compare per segment checks every header field GRO needs equal.
+        key = from_bytes(first[:hlen], "big") & mask
         mss = len(first) - hlen
-        seq = int.from_bytes(first[l4 + 4:l4 + 8], "big") + mss
-        run = [first]
+        seq = from_bytes(first[l4 + 4:l4 + 8], "big") + mss
         size = len(first)
         pushed = first[l4 + 13] & _TCP_PSH
-        j = i + 1
-        while j < count and not pushed:
-            pkt = packets[j]
-            if _tcp_key(pkt) != key or int.from_bytes(pkt[l4 + 4:l4 + 8], "big") != seq & 0xFFFFFFFF:
-                break
+        run = [first]
+        while i < count and not pushed:
+            pkt = packets[i]
             plen = len(pkt) - hlen
-            if plen > mss or size + plen > _MAX_SUPER:
+            if (plen <= 0 or plen > mss or size + plen > _MAX_SUPER
+                    or from_bytes(pkt[:hlen], "big") & mask != key
+                    or from_bytes(pkt[l4 + 4:l4 + 8], "big") != seq & 0xFFFFFFFF):
                 break
             run.append(pkt)
             size += plen
             seq += plen
-            j += 1
+            i += 1
             pushed = pkt[l4 + 13] & _TCP_PSH
             if plen < mss:
                 break  # a short segment ends a GSO run
         if len(run) == 1:
-            writes.append(PLAIN_HDR + first)
+            append(PLAIN_HDR + first)
         else:
-            writes.append(_merge(run, key[0], l4, hlen, mss, bool(pushed)))
-        i = j
+            append(_merge(run, l4, hlen, mss, bool(pushed)))
     return writes
 
 
-def _merge(run: list[bytes], version: int, l4: int, hlen: int, mss: int, pushed: bool) -> bytes:
+def _merge(run: list[bytes], l4: int, hlen: int, mss: int, pushed: bool) -> bytes:
     first = run[0]
-    body = b"".join([first[hlen:]] + [p[hlen:] for p in run[1:]])
+    body = b"".join([p[hlen:] for p in run])
     header = bytearray(first[:hlen])
     tcp_len = hlen - l4 + len(body)
-    if version == 4:
+    if l4 == 20:
         header[2:4] = (hlen + len(body)).to_bytes(2, "big")
         header[10:12] = b"\x00\x00"
         header[10:12] = checksum(header[:20]).to_bytes(2, "big")

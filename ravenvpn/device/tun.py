@@ -75,8 +75,6 @@ class TunDevice:
             os.close(fd)
             raise
         self.fd = fd
-        self._buf = bytearray(MAX_PACKET + offload.VNET_HDR_LEN)
-        self._view = memoryview(self._buf)
         self.write_errors = 0
         self.offload_errors = 0
 
@@ -109,26 +107,29 @@ class TunDevice:
         """Up to about `budget` packets (a TSO read yields many); fewer if the queue drains.
         Raises OSError if the device is gone."""
         packets: list[bytes] = []
-        readv, fd, bufs, view = os.readv, self.fd, [self._buf], self._view
-        split = offload.split_read if self.offload else None
+        read, fd, size = os.read, self.fd, MAX_PACKET + offload.VNET_HDR_LEN
+        vnet = self.offload
+        plain, hdr_len, split = offload.PLAIN_HDR, offload.VNET_HDR_LEN, offload.split_read
         while len(packets) < budget:
             try:
-                n = readv(fd, bufs)
+                data = read(fd, size)
             except BlockingIOError:
                 break
             except OSError as exc:
                 if exc.errno in GONE_ERRNOS:
                     raise
                 break
-            if n == 0:          # fd detached from a deleted device on some kernels
+            if not data:        # fd detached from a deleted device on some kernels
                 raise OSError(errno.EBADFD, "TUN device is gone")
-            if split is None:
-                packets.append(bytes(view[:n]))
-                continue
-            try:
-                packets.extend(split(view[:n]))
-            except (offload.OffloadError, IndexError, ValueError):
-                self.offload_errors += 1
+            if not vnet:
+                packets.append(data)
+            elif data[:hdr_len] == plain:
+                packets.append(data[hdr_len:])  # the usual case unless TSO is on: a complete packet
+            else:
+                try:
+                    packets.extend(split(memoryview(data)))
+                except (offload.OffloadError, IndexError, ValueError):
+                    self.offload_errors += 1
         return packets
 
     def write_batch(self, packets: list[bytes]) -> None:

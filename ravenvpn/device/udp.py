@@ -99,8 +99,6 @@ class UdpTransport:
         self.v6: socket.socket | None = None
         self.generation = 0                 # bumped on every rebind so the pump re-registers
         self.retired: list[socket.socket] = []
-        self._buf = bytearray(MAX_DATAGRAM)
-        self._view = memoryview(self._buf)
         self.send_errors = 0
         # Switched off for good if the kernel refuses it; RAVENVPN_UDP_GSO=0 turns it off (A/B benchmarks).
         self.gso = os.environ.get("RAVENVPN_UDP_GSO", "1") != "0"
@@ -145,12 +143,13 @@ class UdpTransport:
         """Up to about `budget` datagrams; a GRO read may return many at once."""
         datagrams: list[tuple[bytes, Endpoint]] = []
         append = datagrams.append
-        recv, buf, view = sock.recvmsg_into, [self._buf], self._view
+        recv = sock.recvmsg
         v6 = sock is self.v6
         errors = 0
         while len(datagrams) < budget:
             try:
-                n, ancillary, _flags, addr = recv(buf, _GRO_CMSG_SPACE)
+                # recvmsg hands back bytes: slicing those copies each datagram once, no views.
+                data, ancillary, _flags, addr = recv(MAX_DATAGRAM, _GRO_CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
@@ -163,16 +162,16 @@ class UdpTransport:
                 continue
             if v6:
                 addr = normalise_endpoint(addr[0], addr[1])
+            n = len(data)
             segment = n
-            if ancillary:
-                for level, kind, data in ancillary:
-                    if level == socket.SOL_UDP and kind == UDP_GRO:
-                        segment = int.from_bytes(data[:4], "little") or n
+            for level, kind, value in ancillary:
+                if level == socket.SOL_UDP and kind == UDP_GRO:
+                    segment = int.from_bytes(value[:4], "little") or n
             if segment >= n:
-                append((bytes(view[:n]), addr))
+                append((data, addr))
             else:
                 for off in range(0, n, segment):
-                    append((bytes(view[off:min(off + segment, n)]), addr))
+                    append((data[off:off + segment], addr))
         return datagrams
 
     def send_batch(self, datagrams: list[tuple[bytes, Endpoint]]) -> None:

@@ -73,9 +73,12 @@ class Peer:
         if self.new_handshake_at is None:
             self.new_handshake_at = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + jitter
 
-    def on_data_received(self, now: float) -> None:
+    def on_data_received(self, now: float, packets: int = 1) -> None:
+        """`packets` data packets arrived (the data path reports a batch at once)."""
         if self.send_keepalive_at is None:
             self.send_keepalive_at = now + KEEPALIVE_TIMEOUT
+            if packets > 1:
+                self.need_another_keepalive = True
         else:
             self.need_another_keepalive = True
 

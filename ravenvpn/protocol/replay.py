@@ -14,36 +14,37 @@ WINDOW_SIZE = _WORD_BITS * (_WORDS - 1)
 
 
 class ReplayWindow:
-    __slots__ = ("greatest", "_ring", "_started")
+    __slots__ = ("greatest", "_ring")
 
     def __init__(self) -> None:
-        self.greatest = 0
+        self.greatest = -1  # nothing seen yet: counter 0 is "ahead" and clears word 0 (already clear)
         self._ring = [0] * _WORDS
-        self._started = False
 
     def accept(self, counter: int) -> bool:
         """Record `counter`; False if it is a replay, too old, or past the reject limit.
 
         Only call after the packet authenticated, or a forger could move the window.
+        Called once per received packet: the in-order case is kept to a few operations.
         """
-        if counter >= REJECT_AFTER_MESSAGES:
+        greatest = self.greatest
+        if counter > greatest:
+            if counter >= REJECT_AFTER_MESSAGES:
+                return False
+            ring = self._ring
+            gap = (counter >> 6) - (greatest >> 6)
+            if gap:
+                # Entering new words: clear them (all of the ring at most) before use.
+                current = greatest >> 6
+                for i in range(1, min(gap, _WORDS) + 1):
+                    ring[(current + i) & _RING_MASK] = 0
+            self.greatest = counter
+            slot = (counter >> 6) & _RING_MASK
+            ring[slot] |= 1 << (counter & 63)
+            return True
+        if greatest - counter >= WINDOW_SIZE:
             return False
         ring = self._ring
-        index = counter >> 6
-        if not self._started:
-            self._started = True
-            self.greatest = counter
-        elif counter > self.greatest:
-            current = self.greatest >> 6
-            gap = index - current
-            if gap > _WORDS:
-                gap = _WORDS
-            for i in range(1, gap + 1):
-                ring[(current + i) & _RING_MASK] = 0
-            self.greatest = counter
-        elif self.greatest - counter >= WINDOW_SIZE:
-            return False
-        slot = index & _RING_MASK
+        slot = (counter >> 6) & _RING_MASK
         bit = 1 << (counter & 63)
         word = ring[slot]
         if word & bit:
