@@ -84,7 +84,7 @@ class Initiator:
         """A fresh, valid initiation (with mac2 if the Tunnel holds a recent cookie)."""
         self.clock += CLOCK_STEP
         out = self.tunnel.send_packets([_TRIGGER], self.clock)
-        for msg, _ in out.network:
+        for msg, _ in out.datagrams():
             if msg and msg[0] == MSG_INITIATION:
                 return msg
         return None
@@ -122,7 +122,7 @@ def verify_responder(private_key: bytes, responder_pub: bytes, endpoint: tuple[s
                     break  # retry with mac2
                 if data[:1] == bytes([MSG_RESPONSE]):
                     out = ini.tunnel.receive_datagrams([(data, endpoint)], ini.clock)
-                    if any(m[:1] == bytes([MSG_TRANSPORT]) for m, _ in out.network):
+                    if any(m[:1] == bytes([MSG_TRANSPORT]) for m, _ in out.datagrams()):
                         return True, "ok"
                     return False, "the response did not authenticate (stats: %s)" % dict(ini.tunnel.stats)
         return False, f"no response to {attempts} initiations"

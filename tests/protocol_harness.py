@@ -53,7 +53,7 @@ class Net:
     def carry(self, sender: Side, out: Output, *, drop: bool = False, source: tuple[str, int] | None = None) -> None:
         """Deliver `out` of `sender` to the other side, then keep carrying the replies."""
         sender.delivered.extend(out.tun)
-        pending = [(sender, out.network)]
+        pending = [(sender, out.datagrams())]
         while pending:
             src_side, datagrams = pending.pop(0)
             if not datagrams:
@@ -66,7 +66,7 @@ class Net:
             src_addr = source if (source and src_side is sender) else src_side.underlay
             reply = dst_side.tunnel.receive_datagrams([(d, src_addr) for d, _ in datagrams], self.now)
             dst_side.delivered.extend(reply.tun)
-            pending.append((dst_side, reply.network))
+            pending.append((dst_side, reply.datagrams()))
 
     def send(self, sender: Side, payload: bytes = b"ping", **kw) -> None:
         pkt = icmp(sender.inner, self.other(sender).inner, payload)

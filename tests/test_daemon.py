@@ -400,6 +400,16 @@ def test_udp_transport_in_netns(node_factory, env) -> None:
         got = t.recv_batch(t.v4, 100)
         assert [len(d) for d, _ in got] == [8, 8, 8, 3, 9, 9, 2, 20], got
         assert t.recv_batch(t.v6, 10) == [(b"v6", ("::1", 4500))]      # 2-tuple, no flowinfo/scope
+        # bursts (back-to-back equal-size datagrams, the last shorter) past the 64-segment GSO limit
+        burst = b"".join(b"%05d" % i + b"b" * 95 for i in range(150)) + b"tail"
+        t.send_bursts([(memoryview(burst), 100, ("127.0.0.1", 4500)), (memoryview(b"solo"), 100, ("::1", 4500))])
+        got = []
+        while len(got) < 151:
+            more = t.recv_batch(t.v4, 200)
+            assert more, len(got)
+            got += more
+        assert [d for d, _ in got] == [burst[i:i + 100] for i in range(0, len(burst), 100)]
+        assert t.recv_batch(t.v6, 10) == [(b"solo", ("::1", 4500))]
         old = t.sockets
         t.bind(40300)
         assert t.port == 40300 and t.retired == old and t.generation == 2
@@ -422,7 +432,8 @@ def test_udp_transport_in_netns(node_factory, env) -> None:
         t.bind_default()
         assert t.v6 is None and t.port == 4500
         t.send_batch([(b"x", ("::1", 1))])
-        assert t.send_errors == 1
+        t.send_bursts([(memoryview(b"y" * 250), 100, ("::1", 1))])
+        assert t.send_errors == 4
         print("ok")
         """)
     res = node.run(sys.executable, "-c", script, env=dict(env, PYTHONPATH=str(ROOT)))

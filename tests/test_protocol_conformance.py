@@ -56,7 +56,7 @@ def test_reference_initiator_against_our_responder(psk: bytes) -> None:
     struct.pack_into("<I", msg, 4, 0x11223344)
     msg[8:116] = body
     out = tunnel.receive_datagrams([(with_mac1(msg, tunnel.public_key), ENDPOINT)], 10.0)
-    (response, dest), = out.network
+    (response, dest), = out.datagrams()
     assert dest == ENDPOINT and len(response) == 92 and response[0] == 2
     sender, receiver = struct.unpack_from("<II", response, 4)
     assert receiver == 0x11223344
@@ -76,7 +76,7 @@ def test_reference_initiator_against_our_responder(psk: bytes) -> None:
 
     # and what we send back decrypts with the reference's receiving cipher
     reply = tunnel.send_packets([icmp("10.2.0.1", "10.1.0.5", b"back")], 10.2)
-    (data, _), = reply.network
+    (data, _), = reply.datagrams()
     assert struct.unpack_from("<IIQ", data) == (4, 0x11223344, 0)
     assert ref.decrypt(data[16:]).startswith(icmp("10.2.0.1", "10.1.0.5", b"back"))
 
@@ -94,7 +94,7 @@ def test_our_initiator_against_reference_responder() -> None:
 
     before = time.time_ns()
     out = tunnel.send_packets([icmp("10.2.0.1", "10.1.0.5")], 5.0)
-    (init, _), = out.network
+    (init, _), = out.datagrams()
     assert len(init) == 148 and init[:4] == b"\x01\x00\x00\x00"
     assert init[116:132] == crypto.mac(crypto.hash_(LABEL_MAC1, keys.public_from_private(theirs)), init[:116])
     ref = noise(False, theirs, None, psk)
@@ -110,7 +110,7 @@ def test_our_initiator_against_reference_responder() -> None:
     resp[12:60] = body
     got = tunnel.receive_datagrams([(with_mac1(resp, tunnel.public_key), ENDPOINT)], 5.1)
     # the staged packet goes out at once under the new session
-    (data, _), = got.network
+    (data, _), = got.datagrams()
     assert struct.unpack_from("<IIQ", data) == (4, 0xAABBCCDD, 0)
     assert ref.decrypt(data[16:]).startswith(icmp("10.2.0.1", "10.1.0.5"))
     assert peer.last_handshake_time_ns >= before

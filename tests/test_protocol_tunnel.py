@@ -49,10 +49,29 @@ def test_transport_messages_are_padded_and_never_carry_plaintext() -> None:
             assert (len(data) - 32) % 16 == 0
 
 
+def test_a_batch_is_encrypted_into_gso_bursts_that_arrive_in_order() -> None:
+    net = Net()
+    net.send(net.a)  # handshake
+    sizes = [1420, 1420, 1420, 700, 1420, 1420, 40, 60, 60, 1420]
+    payloads = [b"%03d" % i * (max(size - 28, 3) // 3) for i, size in enumerate(sizes)]
+    packets = [icmp(net.a.inner, net.b.inner, p) for p in payloads]
+    out = net.a.tunnel.send_packets(packets, net.now)
+    assert out.network == [] and out.bursts
+    for buffer, size, endpoint in out.bursts:
+        assert endpoint == net.b.underlay
+        # GSO rule: every datagram `size` bytes, only the last may be shorter
+        assert 0 < len(buffer) - size * (-(-len(buffer) // size) - 1) <= size
+    wire = out.datagrams()
+    assert len(wire) == len(packets) and all((len(d) - 32) % 16 == 0 or len(d) - 32 == 1420 for d, _ in wire)
+    assert [struct.unpack_from("<Q", d, 8)[0] for d, _ in wire] == sorted(struct.unpack_from("<Q", d, 8)[0] for d, _ in wire)
+    got = net.b.tunnel.receive_datagrams([(d, net.a.underlay) for d, _ in wire], net.now)
+    assert got.tun == packets
+
+
 def test_responder_key_confirmation() -> None:
     net = Net()
     out = net.a.tunnel.send_packets([icmp(net.a.inner, net.b.inner)], net.now)
-    resp = net.b.tunnel.receive_datagrams([(out.network[0][0], net.a.underlay)], net.now)
+    resp = net.b.tunnel.receive_datagrams([(out.datagrams()[0][0], net.a.underlay)], net.now)
     assert net.pb.next is not None and net.pb.current is None
     assert net.pb.last_handshake_time_ns == 0  # completes only when the initiator uses the session
     net.a.tunnel.receive_datagrams([(resp.network[0][0], net.b.underlay)], net.now)
@@ -85,9 +104,9 @@ def test_replayed_initiation_is_rejected_and_floods_are_throttled() -> None:
     net.a.tunnel._wall_clock = lambda: time.time_ns() + 10**9
     net.pa.handshake.last_sent_initiation = None
     out = net.a.tunnel.tick(net.now)  # nothing due
-    assert out.network == []
+    assert out.datagrams() == []
     net.a.tunnel._initiate_handshake(net.pa, out, net.now, retry=False)
-    net.b.tunnel.receive_datagrams([(out.network[0][0], net.a.underlay)], net.now + 0.005)
+    net.b.tunnel.receive_datagrams([(out.datagrams()[0][0], net.a.underlay)], net.now + 0.005)
     assert net.b.tunnel.stats["rx_handshake_flood"] == 1
 
 
@@ -121,7 +140,7 @@ def test_malformed_datagrams_are_dropped_counted_and_harmless(garbage: bytes) ->
     net = Net()
     net.send(net.a, b"before")
     out = net.b.tunnel.receive_datagrams([(garbage, net.a.underlay)], net.now)
-    assert out.tun == [] and out.network == []
+    assert out.tun == [] and out.datagrams() == []
     assert sum(v for k, v in net.b.tunnel.stats.items() if k.startswith("rx_")) == 1
     net.send(net.a, b"after")
     assert net.b.delivered[-1].endswith(b"after")
@@ -130,7 +149,7 @@ def test_malformed_datagrams_are_dropped_counted_and_harmless(garbage: bytes) ->
 def test_initiation_with_valid_mac1_but_bad_content_is_dropped() -> None:
     net = Net()
     out = net.a.tunnel.send_packets([icmp(net.a.inner, net.b.inner)], net.now)
-    init = bytearray(out.network[0][0])
+    init = bytearray(out.datagrams()[0][0])
     init[50] ^= 1  # corrupt encrypted static, then fix mac1 so only the AEAD catches it
     from ravenvpn.protocol import crypto
     init[116:132] = crypto.mac(crypto.hash_(C.LABEL_MAC1, net.b.tunnel.public_key), bytes(init[:116]))
@@ -149,8 +168,8 @@ def test_under_load_cookie_reply_then_mac2_accepted() -> None:
     net = Net()
     net.b.tunnel.load_threshold = 1  # every handshake batch counts as load
     out = net.a.tunnel.send_packets([icmp(net.a.inner, net.b.inner)], net.now)
-    reply = net.b.tunnel.receive_datagrams([(out.network[0][0], net.a.underlay)], net.now)
-    (cookie_reply, _), = reply.network
+    reply = net.b.tunnel.receive_datagrams([(out.datagrams()[0][0], net.a.underlay)], net.now)
+    (cookie_reply, _), = reply.datagrams()
     assert len(cookie_reply) == 64 and cookie_reply[0] == 3
     assert net.pb.next is None  # no DH work was done for it
     net.a.tunnel.receive_datagrams([(cookie_reply, net.b.underlay)], net.now)
@@ -164,7 +183,7 @@ def test_under_load_cookie_reply_then_mac2_accepted() -> None:
 def test_cookie_reply_from_a_forger_is_ignored() -> None:
     net = Net()
     out = net.a.tunnel.send_packets([icmp(net.a.inner, net.b.inner)], net.now)
-    sender = struct.unpack_from("<I", out.network[0][0], 4)[0]
+    sender = struct.unpack_from("<I", out.datagrams()[0][0], 4)[0]
     fake = struct.pack("<II", 3, sender) + os.urandom(56)
     net.a.tunnel.receive_datagrams([(fake, net.b.underlay)], net.now)
     assert net.a.tunnel.stats["rx_bad_cookie"] == 1
@@ -183,10 +202,10 @@ def test_handshake_retries_every_5s_and_gives_up_after_90s() -> None:
 def test_handshake_retry_gaps_are_rekey_timeout_plus_jitter() -> None:
     net = Net()
     tunnel, now, step = net.a.tunnel, net.now, 0.01
-    sent = [now] if tunnel.send_packets([icmp(net.a.inner, net.b.inner)], now).network else []
+    sent = [now] if tunnel.send_packets([icmp(net.a.inner, net.b.inner)], now).datagrams() else []
     while now < net.now + 60:
         now += step
-        if any(d[0] == 1 for d, _ in tunnel.tick(now).network):
+        if any(d[0] == 1 for d, _ in tunnel.tick(now).datagrams()):
             sent.append(now)
     gaps = [b - a for a, b in zip(sent, sent[1:])]
     assert len(gaps) >= 10
@@ -246,7 +265,7 @@ def test_reject_after_time_refuses_an_old_session() -> None:
     kp.created -= C.REJECT_AFTER_TIME + 1
     net.pa.handshake.last_sent_initiation = None  # the last initiation was long ago too
     out = net.a.tunnel.send_packets([icmp(net.a.inner, net.b.inner)], net.now)
-    assert [len(d) for d, _ in out.network] == [148]  # no transport under the dead key, a new handshake
+    assert [len(d) for d, _ in out.datagrams()] == [148]  # no transport under the dead key, a new handshake
     assert len(net.pa.staged) == 1
 
 
@@ -257,7 +276,7 @@ def test_rekey_after_messages() -> None:
     net.pa.current.send_counter = C.REKEY_AFTER_MESSAGES + 1
     net.pa.handshake.last_sent_initiation = None
     out = net.a.tunnel.send_packets([icmp(net.a.inner, net.b.inner)], net.now)
-    assert [d[0] for d, _ in out.network] == [4, 1]
+    assert [d[0] for d, _ in out.datagrams()] == [4, 1]
 
 
 def test_keys_zeroed_after_540s() -> None:
@@ -284,7 +303,7 @@ def test_low_order_peer_key_never_handshakes() -> None:
     p.endpoint = ("192.0.2.1", 1)
     t.add_allowed_ip(p, ipaddress.ip_network("10.0.0.0/8"))
     out = t.send_packets([icmp("10.1.1.1", "10.0.0.1")], 1.0)
-    assert out.network == []
+    assert out.datagrams() == []
 
 
 def test_own_public_key_cannot_be_a_peer() -> None:
@@ -331,7 +350,7 @@ def test_relay_forwards_between_peers_without_the_kernel() -> None:
             break
         sender, out = queue.pop(0)
         delivered[id(sender)].extend(out.tun)
-        for data, dst in out.network:
+        for data, dst in out.datagrams():
             t = by_addr[dst]
             queue.append((t, t.receive_datagrams([(data, src_of[id(sender)])], 1.0)))
     assert any(p.endswith(b"via hub") for p in delivered[id(right)])
@@ -359,7 +378,7 @@ def test_pending_unknown_initiations_expire_and_are_bounded() -> None:
     net.now += C.REKEY_TIMEOUT + 1
     net.b.tunnel.tick(net.now)
     net.b.tunnel.add_peer(net.a.tunnel.public_key)
-    assert net.b.tunnel.tick(net.now).network == []
+    assert net.b.tunnel.tick(net.now).datagrams() == []
     # many initiators whose keys B does not know (anyone who knows B's public key can make them)
     from ravenvpn.protocol.tunnel import _PENDING_UNKNOWN_MAX
     for i in range(_PENDING_UNKNOWN_MAX + 10):
@@ -369,7 +388,7 @@ def test_pending_unknown_initiations_expire_and_are_bounded() -> None:
         p.endpoint = net.b.underlay
         stranger.add_allowed_ip(p, ipaddress.ip_network("10.9.0.2/32"))
         out = stranger.send_packets([icmp("10.9.0.1", "10.9.0.2")], net.now)
-        net.b.tunnel.receive_datagrams([(out.network[0][0], ("192.0.2.50", 1000 + i))], net.now)
+        net.b.tunnel.receive_datagrams([(out.datagrams()[0][0], ("192.0.2.50", 1000 + i))], net.now)
     assert len(net.b.tunnel._pending_unknown) == _PENDING_UNKNOWN_MAX
 
 
@@ -390,4 +409,4 @@ def test_private_key_of_a_peer_removes_that_peer_and_its_allowed_ips() -> None:
     assert net.b.tunnel.public_key not in net.a.tunnel.peers
     assert net.a.tunnel.peer_for_address(net.b.inner) is None
     out = net.a.tunnel.send_packets([icmp(net.a.inner, net.b.inner)], net.now)
-    assert out.network == [] and net.a.tunnel.stats["tx_no_peer"] == 1
+    assert out.datagrams() == [] and net.a.tunnel.stats["tx_no_peer"] == 1

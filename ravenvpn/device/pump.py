@@ -156,6 +156,8 @@ class Pump:
                     self.tun.write_batch(out.tun)
                 except OSError as exc:
                     self._tun_gone(exc)
+            if out.bursts:
+                self.udp.send_bursts(out.bursts)
             if out.network:
                 self.udp.send_batch(out.network)
         except Exception:

@@ -215,6 +215,34 @@ class UdpTransport:
                 log.debug("UDP send to %s:%d failed: %s", endpoint[0], endpoint[1], exc)
             i = j
 
+    def send_bursts(self, bursts: list[tuple[memoryview, int, Endpoint]]) -> None:
+        """Send runs of equal-size datagrams laid out back to back: one GSO sendmsg per
+        GSO_MAX_SEGMENTS of them (or one sendto each, without GSO)."""
+        for buffer, size, endpoint in bursts:
+            sock = self.v6 if ":" in endpoint[0] else self.v4
+            if sock is None:
+                self.send_errors += -(-len(buffer) // size)
+                continue
+            step = size * min(GSO_MAX_SEGMENTS, max(1, GSO_MAX_BYTES // size)) if self.gso else size
+            total = len(buffer)
+            off = 0
+            while off < total:
+                chunk = buffer[off:off + step]
+                try:
+                    if len(chunk) <= size:
+                        sock.sendto(chunk, endpoint)
+                    else:
+                        sock.sendmsg([chunk], [(socket.SOL_UDP, UDP_SEGMENT, size.to_bytes(2, "little"))], 0, endpoint)
+                except OSError as exc:
+                    if len(chunk) > size and exc.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                        log.info("UDP GSO unavailable (%s); sending datagrams one by one", exc.strerror or exc)
+                        self.gso = False
+                        step = size
+                        continue
+                    self.send_errors += -(-len(chunk) // size)
+                    log.debug("UDP send to %s:%d failed: %s", endpoint[0], endpoint[1], exc)
+                off += len(chunk)
+
     def close(self) -> None:
         for sock in self.sockets + self.take_retired():
             sock.close()

@@ -13,7 +13,7 @@ import random
 import struct
 import time
 from collections import defaultdict
-from typing import Callable
+from typing import Callable, Sequence
 
 from cryptography.exceptions import InvalidTag
 
@@ -41,6 +41,7 @@ _NONCE = struct.Struct("<4xQ")
 _TRANSPORT_PREFIX = bytes([MSG_TRANSPORT, 0, 0, 0])
 _HANDSHAKE_TYPES = (bytes([MSG_INITIATION]), bytes([MSG_RESPONSE]))
 _ZERO_PAD = bytes(16)
+_TRANSPORT_OVERHEAD = 32  # header + Poly1305 tag
 # Handshake messages in one receive batch that mean we are falling behind ("under load"):
 # then initiations must carry a valid mac2 (a cookie proving the source address).
 DEFAULT_LOAD_THRESHOLD = 64
@@ -52,16 +53,29 @@ _PENDING_UNKNOWN_MAX = 64
 
 
 class Output:
-    """What one call into the Tunnel asks the device layer to do."""
+    """What one call into the Tunnel asks the device layer to do.
 
-    __slots__ = ("network", "tun")
+    `network` holds single datagrams; `bursts` holds data messages encrypted back to back into
+    one buffer: (buffer, size, endpoint), every datagram `size` bytes but the last, which may be
+    shorter. A burst can leave in one GSO send and costs no per-message allocation.
+    """
+
+    __slots__ = ("network", "bursts", "tun")
 
     def __init__(self) -> None:
         self.network: list[tuple[bytes, Endpoint]] = []
+        self.bursts: list[tuple[memoryview, int, Endpoint]] = []
         self.tun: list[bytes] = []
 
+    def datagrams(self) -> list[tuple[bytes, Endpoint]]:
+        """Every datagram to send, bursts split up (for tests and tools, not the data path)."""
+        result = list(self.network)
+        for buffer, size, endpoint in self.bursts:
+            result.extend((bytes(buffer[off:off + size]), endpoint) for off in range(0, len(buffer), size))
+        return result
+
     def __repr__(self) -> str:
-        return f"Output(network={len(self.network)}, tun={len(self.tun)})"
+        return f"Output(network={len(self.network)}, bursts={len(self.bursts)}, tun={len(self.tun)})"
 
 
 def padding_for(length: int, mtu: int) -> int:
@@ -204,34 +218,60 @@ class Tunnel:
             return
         self._encrypt(peer, kp, packets, out, now)
 
-    def _encrypt(self, peer: Peer, kp: Keypair, packets: list[bytes], out: Output, now: float) -> None:
+    def _encrypt(self, peer: Peer, kp: Keypair, packets: Sequence[bytes], out: Output, now: float) -> None:
+        """Encrypt `packets` for `peer` into transport messages, back to back in one buffer."""
         assert kp.send is not None and peer.endpoint is not None
-        encrypt = kp.send.encrypt
         endpoint = peer.endpoint
-        header_pack = _TRANSPORT_HEADER.pack
-        nonce_pack = _NONCE.pack
         mtu = self.mtu
         receiver = kp.remote_index
         counter = kp.send_counter
-        sent_bytes = 0
-        data_sent = False
-        append = out.network.append
-        for pkt in packets:
-            length = len(pkt)
-            if length:
-                data_sent = True
-                if length <= mtu:
-                    pad = -length & 15
-                    if length + pad > mtu:
-                        pad = mtu - length  # the MTU caps the padding: a full-size packet gets none
-                else:
-                    pad = padding_for(length, mtu)
-                if pad:
-                    pkt = pkt + _ZERO_PAD[:pad]
-            msg = header_pack(4, receiver, counter) + encrypt(nonce_pack(counter), pkt, None)
+        if len(packets) == 1:
+            # One message (a ping, a keepalive, a relayed packet): a plain datagram.
+            pkt = packets[0]
+            pad = padding_for(len(pkt), mtu)
+            if pad:
+                pkt = pkt + _ZERO_PAD[:pad]
+            msg = _TRANSPORT_HEADER.pack(MSG_TRANSPORT, receiver, counter) + kp.send.encrypt(_NONCE.pack(counter), pkt, None)
+            out.network.append((msg, endpoint))
             counter += 1
-            sent_bytes += len(msg)
-            append((msg, endpoint))
+            sent_bytes = len(msg)
+            data_sent = len(packets[0]) > 0
+        else:
+            encrypt_into = kp.send.encrypt_into
+            header_into, nonce_pack = _TRANSPORT_HEADER.pack_into, _NONCE.pack
+            bursts = out.bursts
+            # Worst case per message: header + 15 bytes of padding + tag.
+            buf = bytearray(sum(map(len, packets)) + (_TRANSPORT_OVERHEAD + 15) * len(packets))
+            view = memoryview(buf)
+            off = start = size = 0
+            burst_open = data_sent = False
+            for pkt in packets:
+                length = len(pkt)
+                if length:
+                    data_sent = True
+                    if length <= mtu:
+                        pad = -length & 15
+                        if length + pad > mtu:
+                            pad = mtu - length  # the MTU caps the padding: a full-size packet gets none
+                    else:
+                        pad = padding_for(length, mtu)
+                    if pad:
+                        pkt = pkt + _ZERO_PAD[:pad]
+                        length += pad
+                msg_size = length + _TRANSPORT_OVERHEAD
+                if not burst_open or msg_size > size:
+                    if off > start:
+                        bursts.append((view[start:off], size, endpoint))
+                    start, size, burst_open = off, msg_size, True
+                elif msg_size < size:
+                    burst_open = False  # a shorter message may only end a burst (a GSO rule)
+                header_into(buf, off, MSG_TRANSPORT, receiver, counter)
+                encrypt_into(nonce_pack(counter), pkt, None, view[off + 16:off + msg_size])
+                off += msg_size
+                counter += 1
+            if off > start:
+                bursts.append((view[start:off], size, endpoint))
+            sent_bytes = off
         kp.send_counter = counter
         peer.tx_bytes += sent_bytes
         peer.send_keepalive_at = None  # any authenticated packet sent
