@@ -18,6 +18,7 @@ import pytest
 
 from tools import netns
 from tools.netns import Node, WgPeer, ping, start_wg, veth, wait_for, wg_dump
+from tools.tunnel import Tunnel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -264,6 +265,14 @@ def test_bad_invocations_one_line_exit_1(node_factory, env) -> None:
         assert res.stderr.count("\n") == 1 and res.stderr.startswith("ravenvpn-wg: "), (args, res.stderr)
         assert "Traceback" not in res.stderr
 
+    # a bad busy-poll budget is reported before anything is created
+    for bad in ("fast", "-5", "99999999"):
+        name = ifname()
+        res = node.run("ravenvpn-wg", name, env=dict(env, RAVENVPN_BUSY_POLL_US=bad), check=False)
+        assert res.returncode == 1 and res.stderr.count("\n") == 1, (bad, res.stderr)
+        assert res.stderr.startswith("ravenvpn-wg: RAVENVPN_BUSY_POLL_US must be"), res.stderr
+        assert not node.has_link(name) and not node.exists(sock(name))
+
     # name taken by a non-TUN link: one line, nothing created, the other link untouched
     name = ifname()
     node.run("ip", "link", "add", name, "type", "veth", "peer", "name", name + "p")
@@ -345,6 +354,33 @@ def test_two_ravenvpn_daemons_ping(node_factory, bindir, env) -> None:
     assert ping(a, "198.18.100.2", count=3, interval=0.2, deadline=10).received >= 2
 
     assert ia.stop() and ib.stop()                   # link deletion ends both daemons
+
+
+def _cpu_seconds(node: netns.Node, pid: int) -> float:
+    fields = node.run("cat", f"/proc/{pid}/stat").stdout.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_busy_poll_carries_traffic_then_goes_back_to_sleep(node_factory, env) -> None:
+    """RAVENVPN_BUSY_POLL_US: the daemon polls without sleeping for that long after traffic, then
+    sleeps in epoll again (a quiet tunnel must not keep burning a core)."""
+    a, b = node_factory("a"), node_factory("b")
+    tunnel = Tunnel(a, b, "ravenvpn", "ravenvpn", inner6=False,
+                    env_a={"RAVENVPN_BUSY_POLL_US": "300000"}, env_b={"RAVENVPN_BUSY_POLL_US": "300000"}).up()
+    result = ping(a, tunnel.b.inner4, count=20, interval=0.01, deadline=10)
+    assert result.received == 20, result
+    pid = tunnel.a.wg.daemon_pids[0]
+    spinning = _cpu_seconds(a, pid)
+    time.sleep(0.2)
+    spun = _cpu_seconds(a, pid) - spinning      # still inside the 300 ms budget: polling
+    time.sleep(0.5)
+    quiet = _cpu_seconds(a, pid)
+    time.sleep(1.0)
+    slept = _cpu_seconds(a, pid) - quiet        # budget over: back to sleeping in epoll
+    assert spun >= 0.05, spun
+    assert slept <= 0.1, slept
+    assert ping(a, tunnel.b.inner4, count=3, interval=0.05, deadline=10).received == 3
+    assert tunnel.down() == (True, True)
 
 
 def test_wg_quick_full_tunnel_fwmark(node_factory, bindir, env) -> None:

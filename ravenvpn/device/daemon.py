@@ -94,6 +94,23 @@ def setup_logging(ifname: str, stream) -> None:
     root.propagate = False
 
 
+BUSY_POLL_MAX_US = 1_000_000
+
+
+def busy_poll_from_env() -> float:
+    """RAVENVPN_BUSY_POLL_US as seconds; a bad value is a usage error naming the variable."""
+    text = os.environ.get("RAVENVPN_BUSY_POLL_US", "").strip()
+    if not text:
+        return 0.0
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= BUSY_POLL_MAX_US:
+        raise UsageError(f"RAVENVPN_BUSY_POLL_US must be 0..{BUSY_POLL_MAX_US} microseconds, not {text!r}")
+    return value / 1e6
+
+
 class Device:
     """One running interface: owns the TUN, the sockets, the core and the UAPI server.
 
@@ -101,8 +118,11 @@ class Device:
     setters can take it themselves (embedders call them bare) while the UAPI thread already holds it.
     """
 
-    def __init__(self, ifname: str) -> None:
+    def __init__(self, ifname: str, busy_poll: float | None = None) -> None:
+        """`busy_poll`: seconds to keep polling after traffic (see pump.py); None = from the
+        environment (RAVENVPN_BUSY_POLL_US, microseconds), else off."""
         self.ifname = ifname
+        self.busy_poll = busy_poll_from_env() if busy_poll is None else busy_poll
         self.lock = threading.RLock()
         self.closed = False
         self.tun: TunDevice | None = None
@@ -172,7 +192,7 @@ class Device:
                 self.monitor = LinkMonitor(self.tun.ifindex)
             except OSError as exc:      # the TUN fd still reports deletion; MTU changes go unseen
                 log.error("cannot watch link events: %s", exc.strerror or exc)
-            self.pump = Pump(tunnel, self.tun, self.udp, self.monitor, self.lock)
+            self.pump = Pump(tunnel, self.tun, self.udp, self.monitor, self.lock, busy_poll=self.busy_poll)
             self.server = UapiServer(self.ifname, Uapi(tunnel, self, self.lock))
             self.server.open()
             self.pump.housekeeping.append(self._check_socket)
@@ -309,6 +329,7 @@ def daemonise(ifname: str, log_fd: int | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         ifname, foreground, log_file = parse_args(sys.argv[1:] if argv is None else argv)
+        busy_poll_from_env()    # a bad value is reported here, not in the log of a daemon that never starts
         if os.geteuid() != 0 and not os.access("/dev/net/tun", os.R_OK | os.W_OK):
             raise UsageError("need root (or CAP_NET_ADMIN) to create a TUN device")
         log_fd = open_log_file(log_file) if log_file else None
