@@ -27,8 +27,9 @@ class Figure:
         return self.table_unit or self.unit
 
 
-TUNNELS = ("wireguard-go", "ravenvpn", "mixed")
-SINGLE_IMPL = ("wireguard-go", "ravenvpn")
+TUNNELS = ("wireguard-go", "ravenvpn", "ravenvpn-busypoll", "mixed")
+# one implementation on both ends (ravenvpn-busypoll is ravenvpn with RAVENVPN_BUSY_POLL_US set on both)
+SINGLE_IMPL = ("wireguard-go", "ravenvpn", "ravenvpn-busypoll")
 
 FIGURES: list[Figure] = [
     Figure("tcp1_up", "TCP 1 stream A->B", "bit/s", True, 0, 1e-6, "Mbit/s"),

@@ -7,7 +7,7 @@ from typing import Any
 
 from .figures import FIGURES, Figure
 
-SETUP_ORDER = ("veth", "wireguard-go", "ravenvpn", "mixed")
+SETUP_ORDER = ("veth", "wireguard-go", "ravenvpn", "ravenvpn-busypoll", "mixed")  # = run.SETUPS
 
 
 def _cell(fig: Figure, entry: dict[str, Any] | None) -> str:
@@ -33,6 +33,17 @@ def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def _busy_poll_note(setup: dict[str, Any]) -> str:
+    """What the ravenvpn-busypoll column is, with the polling time run.py recorded for its daemons."""
+    us = (setup.get("daemon_env") or {}).get("RAVENVPN_BUSY_POLL_US")
+    try:
+        var, how_long = f"RAVENVPN_BUSY_POLL_US={int(us)}", f"{int(us) / 1000:g} ms"
+    except (TypeError, ValueError):
+        var, how_long = "RAVENVPN_BUSY_POLL_US", "a while"
+    return (f"ravenvpn-busypoll = ravenvpn with {var} on both daemons: they keep polling for {how_long} after "
+            f"traffic instead of sleeping (so they use a core while traffic flows).")
+
+
 def format_table(results: dict[str, Any], params: Any = None) -> str:
     setups = [s for s in SETUP_ORDER if s in results["setups"]]
     data = results["setups"]
@@ -40,6 +51,8 @@ def format_table(results: dict[str, Any], params: Any = None) -> str:
     ratio_cols: list[tuple[str, str, str]] = []
     if "ravenvpn" in setups and "wireguard-go" in setups:
         ratio_cols.append(("ravenvpn/wg-go", "ravenvpn", "wireguard-go"))
+    if "ravenvpn-busypoll" in setups and "wireguard-go" in setups:
+        ratio_cols.append(("busypoll/wg-go", "ravenvpn-busypoll", "wireguard-go"))
     if "ravenvpn" in setups and "veth" in setups:
         ratio_cols.append(("ravenvpn/veth", "ravenvpn", "veth"))
     header += [c[0] for c in ratio_cols]
@@ -78,9 +91,12 @@ def format_table(results: dict[str, Any], params: Any = None) -> str:
         f"[+] higher is better, [-] lower is better; median of {p.get('repeat', '?')} run(s) of "
         f"{p.get('seconds', '?')} s; A = iperf3 client/pinger, B = server; mixed = ravenvpn on A, wireguard-go on B."
     )
+    if "ravenvpn-busypoll" in setups:
+        out.append(_busy_poll_note(data["ravenvpn-busypoll"]))
+    busypoll_ratio = any(c[1] == "ravenvpn-busypoll" for c in ratio_cols)
     out.append(
-        "Ratios divide the ravenvpn value by the other column for every figure: for [+] rows < 1 is worse, "
-        "for [-] rows > 1 is worse."
+        f"Ratios divide the ravenvpn value{' (busypoll/wg-go: the ravenvpn-busypoll value)' if busypoll_ratio else ''}"
+        f" by the other column for every figure: for [+] rows < 1 is worse, for [-] rows > 1 is worse."
     )
     for s in setups:
         d = data[s]
@@ -107,7 +123,8 @@ def format_table(results: dict[str, Any], params: Any = None) -> str:
 # figures drawn in the chart (a subset: one panel each)
 CHART_KEYS = ("tcp1_up", "tcp1_down", "tcp4_up", "tcp4_down", "udp64_pps", "udp1400_pps", "ping_idle_p50",
               "ping_load_p99", "cpu_per_gb_b", "rss_peers", "hs_responses", "udp64_loss")
-COLORS = {"veth": "#888888", "wireguard-go": "#1f77b4", "ravenvpn": "#d62728", "mixed": "#9467bd"}
+COLORS = {"veth": "#888888", "wireguard-go": "#1f77b4", "ravenvpn": "#d62728", "ravenvpn-busypoll": "#ff7f0e",
+          "mixed": "#9467bd"}
 
 
 def write_chart(results: dict[str, Any], path: Path) -> str | None:
@@ -149,7 +166,7 @@ def write_chart(results: dict[str, Any], path: Path) -> str | None:
             else:
                 ax.text(x, v, f.fmt(entry["value"]), ha="center", va="bottom", fontsize=6)
         ax.set_xticks(range(len(setups)))
-        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_xticklabels(labels, fontsize=7, rotation=20, ha="right")  # ravenvpn-busypoll is long
         ax.set_title(f"{f.label} ({f.shown_unit})\n{'higher' if f.higher_is_better else 'lower'} is better",
                      fontsize=8)
         ax.tick_params(axis="y", labelsize=7)

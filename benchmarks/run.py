@@ -1,4 +1,4 @@
-"""Benchmark harness: raw veth vs wireguard-go vs ravenvpn vs mixed, same run, same conditions.
+"""Benchmark harness: raw veth vs wireguard-go vs ravenvpn (also busy-polling) vs mixed, same run and conditions.
 
     python3 -m benchmarks.run [--quick] [--repeat N] [--out DIR] [--only NAME,...]
 
@@ -7,6 +7,12 @@ Every setup gets two fresh nodes (network + mount namespaces from tools/netns.py
   veth          A 198.18.0.1 -- B 198.18.0.2, traffic straight over the veth (the ceiling)
   wireguard-go  wireguard-go on both ends, traffic through the tunnel 10.99.0.1 -- 10.99.0.2
   ravenvpn      ravenvpn-wg on both ends
+  ravenvpn-busypoll
+                ravenvpn-wg on both ends, both started with RAVENVPN_BUSY_POLL_US=50000: after traffic the
+                daemon keeps polling without sleeping for 50 ms before it sleeps in epoll again. It exists
+                for the idle RTT: on this VM a CPU that slept runs slowly for a while after waking, so a
+                daemon woken by every packet of a slow ping pays that each time; polling keeps the path
+                warm, at the cost of a busy core while traffic flows (counted in its CPU per GB)
   mixed         ravenvpn-wg on A, wireguard-go on B (A->B: ravenvpn encrypts, wireguard-go decrypts)
 
 A is always the iperf3 client and the pinger; "A->B" figures have A send, "-R" figures have B send.
@@ -38,7 +44,6 @@ from .figures import FIGURES, applies, na_reason
 from .report import format_table, write_chart
 from tools.netns import Node, WgInterface, WgPeer, cleanup_stale, ping, require_root, start_wg, veth, wg_dump
 
-SETUPS = ("veth", "wireguard-go", "ravenvpn", "mixed")
 PREFIX = "rvb"  # namespace prefix of benchmark nodes (tests use "rvt"); cleanup only touches ours
 UNDERLAY = ("198.18.0.1/24", "198.18.0.2/24")
 INNER = ("10.99.0.1/24", "10.99.0.2/24")
@@ -47,7 +52,30 @@ PORTS = (51820, 51821)
 # IPv4 underlay with MTU 1500: 1500 - 20 (IPv4) - 8 (UDP) - 32 (WireGuard header + tag) = 1440, so the
 # 1400-byte UDP payload test (1428-byte IP packets) fits the tunnel without fragmentation.
 TUNNEL_MTU = 1440
-DAEMON_ENV = {"LOG_LEVEL": "error"}  # no per-handshake logging in either daemon while measuring
+# no per-handshake logging in either daemon while measuring; busy polling off unless the setup turns it
+# on (an RAVENVPN_BUSY_POLL_US inherited from the caller's shell must not leak into the "ravenvpn" column)
+DAEMON_ENV = {"LOG_LEVEL": "error", "RAVENVPN_BUSY_POLL_US": "0"}
+BUSY_POLL_US = 50_000  # the ravenvpn-busypoll setup: poll 50 ms after traffic before sleeping again
+
+
+@dataclasses.dataclass(frozen=True)
+class SetupSpec:
+    """Which implementation runs on node A and on node B (None: no tunnel, the raw veth) and what each
+    setup adds to DAEMON_ENV for both of its daemons."""
+
+    impl_a: str | None
+    impl_b: str | None
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+SETUP_SPECS: dict[str, SetupSpec] = {
+    "veth": SetupSpec(None, None),
+    "wireguard-go": SetupSpec("wireguard-go", "wireguard-go"),
+    "ravenvpn": SetupSpec("ravenvpn", "ravenvpn"),
+    "ravenvpn-busypoll": SetupSpec("ravenvpn", "ravenvpn", {"RAVENVPN_BUSY_POLL_US": str(BUSY_POLL_US)}),
+    "mixed": SetupSpec("ravenvpn", "wireguard-go"),
+}
+SETUPS = tuple(SETUP_SPECS)  # also the column order of the table (report.SETUP_ORDER)
 
 
 @dataclasses.dataclass
@@ -95,6 +123,7 @@ class SetupRun:
     name: str
     impl_a: str | None
     impl_b: str | None
+    env: dict[str, str] = dataclasses.field(default_factory=dict)  # added to DAEMON_ENV for its daemons
     status: str = "ok"
     reason: str | None = None
     samples: dict[str, list[float]] = dataclasses.field(default_factory=dict)
@@ -102,6 +131,16 @@ class SetupRun:
     runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
+
+    @classmethod
+    def for_setup(cls, name: str) -> "SetupRun":
+        spec = SETUP_SPECS[name]
+        return cls(name, spec.impl_a, spec.impl_b, dict(spec.env))
+
+    @property
+    def daemon_env(self) -> dict[str, str]:
+        """The environment variables both daemons of this setup are started with (on top of os.environ)."""
+        return {**DAEMON_ENV, **self.env}
 
     def add(self, key: str, value: float | None) -> None:
         if value is None:
@@ -139,7 +178,8 @@ class SetupRun:
 class Bench:
     """Brings all setups up, then measures them interleaved (one pass over every setup per repeat, in a
     rotating order), so slow drift of a noisy machine hits every setup alike. Idle daemons cost nothing
-    measurable (checked: < 0.01 CPU s per 5 s), and CPU time is read per daemon process."""
+    measurable (checked: < 0.01 CPU s per 5 s; the busy-poll daemons too, they poll only for 50 ms after
+    traffic), and CPU time is read per daemon process."""
 
     def __init__(self, params: Params, impl_cmds: dict[str, list[str]], log: Callable[[str], None]) -> None:
         self.p = params
@@ -150,10 +190,10 @@ class Bench:
 
     # -- environment ------------------------------------------------------------------------------
 
-    def _start(self, node: Node, impl: str, private: str, port: int, address: str | None,
+    def _start(self, run: SetupRun, node: Node, impl: str, private: str, port: int, address: str | None,
                peers: list[WgPeer], ifname: str = IFNAME) -> WgInterface:
         return start_wg(node, self.impl_cmds[impl], ifname, private, port, [address] if address else [],
-                        peers, mtu=TUNNEL_MTU, env=DAEMON_ENV)
+                        peers, mtu=TUNNEL_MTU, env=run.daemon_env)
 
     @contextlib.contextmanager
     def environment(self, run: SetupRun) -> Iterator[dict[str, Any]]:
@@ -164,10 +204,10 @@ class Bench:
                 assert run.impl_b is not None
                 ka, kb = _keypair(), _keypair()
                 try:
-                    env["ifaces"]["a"] = self._start(a, run.impl_a, ka[0], PORTS[0], INNER[0],
-                                                     [WgPeer(kb[1], ["10.99.0.2/32"], f"{link.ip_b}:{PORTS[1]}")])
-                    env["ifaces"]["b"] = self._start(b, run.impl_b, kb[0], PORTS[1], INNER[1],
-                                                     [WgPeer(ka[1], ["10.99.0.1/32"], f"{link.ip_a}:{PORTS[0]}")])
+                    env["ifaces"]["a"] = self._start(run, a, run.impl_a, ka[0], PORTS[0], INNER[0],
+                                                          [WgPeer(kb[1], ["10.99.0.2/32"], f"{link.ip_b}:{PORTS[1]}")])
+                    env["ifaces"]["b"] = self._start(run, b, run.impl_b, kb[0], PORTS[1], INNER[1],
+                                                          [WgPeer(ka[1], ["10.99.0.1/32"], f"{link.ip_a}:{PORTS[0]}")])
                 except Exception as exc:
                     raise SetupFailed(f"daemon did not start: {_one_line(exc)}") from exc
                 env["keys"] = {"a": ka, "b": kb}
@@ -370,7 +410,7 @@ class Bench:
         assert impl is not None
 
         def measure() -> dict[str, Any]:
-            iface = self._start(b, impl, env["keys"]["b"][0], 51900, None, [], ifname="rss0")
+            iface = self._start(run, b, impl, env["keys"]["b"][0], 51900, None, [], ifname="rss0")
             env["ifaces"]["rss"] = iface
             try:
                 pids = M.daemon_pids(iface)
@@ -541,9 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     outdir = args.out / stamp
     bench = Bench(params, impl_cmds, log)
-    impls = {"veth": (None, None), "wireguard-go": ("wireguard-go", "wireguard-go"),
-             "ravenvpn": ("ravenvpn", "ravenvpn"), "mixed": ("ravenvpn", "wireguard-go")}
-    runs = [SetupRun(name, *impls[name]) for name in args.setups]
+    runs = [SetupRun.for_setup(name) for name in args.setups]
     t0 = time.monotonic()
     interrupted = False
     log(f"benchmarks: {', '.join(args.setups)}; {params.repeat} repeat(s), {params.seconds} s runs"
@@ -569,7 +607,9 @@ def main(argv: list[str] | None = None) -> int:
                         "other_netns_start": len(others)},
         "setups": {
             r.name: {
-                "impl_a": r.impl_a, "impl_b": r.impl_b, "status": r.status, "reason": r.reason,
+                "impl_a": r.impl_a, "impl_b": r.impl_b,
+                "daemon_env": r.daemon_env if r.impl_a is not None else None,
+                "status": r.status, "reason": r.reason,
                 "seconds": r.seconds, "figures": r.figures(), "info": r.info, "runs": r.runs,
             }
             for r in runs

@@ -297,18 +297,20 @@ class Tunnel:
     def receive_datagrams(self, datagrams: list[tuple[bytes, Endpoint]], now: float) -> Output:
         """Authenticate and decrypt UDP payloads; answer handshakes."""
         out = Output()
-        handshakes = 0
-        for data, _ in datagrams:
-            if data[:1] in _HANDSHAKE_TYPES:
-                handshakes += 1
-        if handshakes >= self.load_threshold:
-            self._under_load_until = now + UNDER_LOAD_HOLD
+        load_checked = False
         i, count = 0, len(datagrams)
         while i < count:
             data, source = datagrams[i]
             if data[:4] == _TRANSPORT_PREFIX and len(data) >= TRANSPORT_MIN_SIZE:
                 i = self._receive_transport_run(datagrams, i, out, now)
                 continue
+            if not load_checked:
+                # Many handshake messages in one batch means we are falling behind ("under load"):
+                # decided before the first of them is processed; batches of data never pay for it.
+                load_checked = True
+                handshakes = sum(1 for d, _ in datagrams[i:] if d[:1] in _HANDSHAKE_TYPES)
+                if handshakes >= self.load_threshold:
+                    self._under_load_until = now + UNDER_LOAD_HOLD
             i += 1
             try:
                 mtype = message_type(data)
@@ -332,11 +334,12 @@ class Tunnel:
         timers are done once per run. Returns the index of the first datagram not consumed.
         """
         first = datagrams[i][0]
-        prefix = first[:8]  # type, reserved and receiver index
+        run_receiver = _RECEIVER.unpack_from(first, 4)[0]
         count = len(datagrams)
-        kp = self._index.get(_RECEIVER.unpack_from(first, 4)[0])
+        kp = self._index.get(run_receiver)
         if not isinstance(kp, Keypair) or not kp.usable_for_receiving(now):
             stat = "rx_unknown_index" if not isinstance(kp, Keypair) else "rx_expired_session"
+            prefix = first[:8]  # type, reserved and receiver index
             while i < count and datagrams[i][0][:8] == prefix and len(datagrams[i][0]) >= TRANSPORT_MIN_SIZE:
                 self.stats[stat] += 1
                 i += 1
@@ -344,18 +347,22 @@ class Tunnel:
         peer: Peer = kp.peer  # type: ignore[assignment]
         decrypt = kp.receive.decrypt  # type: ignore[union-attr]
         accept = kp.replay.accept
-        nonce_pack, counter_of = _NONCE.pack, _COUNTER.unpack_from
+        nonce_pack, header_of = _NONCE.pack, _TRANSPORT_HEADER.unpack_from
         lookup_v4 = self._allowed.lookup_v4
         tun_append = out.tun.append
         fast_v4 = not self.relay
         cached_src, cached_owner = None, None
         received = authenticated = data_packets = 0
+        source = None
         while i < count:
-            data, source = datagrams[i]
-            if data[:8] != prefix or len(data) < TRANSPORT_MIN_SIZE:
+            data, next_source = datagrams[i]
+            if len(data) < TRANSPORT_MIN_SIZE:
+                break
+            # The first little-endian word is the type with its three zero bytes: 4 means transport.
+            word, receiver, counter = header_of(data)
+            if word != MSG_TRANSPORT or receiver != run_receiver:
                 break
             i += 1
-            counter = counter_of(data, 8)[0]
             try:
                 plaintext = decrypt(nonce_pack(counter), data[16:], None)
             except InvalidTag:
@@ -364,10 +371,10 @@ class Tunnel:
             if not accept(counter):
                 self.stats["rx_replay"] += 1
                 continue
+            source = next_source  # roaming: the last authenticated source wins
             if not authenticated and kp is peer.next:
                 peer.endpoint = source
                 self._confirm_next(peer, out, now)
-            peer.endpoint = source  # roaming: the last authenticated source wins
             authenticated += 1
             received += len(data)
             if not plaintext:
@@ -383,8 +390,10 @@ class Tunnel:
                 if cached_owner is peer and 20 <= length <= size:
                     tun_append(plaintext if length == size else plaintext[:length])
                     continue
+            peer.endpoint = source
             self._deliver(peer, plaintext, out, now)
         if authenticated:
+            peer.endpoint = source
             peer.rx_bytes += received
             peer.new_handshake_at = None  # any authenticated packet received
             peer.on_authenticated_traversal(now)
