@@ -9,8 +9,9 @@ it once per wake-up, not per packet.
 Busy polling (`busy_poll` seconds, off by default): after traffic, keep polling
 without sleeping for that long. A CPU that slept runs slowly for a while (on this
 kind of VM, code right after a 10 ms sleep runs 3-6 times slower), and a ping
-through the tunnel wakes each daemon twice; polling keeps the path warm at the
-price of a busy core while traffic flows.
+through the tunnel wakes each daemon twice; polling keeps the CPU awake, and the
+path warmer (warmer.py) keeps the packet path in cache, at the price of a busy
+core while traffic flows.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import threading
 import time
 from typing import Callable
 
+from . import warmer as warmer_module
 from .netlink import LinkMonitor
 from .tun import TunDevice
 from .udp import UdpTransport
@@ -48,6 +50,8 @@ class Pump:
         self.stop_reason: str | None = None
         self.core_errors = 0
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._warmer: warmer_module.PathWarmer | None = None
+        self._warming = busy_poll > 0
         self._tick_now = False
 
     # -- called from other threads or signal handlers --
@@ -82,7 +86,7 @@ class Pump:
         generation = None
         next_tick = 0.0
         next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL
-        busy_until = 0.0
+        busy_until = warm_at = 0.0
         try:
             while self.stop_reason is None:
                 if busy_until:
@@ -93,6 +97,9 @@ class Pump:
                             busy_until = 0.0            # quiet for long enough: sleep in epoll again
                         elif now < next_tick:
                             os.sched_yield()            # polling: whatever else is runnable here goes first
+                            if now >= warm_at:
+                                warm_at = now + warmer_module.INTERVAL
+                                self._warm(now)
                             continue
                 else:
                     events = ep.poll(max(0.0, next_tick - time.monotonic()))
@@ -126,6 +133,19 @@ class Pump:
         finally:
             ep.close()
         return self.stop_reason or "stopped"
+
+    def _warm(self, now: float) -> None:
+        """Keep the packet path in cache while polling finds nothing (see warmer.py)."""
+        if not self._warming:
+            return
+        try:
+            if self._warmer is None:
+                self._warmer = warmer_module.PathWarmer()
+            self._warmer.run(now)
+        except Exception:
+            # Only an optimisation: never let it disturb the real traffic.
+            self._warming = False
+            log.exception("path warmer failed; busy polling goes on without it")
 
     def close(self) -> None:
         """Release the wake-up fd; call last, once no other thread can call wake()."""
