@@ -506,3 +506,28 @@ def test_embedded_device_close_ends_uapi_clients_and_refuses_late_config(node_fa
     out = node.run(sys.executable, "-c", script, env=dict(env, PYTHONPATH=str(ROOT)), timeout=30).stdout
     assert "client eof" in out and "late refused" in out and "sockets []" in out, out
     assert not node.has_link(name) and not node.exists(sock(name))
+
+
+def test_tun_read_after_close_is_an_oserror_the_pump_handles() -> None:
+    """close() may race a last read_batch in the pump thread: that must end as the OSError the pump
+    turns into "interface gone", not as another exception that kills the thread with a traceback."""
+    import errno
+    import io
+
+    from ravenvpn.device.tun import TunDevice
+
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    tun = object.__new__(TunDevice)     # the read path over a pipe: no TUN device needed for this
+    tun.fd, tun.offload, tun.name, tun.offload_errors = r, False, "fake0", 0
+    tun._reader = io.FileIO(r, "rb", closefd=False)
+    try:
+        os.write(w, b"\x45" + bytes(27))
+        assert [len(p) for p in tun.read_batch(8)] == [28]
+        assert tun.read_batch(8) == []  # drained: no exception, no packet
+        tun.close()
+        with pytest.raises(OSError) as info:
+            tun.read_batch(8)
+        assert info.value.errno == errno.EBADF
+    finally:
+        os.close(w)

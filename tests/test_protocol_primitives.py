@@ -66,7 +66,9 @@ def test_replay_window_size_is_8128() -> None:
     top = 100_000
     assert w.accept(top)
     assert w.accept(top - WINDOW_SIZE + 1)
-    assert not w.accept(top - WINDOW_SIZE)
+    assert w.accept(top - WINDOW_SIZE)          # exactly a window behind: still inside (as the kernel)
+    assert not w.accept(top - WINDOW_SIZE)      # ...once
+    assert not w.accept(top - WINDOW_SIZE - 1)
     assert WINDOW_SIZE == 8128
 
 
@@ -75,7 +77,7 @@ def test_replay_window_against_a_model() -> None:
     w, seen, greatest = ReplayWindow(), set(), -1
     for _ in range(20000):
         c = max(0, (greatest if greatest >= 0 else 0) + rng.randint(-9000, 300))
-        expected = c not in seen and (greatest < 0 or c > greatest - WINDOW_SIZE)
+        expected = c not in seen and (greatest < 0 or c >= greatest - WINDOW_SIZE)
         assert w.accept(c) == expected, c
         if expected:
             seen.add(c)

@@ -87,6 +87,8 @@ class Pump:
         next_tick = 0.0
         next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL
         busy_until = warm_at = 0.0
+        if self._warming:
+            self._warm(time.monotonic())    # its first run does a handshake (ms): before any traffic
         try:
             while self.stop_reason is None:
                 if busy_until:

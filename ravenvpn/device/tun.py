@@ -121,12 +121,16 @@ class TunDevice:
                 if exc.errno in GONE_ERRNOS:
                     raise
                 break
+            except ValueError:  # the reader was closed under us (close() racing a last read)
+                raise OSError(errno.EBADF, "TUN device is closed") from None
             if data is None:    # drained
                 break
             if not data:        # fd detached from a deleted device on some kernels
                 raise OSError(errno.EBADFD, "TUN device is gone")
             if not vnet:
                 packets.append(data)
+            elif len(data) <= hdr_len:
+                continue                        # a header and nothing else: no packet
             elif data[:hdr_len] == plain:
                 packets.append(data[hdr_len:])  # the usual case unless TSO is on: a complete packet
             else:

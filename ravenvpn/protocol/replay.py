@@ -41,8 +41,8 @@ class ReplayWindow:
             slot = (counter >> 6) & _RING_MASK
             ring[slot] |= 1 << (counter & 63)
             return True
-        if greatest - counter >= WINDOW_SIZE:
-            return False
+        if greatest - counter > WINDOW_SIZE:
+            return False  # as the kernel: exactly WINDOW_SIZE behind is still inside
         ring = self._ring
         slot = (counter >> 6) & _RING_MASK
         bit = 1 << (counter & 63)

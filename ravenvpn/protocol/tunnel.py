@@ -36,7 +36,6 @@ __all__ = ["Tunnel", "Output", "Endpoint", "Peer"]
 
 _TRANSPORT_HEADER = struct.Struct("<IIQ")
 _RECEIVER = struct.Struct("<I")
-_COUNTER = struct.Struct("<Q")
 _NONCE = struct.Struct("<4xQ")
 _TRANSPORT_PREFIX = bytes([MSG_TRANSPORT, 0, 0, 0])
 _HANDSHAKE_TYPES = (bytes([MSG_INITIATION]), bytes([MSG_RESPONSE]))
@@ -69,10 +68,10 @@ class Output:
 
     def datagrams(self) -> list[tuple[bytes, Endpoint]]:
         """Every datagram to send, bursts split up (for tests and tools, not the data path)."""
-        result = list(self.network)
+        result: list[tuple[bytes, Endpoint]] = []
         for buffer, size, endpoint in self.bursts:
             result.extend((bytes(buffer[off:off + size]), endpoint) for off in range(0, len(buffer), size))
-        return result
+        return result + self.network   # the order the pump sends them in
 
     def __repr__(self) -> str:
         return f"Output(network={len(self.network)}, bursts={len(self.bursts)}, tun={len(self.tun)})"
@@ -383,13 +382,14 @@ class Tunnel:
             if fast_v4 and plaintext[0] >> 4 == 4:
                 # IPv4 without relaying; anything unusual falls through to _deliver, which counts it.
                 size = len(plaintext)
-                length = (plaintext[2] << 8) | plaintext[3] if size >= 20 else 0
-                src = plaintext[12:16]
-                if src != cached_src:
-                    cached_src, cached_owner = src, lookup_v4(src)
-                if cached_owner is peer and 20 <= length <= size:
-                    tun_append(plaintext if length == size else plaintext[:length])
-                    continue
+                if size >= 20:
+                    length = (plaintext[2] << 8) | plaintext[3]
+                    src = plaintext[12:16]
+                    if src != cached_src:
+                        cached_src, cached_owner = src, lookup_v4(src)
+                    if cached_owner is peer and 20 <= length <= size:
+                        tun_append(plaintext if length == size else plaintext[:length])
+                        continue
             peer.endpoint = source
             self._deliver(peer, plaintext, out, now)
         if authenticated:
