@@ -207,17 +207,18 @@ def coalesce(packets: list[bytes]) -> list[bytes]:
         if len(run) == 1:
             append(PLAIN_HDR + first)
         else:
-            append(_merge(run, l4, hlen, mss, bool(pushed)))
+            append(_merge(run, l4, hlen, mss, bool(pushed), size))
     return writes
 
 
-def _merge(run: list[bytes], l4: int, hlen: int, mss: int, pushed: bool) -> bytes:
+def _merge(run: list[bytes], l4: int, hlen: int, mss: int, pushed: bool, size: int) -> bytes:
+    """One TUN write for a run of `size` bytes (headers once): virtio header, header, payloads."""
     first = run[0]
-    body = b"".join([p[hlen:] for p in run])
+    body_len = size - hlen
     header = bytearray(first[:hlen])
-    tcp_len = hlen - l4 + len(body)
+    tcp_len = hlen - l4 + body_len
     if l4 == 20:
-        header[2:4] = (hlen + len(body)).to_bytes(2, "big")
+        header[2:4] = size.to_bytes(2, "big")
         header[10:12] = b"\x00\x00"
         header[10:12] = checksum(header[:20]).to_bytes(2, "big")
         gso_type = GSO_TCPV4
@@ -230,4 +231,5 @@ def _merge(run: list[bytes], l4: int, hlen: int, mss: int, pushed: bool) -> byte
     partial = ones_sum(_pseudo_header(header, l4, tcp_len, _PROTO_TCP))
     header[l4 + 16:l4 + 18] = (partial or 0xFFFF).to_bytes(2, "big")
     vnet = VNET_HDR.pack(F_NEEDS_CSUM, gso_type, hlen, mss, l4, 16)
-    return vnet + bytes(header) + body
+    # one join: the super-packet is copied once
+    return b"".join([vnet, header, *[p[hlen:] for p in run]])
