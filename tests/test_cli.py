@@ -118,6 +118,14 @@ def test_up_bad_interface_is_one_line(ravenvpn, tmp_path: Path, iface: str) -> N
     assert list(tmp_path.iterdir()) == []       # refused before any pid or state file is written
 
 
+def test_up_bad_busy_poll_setting_is_one_line(ravenvpn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAVENVPN_BUSY_POLL_US", "soon")
+    res = ravenvpn("up", "--cluster", "-", "--node", "n", "--state-dir", str(tmp_path))
+    assert res.returncode == 1 and res.stderr.count("\n") == 1
+    assert res.stderr.startswith("ravenvpn: RAVENVPN_BUSY_POLL_US must be 0..1000000 microseconds"), res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_up_bad_mtu_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> None:
     from ravenvpn.errors import RavenError
     from ravenvpn.raven.agent import Agent

@@ -54,11 +54,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     _setup_logging()
     if not 1 <= args.port <= 65535:
         raise RavenError(f"--port {args.port}: must be 1..65535")
+    from ..device.daemon import busy_poll_from_env
     from ..device.tun import check_ifname
     try:
         check_ifname(args.interface)    # before it names the pid and state files
     except ValueError as exc:
         raise RavenError(f"--interface: {exc}") from None
+    busy_poll_from_env()    # a bad RAVENVPN_BUSY_POLL_US is reported now, not when this node becomes the gateway
     try:
         agent = Agent(args.cluster, args.node, private_key_path=args.private_key, interface=args.interface,
                       port=args.port, mtu=args.mtu, state_dir=args.state_dir)
