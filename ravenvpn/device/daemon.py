@@ -28,6 +28,11 @@ from .uapi_server import UapiServer, check_not_in_use
 
 PROG = "ravenvpn-wg"
 USAGE = f"usage: {PROG} [-f|--foreground] [--log-file PATH] IFNAME"
+HELP_ENVIRONMENT = """environment:
+  WG_PROCESS_FOREGROUND=1     stay in the foreground (as with wireguard-go)
+  LOG_LEVEL=silent|error|info|verbose|debug   how much to log (default info)
+  RAVENVPN_BUSY_POLL_US=N     after traffic, poll for N microseconds instead of sleeping (0..1000000,
+                              default 0): lower latency, one busy core while traffic flows"""
 LOG_LEVELS = {"silent": logging.CRITICAL + 10, "error": logging.ERROR, "info": logging.INFO,
               "verbose": logging.DEBUG, "debug": logging.DEBUG}
 
@@ -53,6 +58,7 @@ def parse_args(argv: list[str]) -> tuple[str, bool, str | None]:
             log_file = arg.split("=", 1)[1]
         elif arg in ("-h", "--help"):
             print(USAGE)
+            print(HELP_ENVIRONMENT)
             raise SystemExit(0)
         elif arg in ("-v", "--version"):
             print(f"{PROG} (ravenvpn {_version()}): userspace WireGuard-compatible daemon")
