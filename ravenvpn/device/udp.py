@@ -30,6 +30,8 @@ UDP_SEGMENT = 103
 UDP_GRO = 104
 GSO_MAX_SEGMENTS = 64
 GSO_MAX_BYTES = 65000
+# What a GSO send fails with where the path cannot segment (no checksum offload, old kernel).
+_GSO_REFUSED = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
 
 log = logging.getLogger("ravenvpn.udp")
@@ -205,7 +207,7 @@ class UdpTransport:
                     sock.sendmsg([d for d, _ in datagrams[i:j]],
                                  [(socket.SOL_UDP, UDP_SEGMENT, size.to_bytes(2, "little"))], 0, endpoint)
             except OSError as exc:
-                if j - i > 1 and exc.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                if j - i > 1 and exc.errno in _GSO_REFUSED:
                     # This path cannot segment (no checksum offload, old kernel): go per datagram.
                     log.info("UDP GSO unavailable (%s); sending datagrams one by one", exc.strerror or exc)
                     self.gso = False
@@ -234,7 +236,7 @@ class UdpTransport:
                     else:
                         sock.sendmsg([chunk], [(socket.SOL_UDP, UDP_SEGMENT, size.to_bytes(2, "little"))], 0, endpoint)
                 except OSError as exc:
-                    if len(chunk) > size and exc.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                    if len(chunk) > size and exc.errno in _GSO_REFUSED:
                         log.info("UDP GSO unavailable (%s); sending datagrams one by one", exc.strerror or exc)
                         self.gso = False
                         step = size
