@@ -128,6 +128,21 @@ def test_kernel_refusal_midway_is_undone_by_apply_itself(gw: tuple[Node, Any]) -
     apply(node, {}, "teardown")
 
 
+def test_refusal_after_a_changed_route_puts_the_earlier_route_back(gw: tuple[Node, Any]) -> None:
+    node, _ = gw
+    apply(node, SPEC)
+    applied = snapshot(node)
+    # Two routes change in place (a new MTU, a next hop instead of a device), then the kernel refuses one:
+    # rolling back must reinstall the earlier routes, not leave those prefixes to the main table.
+    changed = [{"dst": "10.244.2.0/24", "gw": "192.168.50.2", "table": 9028},
+               {"dst": "172.16.9.9/32", "dev": "eth1", "table": 9028, "mtu": 1380}]
+    bad = dict(SPEC, routes=changed + SPEC["routes"][2:] + [{"dst": "10.9.0.0/24", "gw": "10.200.0.1", "table": 9027}])
+    result = apply(node, bad)
+    assert "error" in result and "\n" not in result["error"]
+    assert snapshot(node) == applied
+    apply(node, {}, "teardown")
+
+
 def test_foreign_routes_and_rules_are_left_alone(gw: tuple[Node, Any]) -> None:
     node, _ = gw
     node.run("ip", "route", "add", "10.77.0.0/16", "via", "192.168.50.2")

@@ -113,7 +113,7 @@ class Applier:
                     key = (net, msg.get("oif") if not msg.get("gateway") else None, msg.get("gateway"),
                            table, mtu, msg.get("prefsrc"))
                     found[key] = {"dst": net, "table": table, "family": family, "oif": msg.get("oif"),
-                                  "gateway": msg.get("gateway")}
+                                  "gateway": msg.get("gateway"), "mtu": mtu, "prefsrc": msg.get("prefsrc")}
         return found
 
     @staticmethod
@@ -224,21 +224,22 @@ class Applier:
         # afterwards by dst/table would delete the new one.
         stale = [info for key, info in installed.items()
                  if key not in desired and (info["dst"], info["table"]) not in replaced]
+        previous = {(info["dst"], info["table"]): info for info in installed.values()}
         for key, route in desired.items():
             if key in installed:
                 continue
-            family = _FAMILIES[route.dst.version]
-            args: dict[str, Any] = {"dst": str(route.dst), "table": route.table, "family": family}
-            if route.gateway is not None:
-                args["gateway"] = str(route.gateway)
-            else:
-                args["oif"] = key[1]
-            if route.mtu:
-                args["metrics"] = {"mtu": route.mtu}
-            if route.src is not None:
-                args["prefsrc"] = str(route.src)
+            args = _route_args({"dst": str(route.dst), "table": route.table, "family": _FAMILIES[route.dst.version],
+                                "gateway": None if route.gateway is None else str(route.gateway),
+                                "oif": key[1], "mtu": route.mtu,
+                                "prefsrc": None if route.src is None else str(route.src)})
+            old = previous.get((args["dst"], args["table"]))
             ipr.route("replace", **args)
-            undo.append(lambda a=args: ipr.route("del", dst=a["dst"], table=a["table"], family=a["family"]))
+            if old is None:
+                undo.append(lambda a=args: ipr.route("del", dst=a["dst"], table=a["table"], family=a["family"]))
+            else:
+                # "replace" overwrote the route an earlier plan installed (a new MTU, next hop...): a
+                # failed apply puts that one back, or the prefix would fall through to the main table.
+                undo.append(lambda a=_route_args(old): ipr.route("replace", **a))
             report.routes_added.append(f"{route.dst} table {route.table}")
         return stale
 
@@ -312,3 +313,17 @@ class Applier:
         except FileNotFoundError:
             pass
         return report
+
+
+def _route_args(info: dict[str, Any]) -> dict[str, Any]:
+    """pyroute2 arguments that install the route `info` describes (as `_installed_routes` reports it)."""
+    args: dict[str, Any] = {"dst": info["dst"], "table": info["table"], "family": info["family"]}
+    if info.get("gateway"):
+        args["gateway"] = info["gateway"]
+    else:
+        args["oif"] = info["oif"]
+    if info.get("mtu"):
+        args["metrics"] = {"mtu": info["mtu"]}
+    if info.get("prefsrc"):
+        args["prefsrc"] = info["prefsrc"]
+    return args
