@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -246,6 +247,21 @@ def peer_count(node: Node, ifname: str) -> int:
 
 def cmd_str(cmd: Sequence[str]) -> str:
     return " ".join(shlex.quote(c) for c in cmd)
+
+
+def script_interpreter(script: str) -> str:
+    """The Python a console script runs on, with its version: the interpreter's build is a large part of
+    ravenvpn's speed (tools/python-env.sh)."""
+    try:
+        path = shutil.which(script) or script
+        with open(path, "rb") as f:
+            first = f.readline().decode(errors="replace").strip()
+        if not first.startswith("#!"):
+            return "unknown (not a script)"
+        interpreter = first[2:].split()[0]
+        return f"{interpreter} ({tool_version([interpreter, '--version'])})"
+    except Exception as exc:  # informational only
+        return f"unknown ({exc.__class__.__name__})"
 
 
 def tool_version(cmd: Sequence[str]) -> str:

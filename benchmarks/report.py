@@ -91,6 +91,8 @@ def format_table(results: dict[str, Any], params: Any = None) -> str:
         f"[+] higher is better, [-] lower is better; median of {p.get('repeat', '?')} run(s) of "
         f"{p.get('seconds', '?')} s; A = iperf3 client/pinger, B = server; mixed = ravenvpn on A, wireguard-go on B."
     )
+    if env.get("ravenvpn-python"):
+        out.append(f"ravenvpn-wg runs on {env['ravenvpn-python']}; wireguard-go is {env.get('wireguard-go', '?')}.")
     if "ravenvpn-busypoll" in setups:
         out.append(_busy_poll_note(data["ravenvpn-busypoll"]))
     busypoll_ratio = any(c[1] == "ravenvpn-busypoll" for c in ratio_cols)

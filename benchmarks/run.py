@@ -42,7 +42,8 @@ from . import REPO_ROOT
 from . import measure as M
 from .figures import FIGURES, applies, na_reason
 from .report import format_table, write_chart
-from tools.netns import Node, WgInterface, WgPeer, cleanup_stale, ping, require_root, start_wg, veth, wg_dump
+from tools.netns import (Node, WgInterface, WgPeer, cleanup_stale, own_script, ping, require_root, start_wg, veth,
+                         wg_dump)
 
 PREFIX = "rvb"  # namespace prefix of benchmark nodes (tests use "rvt"); cleanup only touches ours
 UNDERLAY = ("198.18.0.1/24", "198.18.0.2/24")
@@ -490,7 +491,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="results go to DIR/<timestamp>/ (default benchmarks/results)")
     ap.add_argument("--only", help=f"comma-separated subset of: {','.join(SETUPS)}")
     ap.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
-    ap.add_argument("--ravenvpn-cmd", default="ravenvpn-wg", help="ravenvpn daemon command (default ravenvpn-wg)")
+    ap.add_argument("--ravenvpn-cmd", default=None,
+                    help="ravenvpn daemon command (default: the ravenvpn-wg installed with this interpreter)")
     ap.add_argument("--wireguard-go-cmd", default="wireguard-go", help="wireguard-go command")
     args = ap.parse_args(argv)
     if args.only:
@@ -525,6 +527,7 @@ def _environment_info(params: Params, impl_cmds: dict[str, list[str]]) -> dict[s
         "git": commit,
         "wireguard-go": M.tool_version(impl_cmds["wireguard-go"] + ["--version"]),
         "ravenvpn-wg": M.cmd_str(impl_cmds["ravenvpn"]),
+        "ravenvpn-python": M.script_interpreter(impl_cmds["ravenvpn"][0]),
         "iperf3": M.tool_version(["iperf3", "--version"]),
         "params": dataclasses.asdict(params),
         "tunnel_mtu": TUNNEL_MTU,
@@ -560,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
         params.rss_peers = args.peers
     if args.initiators:
         params.hs_initiators = args.initiators
-    impl_cmds = {"wireguard-go": args.wireguard_go_cmd.split(), "ravenvpn": args.ravenvpn_cmd.split()}
+    impl_cmds = {"wireguard-go": args.wireguard_go_cmd.split(),
+                 "ravenvpn": args.ravenvpn_cmd.split() if args.ravenvpn_cmd else [own_script("ravenvpn-wg")]}
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

@@ -8,13 +8,15 @@ if [ "$(id -u)" != 0 ]; then
 fi
 need=()
 for cmd in ip iptables tcpdump ping nsenter wg; do command -v "$cmd" >/dev/null 2>&1 || need+=("$cmd"); done
-if [ "${#need[@]}" -gt 0 ] || ! python3 -m pip --version >/dev/null 2>&1; then
+/usr/bin/python3.11 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3.11-venv)
+if [ "${#need[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
     apt-get install -y -q --no-install-recommends iproute2 iptables tcpdump iputils-ping util-linux \
-        wireguard-tools python3-pip
+        wireguard-tools python3.11 python3.11-venv
 fi
-if ! python3 -c "import ravenvpn, pyroute2, nacl, yaml" 2>/dev/null || ! command -v ravenvpn >/dev/null; then
-    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q -e .
-fi
+# The same venv as the tests (.ci/run): Debian's python3.11, see tools/python-env.sh.
+# shellcheck source=python-env.sh
+. tools/python-env.sh
+ravenvpn_python_env ''
 exec python3 -m tools.demo "$@"

@@ -44,6 +44,7 @@ import random
 import re
 import secrets
 import shutil
+import sys
 import signal
 import subprocess
 import tempfile
@@ -1229,6 +1230,14 @@ def _daemon_env(env: dict[str, str] | None) -> dict[str, str]:
     if env:
         e.update(env)
     return e
+
+
+def own_script(name: str) -> str:
+    """The console script `name` of the environment this interpreter belongs to (a venv's bin/) when it
+    is there, else `name` as found on PATH: daemons started by the tests and benchmarks then run on the
+    interpreter those run on, activated or not."""
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    return beside if os.access(beside, os.X_OK) else name
 
 
 def start_wg(

@@ -15,10 +15,10 @@ import dataclasses
 import os
 from typing import Sequence
 
-from tools.netns import Node, Veth, WgInterface, WgPeer, format_endpoint, keypair, start_wg, veth
+from tools.netns import Node, Veth, WgInterface, WgPeer, format_endpoint, keypair, own_script, start_wg, veth
 
 #: implementation name -> command that is run with the interface name appended (daemonises)
-IMPLS: dict[str, list[str]] = {"wireguard-go": ["wireguard-go"], "ravenvpn": ["ravenvpn-wg"]}
+IMPLS: dict[str, list[str]] = {"wireguard-go": ["wireguard-go"], "ravenvpn": [own_script("ravenvpn-wg")]}
 
 UNDERLAY4 = ("198.18.0.1/24", "198.18.0.2/24")
 UNDERLAY6 = ("fd00:18::1/64", "fd00:18::2/64")
