@@ -12,6 +12,7 @@ failover time is printed (``pytest -s``) and only bounded by a generous timeout.
 from __future__ import annotations
 
 import itertools
+import signal
 import threading
 import time
 from typing import Iterator
@@ -234,6 +235,19 @@ def test_failover_hz1_notready_makes_hz2_the_gateway(lab: Lab) -> None:
     finally:
         stop.set()
         hz_nat.run("iptables", "-D", *cut[2:], check=False)
+
+
+def test_a_burst_of_signals_never_wedges_up(lab: Lab) -> None:
+    """A signal may arrive anywhere in the agent's loop. Its handler used to set a threading.Event,
+    whose lock the interrupted loop could be holding: the handler then waited for itself and the
+    `up` ignored every later SIGTERM (seen once in the demo's `ravenvpn down`)."""
+    for name in ("cloud-2", "qd-2"):
+        up = lab.up_process(name)
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:   # a flood: some land inside the loop's every step
+            lab.signal_up(name, signal.SIGHUP)
+        assert up.proc.poll() is None, f"ravenvpn up in {name} died of SIGHUPs:\n{up.log()}"
+        lab.down(name, timeout=15)      # raises if the `up` does not stop on SIGTERM
 
 
 def test_down_restores_routes_rules_links_and_sysctls(lab: Lab) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import signal
 import stat
 import sys
@@ -154,7 +155,8 @@ class Agent:
         self.plan: NodePlan | None = None
         self._stdin_text = sys.stdin.read() if cluster_path == "-" else None
         self._file_sig: tuple[float, int] | None = None
-        self._wake = threading.Event()
+        self._wake: _WakePipe | None = None     # exists while run() runs
+        self._saved_handlers: dict[int, Any] = {}
         self._reload = False
         self._stop: str | None = None
 
@@ -268,7 +270,8 @@ class Agent:
             self._reload = True
         else:
             self._stop = signal.Signals(signum).name
-        self._wake.set()
+        if self._wake is not None:
+            self._wake.set()
 
     def run(self) -> int:
         """Bring the node up, then follow the cluster file until told to stop."""
@@ -277,19 +280,20 @@ class Agent:
         other = running_pid(self.state_dir, self.interface)
         if other is not None:
             raise RavenError(f"ravenvpn up is already running for {self.interface} (pid {other})")
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self._on_signal)
-        pidfile.write_text(str(os.getpid()))
+        wake = self._wake = _WakePipe()
+        self._saved_handlers = {sig: signal.signal(sig, self._on_signal)
+                                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
+            pidfile.write_text(str(os.getpid()))
             self.reconcile()
         except BaseException:
             self.teardown()
+            self._close_wake()
             raise
         exit_code = 0
         try:
             while self._stop is None:
-                self._wake.wait(POLL_INTERVAL)
-                self._wake.clear()
+                wake.wait(POLL_INTERVAL)
                 if self._stop is not None:
                     break
                 if self.dataplane is not None and not self.dataplane.alive:
@@ -305,8 +309,49 @@ class Agent:
                         log.error("%s (keeping the previous configuration)", exc)
         finally:
             report = self.teardown()
+            self._close_wake()
             log.info("stopped (%s): %s", self._stop or "dataplane gone", report.summary())
         return exit_code
+
+    def _close_wake(self) -> None:
+        # The caller's handlers come back before the pipe goes: no handler of ours can run after.
+        for sig, handler in self._saved_handlers.items():
+            signal.signal(sig, handler)
+        self._saved_handlers = {}
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            wake.close()
+
+
+class _WakePipe:
+    """Wakes the agent's loop from a signal handler.
+
+    Not a threading.Event: its set() takes a lock that the main thread may hold at that moment
+    (inside Event.wait or clear, where the handler can run), and the handler would then wait for
+    itself forever; `ravenvpn down` saw such an `up` ignore SIGTERM. A pipe write takes no lock.
+    """
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def set(self) -> None:
+        try:
+            os.write(self._w, b"\0")
+        except (BlockingIOError, OSError):
+            pass    # full (already woken) or closed
+
+    def wait(self, timeout: float) -> None:
+        """Until set() or `timeout` seconds; a set() before the call counts (the byte waits)."""
+        select.select([self._r], [], [], timeout)
+        try:
+            while os.read(self._r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        os.close(self._r)
+        os.close(self._w)
 
 
 def status_path(state_dir: Path, interface: str) -> Path:
