@@ -28,10 +28,12 @@ ravenvpn_python_env() {
     fi
     "$base" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
         || { echo "ERROR: $base is not Python 3.11" >&2; return 1; }
-    # A venv left by another interpreter (or a broken one) is made again.
-    local made_from=""
+    # A venv left by another interpreter, or a broken one (an interrupted `venv` leaves no pip), is made again.
+    local made_from="" wanted
     [ -f "$venv/pyvenv.cfg" ] && made_from="$(sed -n 's/^executable = //p' "$venv/pyvenv.cfg" | head -n1)"
-    if [ ! -x "$venv/bin/python3" ] || [ "$(readlink -f "$made_from")" != "$(readlink -f "$(command -v "$base")")" ]; then
+    wanted="$("$base" -c 'import os, sys; print(os.path.realpath(sys.executable))')"
+    if [ ! -x "$venv/bin/python3" ] || [ "$(readlink -f "$made_from")" != "$wanted" ] \
+            || ! "$venv/bin/python3" -m pip --version >/dev/null 2>&1; then
         echo "== creating $venv from $base"
         rm -rf "$venv"
         "$base" -m venv "$venv"
@@ -39,8 +41,9 @@ ravenvpn_python_env() {
     export VIRTUAL_ENV="$venv"
     export PATH="$venv/bin:$PATH"
     hash -r
-    if [ "$always" = always ] || ! python3 -c 'import ravenvpn, pyroute2, nacl, yaml, cryptography' >/dev/null 2>&1 \
-            || ! command -v ravenvpn-wg >/dev/null 2>&1; then
+    # -P: the checkout in the current directory must not stand in for an installed ravenvpn.
+    if [ "$always" = always ] || ! python3 -P -c 'import ravenvpn, pyroute2, nacl, yaml, cryptography' >/dev/null 2>&1 \
+            || [ ! -x "$venv/bin/ravenvpn-wg" ]; then
         echo "== pip install -e '.$extras' into $venv"
         PIP_DISABLE_PIP_VERSION_CHECK=1 python3 -m pip install -q -e ".$extras"
     fi

@@ -281,14 +281,20 @@ class Agent:
         if other is not None:
             raise RavenError(f"ravenvpn up is already running for {self.interface} (pid {other})")
         wake = self._wake = _WakePipe()
-        self._saved_handlers = {sig: signal.signal(sig, self._on_signal)
-                                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                self._saved_handlers[sig] = signal.signal(sig, self._on_signal)   # main thread only
+        except BaseException:
+            self._close_wake()
+            raise
         try:
             pidfile.write_text(str(os.getpid()))
             self.reconcile()
         except BaseException:
-            self.teardown()
-            self._close_wake()
+            try:
+                self.teardown()
+            finally:
+                self._close_wake()
             raise
         exit_code = 0
         try:
@@ -308,15 +314,18 @@ class Agent:
                         # Keep running on the last good plan; a bad edit must not take the node down.
                         log.error("%s (keeping the previous configuration)", exc)
         finally:
-            report = self.teardown()
-            self._close_wake()
+            try:
+                report = self.teardown()
+            finally:
+                self._close_wake()
             log.info("stopped (%s): %s", self._stop or "dataplane gone", report.summary())
         return exit_code
 
     def _close_wake(self) -> None:
         # The caller's handlers come back before the pipe goes: no handler of ours can run after.
         for sig, handler in self._saved_handlers.items():
-            signal.signal(sig, handler)
+            # None: a handler installed outside Python, which cannot be put back; the default is the closest.
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
         self._saved_handlers = {}
         wake, self._wake = self._wake, None
         if wake is not None:
