@@ -8,6 +8,8 @@ cleans up after itself.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -59,10 +61,14 @@ def test_quick_run_produces_complete_results(netns_env: None, tmp_path: Path) ->
     # the busy-poll setup's daemons were started with busy polling on, the plain ravenvpn ones with it off
     assert results["setups"]["ravenvpn-busypoll"]["daemon_env"]["RAVENVPN_BUSY_POLL_US"] == "50000"
     assert results["setups"]["ravenvpn"]["daemon_env"]["RAVENVPN_BUSY_POLL_US"] == "0"
+    # the daemon is the one installed with the harness's own interpreter, and the results say which Python ran it
+    assert results["environment"]["ravenvpn-wg"] == os.path.join(os.path.dirname(sys.executable), "ravenvpn-wg")
+    assert f"Python {platform.python_version()}" in results["environment"]["ravenvpn-python"]
     # the table was printed, with every figure's row and the ratio columns
     out = proc.stdout
     assert "figure" in out and "ravenvpn/wg-go" in out and "busypoll/wg-go" in out and "ravenvpn/veth" in out
     assert "polling for 50 ms after traffic" in out
+    assert "ravenvpn-wg runs on " in out
     for fig in FIGURES:
         assert fig.label.split(" N peers")[0] in out, fig.label
     assert (files[0].parent / "table.txt").exists()
