@@ -206,9 +206,9 @@ class Bench:
                 ka, kb = _keypair(), _keypair()
                 try:
                     env["ifaces"]["a"] = self._start(run, a, run.impl_a, ka[0], PORTS[0], INNER[0],
-                                                          [WgPeer(kb[1], ["10.99.0.2/32"], f"{link.ip_b}:{PORTS[1]}")])
+                                                     [WgPeer(kb[1], ["10.99.0.2/32"], f"{link.ip_b}:{PORTS[1]}")])
                     env["ifaces"]["b"] = self._start(run, b, run.impl_b, kb[0], PORTS[1], INNER[1],
-                                                          [WgPeer(ka[1], ["10.99.0.1/32"], f"{link.ip_a}:{PORTS[0]}")])
+                                                     [WgPeer(ka[1], ["10.99.0.1/32"], f"{link.ip_a}:{PORTS[0]}")])
                 except Exception as exc:
                     raise SetupFailed(f"daemon did not start: {_one_line(exc)}") from exc
                 env["keys"] = {"a": ka, "b": kb}

@@ -425,13 +425,13 @@ def test_udp_transport_in_netns(node_factory, env) -> None:
         t.bind_default()
         assert t.port == 4500 and t.v4 and t.v6, t.port
         t.send_batch([(b"v4-%d" % i, ("127.0.0.1", 4500)) for i in range(10)] + [(b"v6", ("::1", 4500))])
-        # the budget is soft: one GRO read may return a whole GSO run (here all ten, equal size)
+        # the budget is soft: one GRO read may return several datagrams at once
         got = t.recv_batch(t.v4, 4)
         assert len(got) >= 4 and got[0][1] == ("127.0.0.1", 4500), got
         got += t.recv_batch(t.v4, 100)
         assert [d for d, _ in got] == [b"v4-%d" % i for i in range(10)], got
         assert t.recv_batch(t.v4, 100) == []
-        # sizes differ: runs split where a datagram is longer, in order
+        # sizes differ: every datagram arrives as sent, in order
         t.send_batch([(b"a" * n, ("127.0.0.1", 4500)) for n in (8, 8, 8, 3, 9, 9, 2, 20)])
         got = t.recv_batch(t.v4, 100)
         assert [len(d) for d, _ in got] == [8, 8, 8, 3, 9, 9, 2, 20], got

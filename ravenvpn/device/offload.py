@@ -59,9 +59,7 @@ def complete_checksum(packet: bytearray, csum_start: int, csum_offset: int) -> N
     where = csum_start + csum_offset
     if where + 2 > len(packet):
         raise OffloadError("checksum offset beyond the packet")
-    total = ones_sum(memoryview(packet)[csum_start:])
-    value = 0xFFFF - total if total else 0xFFFF
-    packet[where:where + 2] = value.to_bytes(2, "big")
+    packet[where:where + 2] = checksum(memoryview(packet)[csum_start:]).to_bytes(2, "big")
 
 
 def split_read(data: memoryview) -> list[bytes]:
@@ -96,7 +94,6 @@ def segment_tcp(packet: memoryview | bytes, mss: int, l4: int) -> list[bytes]:
     seq = int.from_bytes(tcp_template[4:8], "big")
     flags = tcp_template[13]
     ip_id = int.from_bytes(ip_template[4:6], "big") if v4 else 0
-    addresses = bytes(packet[12:20]) if v4 else bytes(packet[8:40])
     segments: list[bytes] = []
     total = len(payload)
     for index, off in enumerate(range(0, total, mss)):
@@ -108,10 +105,9 @@ def segment_tcp(packet: memoryview | bytes, mss: int, l4: int) -> list[bytes]:
             ip[4:6] = ((ip_id + index) & 0xFFFF).to_bytes(2, "big")
             ip[10:12] = b"\x00\x00"
             ip[10:12] = checksum(ip).to_bytes(2, "big")
-            pseudo = addresses + struct.pack("!BBH", 0, _PROTO_TCP, tcp_len)
         else:
             ip[4:6] = (l4 - 40 + tcp_len).to_bytes(2, "big")
-            pseudo = addresses + struct.pack("!IxxxB", tcp_len, _PROTO_TCP)
+        pseudo = _pseudo_header(ip, l4, tcp_len, _PROTO_TCP)
         tcp = bytearray(tcp_template)
         tcp[4:8] = ((seq + off) & 0xFFFFFFFF).to_bytes(4, "big")
         seg_flags = flags

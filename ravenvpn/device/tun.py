@@ -11,9 +11,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import io
+import logging
 import os
 import socket
-import logging
 import struct
 
 from . import offload
@@ -71,7 +71,9 @@ class TunDevice:
             self.name = ifr[:IFNAMSIZ].rstrip(b"\0").decode()
             self.ifindex = socket.if_nametoindex(self.name)
             self.set_mtu(mtu)
-            self.offload = want_offload and self._enable_offload(fd, tso=mode == "full")
+            self.offload = want_offload
+            if want_offload:
+                self._enable_offload(fd, tso=mode == "full")
         except BaseException:
             os.close(fd)
             raise
@@ -81,17 +83,16 @@ class TunDevice:
         self.offload_errors = 0
 
     @staticmethod
-    def _enable_offload(fd: int, tso: bool) -> bool:
+    def _enable_offload(fd: int, tso: bool) -> None:
         """Virtio headers are on (IFF_VNET_HDR); ask for checksum and TSO offloads on top."""
         fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", offload.VNET_HDR_LEN))
         if not tso:
-            return True  # writes may still carry GSO super-packets; reads stay plain
+            return  # writes may still carry GSO super-packets; reads stay plain
         try:
             fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
         except OSError as exc:
             # Still correct with headers and no offloads: the kernel then sends plain packets.
             log.info("TUN offloads unavailable: %s", exc.strerror or exc)
-        return True
 
     def fileno(self) -> int:
         return self.fd

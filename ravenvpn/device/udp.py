@@ -177,45 +177,20 @@ class UdpTransport:
         return datagrams
 
     def send_batch(self, datagrams: list[tuple[bytes, Endpoint]]) -> None:
-        """Send in order; runs of equal-size datagrams to one endpoint go out as one GSO sendmsg."""
+        """Send single datagrams in order (handshakes, keepalives, one-packet batches); runs of data
+        messages come as bursts (send_bursts)."""
         v4, v6 = self.v4, self.v6
-        i, count = 0, len(datagrams)
-        while i < count:
-            payload, endpoint = datagrams[i]
+        for payload, endpoint in datagrams:
             sock = v6 if ":" in endpoint[0] else v4
             if sock is None:
                 self.send_errors += 1
-                i += 1
                 continue
-            size = len(payload)
-            j = i + 1
-            if self.gso:
-                total = size
-                while j < count and j - i < GSO_MAX_SEGMENTS:
-                    nxt, nxt_endpoint = datagrams[j]
-                    nsize = len(nxt)
-                    if nxt_endpoint != endpoint or nsize > size or total + nsize > GSO_MAX_BYTES:
-                        break
-                    total += nsize
-                    j += 1
-                    if nsize < size:
-                        break  # only the last segment of a GSO send may be shorter
             try:
-                if j - i == 1:
-                    sock.sendto(payload, endpoint)
-                else:
-                    sock.sendmsg([d for d, _ in datagrams[i:j]],
-                                 [(socket.SOL_UDP, UDP_SEGMENT, size.to_bytes(2, "little"))], 0, endpoint)
+                sock.sendto(payload, endpoint)
             except OSError as exc:
-                if j - i > 1 and exc.errno in _GSO_REFUSED:
-                    # This path cannot segment (no checksum offload, old kernel): go per datagram.
-                    log.info("UDP GSO unavailable (%s); sending datagrams one by one", exc.strerror or exc)
-                    self.gso = False
-                    continue
                 # Full buffers, unreachable networks: drop like any lossy link; the core retries.
-                self.send_errors += j - i
+                self.send_errors += 1
                 log.debug("UDP send to %s:%d failed: %s", endpoint[0], endpoint[1], exc)
-            i = j
 
     def send_bursts(self, bursts: list[tuple[memoryview, int, Endpoint]]) -> None:
         """Send runs of equal-size datagrams laid out back to back: one GSO sendmsg per

@@ -107,7 +107,6 @@ def parse_cookie_reply(data: bytes) -> CookieReply:
     return CookieReply(_U32.unpack_from(data, 4)[0], data[8:32], data[32:64])
 
 
-
 def mac_offsets(mtype: int) -> tuple[int, int]:
     """Where mac1 and mac2 start in a handshake message of this type."""
     size = INITIATION_SIZE if mtype == MSG_INITIATION else RESPONSE_SIZE

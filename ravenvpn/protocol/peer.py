@@ -51,7 +51,6 @@ class Peer:
             raise ValueError("preshared key must be 32 bytes")
         self.handshake.preshared_key = key
 
-
     @property
     def persistent_keepalive_interval(self) -> int:
         return self._persistent_keepalive_interval
@@ -81,7 +80,6 @@ class Peer:
                 self.need_another_keepalive = True
         else:
             self.need_another_keepalive = True
-
 
     def on_authenticated_traversal(self, now: float) -> None:
         if self._persistent_keepalive_interval:

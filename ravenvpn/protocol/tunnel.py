@@ -105,6 +105,7 @@ class Tunnel:
         # Forward decrypted packets addressed to another peer straight back into the tunnel
         # (a Raven relay gateway) instead of handing them to the kernel.
         self.relay = False
+        self._relay_queue: dict[Peer, list[bytes]] = {}    # relayed packets of the batch being received
         self.load_threshold = DEFAULT_LOAD_THRESHOLD
         # The protocol's 120 s; only tests shorten it, to watch real peers rekey in seconds.
         self.rekey_after_time = REKEY_AFTER_TIME
@@ -225,7 +226,7 @@ class Tunnel:
         receiver = kp.remote_index
         counter = kp.send_counter
         if len(packets) == 1:
-            # One message (a ping, a keepalive, a relayed packet): a plain datagram.
+            # One message (a ping, a keepalive): a plain datagram.
             pkt = packets[0]
             pad = padding_for(len(pkt), mtu)
             if pad:
@@ -322,6 +323,10 @@ class Tunnel:
                 self._receive_response(data, source, out, now)
             else:
                 self._receive_cookie_reply(data, now)
+        if self._relay_queue:
+            queued, self._relay_queue = self._relay_queue, {}
+            for dest, packets in queued.items():
+                self._send_to_peer(dest, packets, out, now)
         return out
 
     def _receive_transport_run(self, datagrams: list[tuple[bytes, Endpoint]], i: int, out: Output,
@@ -432,7 +437,8 @@ class Tunnel:
             dest = (self._allowed.lookup_v4(packet[16:20]) if version == 4 else self._allowed.lookup_v6(packet[24:40]))
             if dest is not None and dest is not peer:
                 self.stats["relayed"] += 1
-                self._send_to_peer(dest, [packet], out, now)
+                # Sent when the batch is done: one encrypt run (one GSO burst) per destination.
+                self._relay_queue.setdefault(dest, []).append(packet)
                 return
         out.tun.append(packet)
 
