@@ -75,7 +75,7 @@ COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [_add_key_c
 
 
 def _add_raven_commands(sub: argparse._SubParsersAction) -> None:
-    from .raven.commands import add_commands  # `up`, `down`, `status`
+    from .raven.node.commands import add_commands  # `up`, `down`, `status`
     add_commands(sub)
 
 

@@ -128,7 +128,7 @@ def test_up_bad_busy_poll_setting_is_one_line(ravenvpn, tmp_path: Path, monkeypa
 
 def test_up_bad_mtu_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> None:
     from ravenvpn.errors import RavenError
-    from ravenvpn.raven.agent import Agent
+    from ravenvpn.raven.node.agent import Agent
 
     agent = Agent(str(ROOT / "examples" / "cluster-three-domains.yaml"), "hz-2", mtu=100, state_dir=str(tmp_path))
     with pytest.raises(RavenError, match="mtu 100 out of range"):
@@ -136,7 +136,7 @@ def test_up_bad_mtu_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> None:
 
 
 def test_a_stale_pid_file_naming_an_unrelated_process_is_not_ravenvpn_up(tmp_path: Path) -> None:
-    from ravenvpn.raven.agent import pid_path, running_pid
+    from ravenvpn.raven.node.agent import pid_path, running_pid
 
     other = subprocess.Popen(["sleep", "30"])      # stands in for a process that reused the pid
     try:

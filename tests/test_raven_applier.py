@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = r"""
 import ipaddress, json, sys
 from ravenvpn.errors import RavenError
-from ravenvpn.raven.nodeplan import NodePlan, Role, Route, Rule
-from ravenvpn.raven.applier import Applier
+from ravenvpn.raven.plan.nodeplan import NodePlan, Role, Route, Rule
+from ravenvpn.raven.node.applier import Applier
 spec, action, state = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 routes = tuple(Route(ipaddress.ip_network(r["dst"]), r.get("dev"),
                      ipaddress.ip_address(r["gw"]) if r.get("gw") else None, r["table"], mtu=r.get("mtu"))
@@ -158,7 +158,7 @@ def test_underlay_mtu_leaves_out_our_own_tunnel_whatever_its_name(gw: tuple[Node
     node.run("ip", "link", "add", "wg7", "mtu", "1420", "type", "veth", "peer", "name", "wg7p", "mtu", "1420")
     node.run("ip", "link", "set", "wg7", "up")     # wg7p stays down: not counted either way
     out = node.run(sys.executable, "-c",
-                   "from ravenvpn.raven.agent import _underlay_mtu; print(_underlay_mtu('wg7'), _underlay_mtu('raven0'))",
+                   "from ravenvpn.raven.node.agent import _underlay_mtu; print(_underlay_mtu('wg7'), _underlay_mtu('raven0'))",
                    env={**os.environ, "PYTHONPATH": str(REPO)})
     # counted as underlay, a tunnel named wg7 would shrink the planned MTU by 80 on every reconcile
     assert out.stdout.split() == ["1500", "1420"]

@@ -13,8 +13,8 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ravenvpn.raven.model import GATEWAY_LABEL, Cluster, ClusterError, load_cluster, load_cluster_file
-from ravenvpn.raven.planner import NodePlan, PeerPlan, Role, Route, Rule, describe, plan
+from ravenvpn.raven.cluster.model import GATEWAY_LABEL, Cluster, ClusterError, load_cluster, load_cluster_file
+from ravenvpn.raven.plan.planner import NodePlan, PeerPlan, Role, Route, Rule, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "cluster-three-domains.yaml"
@@ -366,7 +366,7 @@ def test_failover_from_a_written_status() -> None:
     assert plan(load(documents), "hz-1").role is Role.STANDBY
 
 
-# --- determinism and describe ---------------------------------------------------
+# --- determinism ----------------------------------------------------------------
 
 def test_plans_are_deterministic_whatever_the_document_order(cluster: Cluster) -> None:
     shuffled = docs()
@@ -377,24 +377,3 @@ def test_plans_are_deterministic_whatever_the_document_order(cluster: Cluster) -
         assert a == b and hash(a) == hash(b)
         assert list(a.routes) == sorted(a.routes, key=lambda r: (r.dst.version, int(r.dst.network_address)))
         assert list(a.sysctls) == sorted(a.sysctls)
-
-
-def test_describe_active_gateway(cluster: Cluster) -> None:
-    text = describe(plan(cluster, "hz-1"))
-    assert text.splitlines()[0] == "node hz-1: active-gateway of gw-hangzhou"
-    assert f"peer gw-cloud (cloud-1) key {base64.b64encode(public_key_of('cloud-1')).decode()}" in text
-    assert "endpoint: 198.51.100.1:4500" in text
-    assert "relays for: gw-qingdao" in text
-    assert "10.244.4.0/24 dev raven0 table 9028 src 192.168.1.11 mtu 1420" in text
-    assert "priority 100 ipproto udp sport 4500 lookup main" in text
-    assert "net.ipv4.ip_forward = 1" in text
-
-
-def test_describe_other_roles(cluster: Cluster) -> None:
-    assert "this gateway (forwards between its peers)" in describe(plan(cluster, "cloud-1"))
-    member = describe(plan(cluster, "cloud-2"))
-    assert member.startswith("node cloud-2: member of gw-cloud")
-    assert "10.244.2.0/24 via 172.16.0.11 table 9027 mtu 1420" in member
-    documents = docs()
-    documents.append({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "lonely"}})
-    assert describe(plan(load(documents), "lonely")) == "node lonely: none (in no gateway; nothing to do)"

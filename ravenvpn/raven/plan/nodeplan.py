@@ -10,7 +10,7 @@ import base64
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .addresses import IPAddress, IPNetwork
+from ..cluster.addresses import IPAddress, IPNetwork
 
 MAIN_TABLE = 254
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .addresses import IPAddress, IPNetwork
+from ..cluster.addresses import IPAddress, IPNetwork
 from .nodeplan import MAIN_TABLE, Role, Route, Rule
 
 

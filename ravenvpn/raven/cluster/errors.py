@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import RavenError
+from ...errors import RavenError
 
 
 class ClusterError(RavenError, ValueError):

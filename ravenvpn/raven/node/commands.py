@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import RavenError
+from ...errors import RavenError
 from .applier import DEFAULT_STATE_DIR
-from .errors import ClusterError
+from ..cluster.errors import ClusterError
 
 UAPI_DIR = "/var/run/wireguard"
 
@@ -54,8 +54,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     _setup_logging()
     if not 1 <= args.port <= 65535:
         raise RavenError(f"--port {args.port}: must be 1..65535")
-    from ..device.daemon import busy_poll_from_env
-    from ..device.tun import check_ifname
+    from ...device.daemon import busy_poll_from_env
+    from ...device.tun import check_ifname
     try:
         check_ifname(args.interface)    # before it names the pid and state files
     except ValueError as exc:

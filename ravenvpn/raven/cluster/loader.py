@@ -15,7 +15,7 @@ from .errors import ClusterError
 from .gateway_parser import ParsedGateway, parse_gateway
 from .model import Cluster, Gateway, Node, NodeInfo
 from .node_parser import parse_node
-from .status import derive_members, elect
+from .election import derive_members, elect
 
 
 def load_cluster(text: str) -> Cluster:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .addresses import IPNetwork, sorted_networks
-from .model import Cluster, Gateway
+from ..cluster.addresses import IPNetwork, sorted_networks
+from ..cluster.model import Cluster, Gateway
 from .nodeplan import PeerPlan
 
 

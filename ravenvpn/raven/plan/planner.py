@@ -13,14 +13,13 @@ import base64
 from dataclasses import replace
 from typing import Any
 
-from .describe import describe
-from .errors import ClusterError
-from .model import Cluster, Endpoint, Gateway
+from ..cluster.errors import ClusterError
+from ..cluster.model import Cluster, Endpoint, Gateway
 from .nodeplan import NodePlan, PeerPlan, Role, Route, Rule
 from .routing import gateway_routes, lookup_rules, member_routes, sysctls_for, tunnel_bypass_rules
 from .topology import PeerSet, plan_peers
 
-__all__ = ["plan", "describe", "NodePlan", "PeerPlan", "Role", "Route", "Rule",
+__all__ = ["plan", "NodePlan", "PeerPlan", "Role", "Route", "Rule",
            "DEFAULT_INTERFACE", "GATEWAY_TABLE", "MEMBER_TABLE", "RULE_PRIORITY",
            "KEEPALIVE", "WIREGUARD_OVERHEAD"]
 

@@ -23,13 +23,13 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ..errors import RavenError
-from ..protocol import keys
+from ...errors import RavenError
+from ...protocol import keys
 from .applier import DEFAULT_STATE_DIR, Applier, ApplyReport
-from .errors import ClusterError
-from .model import Cluster, load_cluster, load_cluster_file
-from .nodeplan import NodePlan, Role
-from .planner import plan as make_plan
+from ..cluster.errors import ClusterError
+from ..cluster.model import Cluster, load_cluster, load_cluster_file
+from ..plan.nodeplan import NodePlan, Role
+from ..plan.planner import plan as make_plan
 
 log = logging.getLogger("ravenvpn.agent")
 POLL_INTERVAL = 0.5  # seconds between checks of the cluster file
@@ -71,7 +71,7 @@ class Dataplane:
     """The embedded WireGuard interface (device layer + protocol core) for an active gateway."""
 
     def __init__(self, interface: str) -> None:
-        from ..device.daemon import Device  # the device layer, embedded as a library
+        from ...device.daemon import Device  # the device layer, embedded as a library
         self.interface = interface
         self.device = Device(interface)
         self._thread: threading.Thread | None = None

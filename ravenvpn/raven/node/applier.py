@@ -23,8 +23,8 @@ from typing import Any, Callable
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ..errors import RavenError
-from .nodeplan import MAIN_TABLE, NodePlan, Route, Rule
+from ...errors import RavenError
+from ..plan.nodeplan import MAIN_TABLE, NodePlan, Route, Rule
 
 DEFAULT_STATE_DIR = "/run/ravenvpn"
 _FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
