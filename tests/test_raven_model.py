@@ -14,7 +14,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ravenvpn.raven.cluster.model import (
+from ravenvpn.raven.cluster import (
     GATEWAY_LABEL, PROXY, TUNNEL, Cluster, ClusterError, load_cluster, load_cluster_file,
 )
 

@@ -13,7 +13,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ravenvpn.raven.cluster.model import GATEWAY_LABEL, Cluster, ClusterError, load_cluster, load_cluster_file
+from ravenvpn.raven.cluster import GATEWAY_LABEL, Cluster, ClusterError, load_cluster, load_cluster_file
 from ravenvpn.raven.plan.planner import NodePlan, PeerPlan, Role, Route, Rule, plan
 
 ROOT = Path(__file__).resolve().parents[1]

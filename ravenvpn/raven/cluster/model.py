@@ -1,8 +1,11 @@
 """The cluster as Raven sees it: Gateways, their Endpoints and member Nodes.
 
 Everything here is an immutable, already-validated snapshot.  A :class:`Cluster`
-only comes out of :func:`load_cluster` / :func:`load_cluster_file`, which either
-return a fully consistent cluster or raise a one-line :class:`ClusterError`.
+only comes out of :func:`~ravenvpn.raven.cluster.loader.load_cluster` (and its
+siblings in :mod:`.loader`), which either return a fully consistent cluster or
+raise a one-line :class:`~ravenvpn.errors.ClusterError`.  This module imports
+nothing that builds these classes: the loader depends on the model, never the
+other way round.
 
 Field names follow Raven's ``raven.openyurt.io/v1beta1`` Gateway API in snake_case.
 v1alpha1 objects are converted the way OpenYurt's conversion webhook does it: every
@@ -12,16 +15,14 @@ endpoint is a ``tunnel`` endpoint on port 4500 and ``tunnelConfig.Replicas`` is 
 from __future__ import annotations
 
 import base64
-import os
 from dataclasses import dataclass
 from typing import Final
 
 from .addresses import IPAddress, IPNetwork, host_network, sorted_networks
-from .errors import ClusterError
 
 __all__ = [
-    "ClusterError", "Endpoint", "NodeInfo", "Node", "Gateway", "Cluster",
-    "GATEWAY_LABEL", "TUNNEL", "PROXY", "load_cluster", "load_cluster_file",
+    "Endpoint", "NodeInfo", "Node", "Gateway", "Cluster",
+    "GATEWAY_LABEL", "TUNNEL", "PROXY", "DEFAULT_TUNNEL_PORT", "DEFAULT_PROXY_PORT",
 ]
 
 GATEWAY_LABEL: Final = "raven.openyurt.io/gateway"
@@ -132,14 +133,3 @@ class Cluster:
         """The gateway whose status.nodes contains the node (at most one, by validation)."""
         return next((gw for gw in self.gateways if gw.member(node_name)), None)
 
-
-def load_cluster(text: str) -> Cluster:
-    """Parse, derive and validate a cluster from YAML text (multi-document and/or List)."""
-    from .loader import load_cluster as _load  # deferred: loader builds these classes
-    return _load(text)
-
-
-def load_cluster_file(path: str | os.PathLike[str]) -> Cluster:
-    """Like :func:`load_cluster`, reading a file, or standard input when path is ``-``."""
-    from .loader import load_cluster_file as _load_file
-    return _load_file(path)

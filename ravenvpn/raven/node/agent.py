@@ -27,7 +27,8 @@ from ...errors import RavenError
 from ...protocol import keys
 from .applier import DEFAULT_STATE_DIR, Applier, ApplyReport
 from ..cluster.errors import ClusterError
-from ..cluster.model import Cluster, load_cluster, load_cluster_file
+from ..cluster.loader import load_cluster, load_cluster_file
+from ..cluster.model import Cluster
 from ..plan.nodeplan import NodePlan, Role
 from ..plan.planner import plan as make_plan
 
