@@ -1,6 +1,6 @@
 """Shared pytest fixtures for ravenvpn.
 
-Real-network tests use ``node_factory`` (network + mount namespaces from tools/netns.py). They need root,
+Real-network tests use ``node_factory`` (network + mount namespaces from tools/node.py). They need root,
 netns and /dev/net/tun: CI runs as root, so if that is missing the tests *fail* with a clear message
 instead of skipping (a silently skipped suite proves nothing). Tests that do not use nodes (unit tests)
 are unaffected. Every test using ``node_factory`` gets the ``netns`` marker automatically, so
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `tools` is not an installed package; also works with plain `pytest`
     sys.path.insert(0, str(ROOT))
 
-from tools import netns  # noqa: E402
+from tools.node import Node, cleanup_stale, require_root  # noqa: E402
 
 LOG_TAIL_LINES = 80
 
@@ -39,24 +39,24 @@ def netns_env() -> Iterator[None]:
     """Check the environment once, clear leftovers of crashed runs, and clean up again at session end."""
     problem = None
     try:
-        netns.require_root()
+        require_root()
     except RuntimeError as exc:
         problem = str(exc)
     if problem:  # outside the except block: no "during handling of the above exception" noise
         pytest.fail(problem, pytrace=False)
-    netns.cleanup_stale()
+    cleanup_stale()
     yield
-    netns.cleanup_stale()
+    cleanup_stale()
 
 
 @pytest.fixture
-def node_factory(netns_env: None, request: pytest.FixtureRequest) -> Iterator[Callable[..., netns.Node]]:
-    """``make(label)`` creates a :class:`tools.netns.Node`; all are closed at teardown, even on failure."""
-    nodes: list[netns.Node] = []
+def node_factory(netns_env: None, request: pytest.FixtureRequest) -> Iterator[Callable[..., Node]]:
+    """``make(label)`` creates a :class:`tools.node.Node`; all are closed at teardown, even on failure."""
+    nodes: list[Node] = []
     request.node._rvt_nodes = nodes  # for the failure report hook below
 
-    def make(label: str = "n") -> netns.Node:
-        node = netns.Node(label)
+    def make(label: str = "n") -> Node:
+        node = Node(label)
         nodes.append(node)
         return node
 

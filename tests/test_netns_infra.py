@@ -1,4 +1,4 @@
-"""Proves the real-network test infrastructure (tools/netns.py, tools/tunnel.py) does what tests rely on:
+"""Proves the real-network test infrastructure (tools/node.py, links.py, traffic.py, wg.py, tunnel.py) does what tests rely on:
 namespaces that really are separate hosts, private /run/wireguard per node, a working WireGuard helper
 (validated with wireguard-go on both sides), and teardown that leaves nothing behind."""
 
@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tools import netns
-from tools.netns import Node, capture, iperf3, leftovers, ping, veth, wg_dump
+from tools.links import veth
+from tools.node import Node, cleanup_stale, leftovers
+from tools.process import pids_in_namespaces, process_alive
+from tools.traffic import capture, iperf3, ping
+from tools.wg import wg_dump
 from tools.tunnel import Tunnel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +80,7 @@ def test_wireguard_go_tunnel(node_factory):
     # wireguard-go exits when its link is deleted and removes its UAPI socket
     pids = t.a.wg.daemon_pids + t.b.wg.daemon_pids
     assert t.down() == (True, True)
-    assert not any(netns.process_alive(p) for p in pids)
+    assert not any(process_alive(p) for p in pids)
     assert not a.has_link("raven0") and not a.exists("/run/wireguard/raven0.sock")
 
 
@@ -108,9 +111,9 @@ def test_teardown_leaves_nothing(netns_env):
             raise RuntimeError("boom")  # teardown must happen on failure too
     assert leftovers(names=names) == []
     for net_ino, mnt_ino in inodes:
-        assert netns.pids_in_namespaces(net_ino, mnt_ino) == []
+        assert pids_in_namespaces(net_ino, mnt_ino) == []
     assert all(p.poll() is not None for p in procs)
-    assert not any(netns.process_alive(p) for p in daemons)
+    assert not any(process_alive(p) for p in daemons)
     assert not any(d.exists() for d in tmpdirs)
     wg_after = sorted(os.listdir("/run/wireguard")) if os.path.isdir("/run/wireguard") else []
     assert wg_after == wg_before
@@ -124,7 +127,7 @@ def test_cleanup_stale_after_crash(netns_env):
     script = textwrap.dedent(f"""\
         import os, sys
         sys.path.insert(0, {str(ROOT)!r})
-        from tools.netns import Node
+        from tools.node import Node
         n = Node("crash", prefix={prefix!r})
         n.run("sh", "-c", "setsid sleep 600 >/dev/null 2>&1 < /dev/null &")
         print(n.name, n.netns_inode, n.mount_inode, flush=True)
@@ -135,13 +138,13 @@ def test_cleanup_stale_after_crash(netns_env):
     name, net_ino, mnt_ino = out.stdout.split()
     try:
         assert leftovers(names=[name]), "the crashed run should have left its node behind"
-        assert netns.pids_in_namespaces(int(net_ino), int(mnt_ino)), "its process should still run"
-        removed = netns.cleanup_stale(prefix)
+        assert pids_in_namespaces(int(net_ino), int(mnt_ino)), "its process should still run"
+        removed = cleanup_stale(prefix)
         assert removed == [name]
         assert leftovers(names=[name]) == []
-        assert netns.pids_in_namespaces(int(net_ino), int(mnt_ino)) == []
+        assert pids_in_namespaces(int(net_ino), int(mnt_ino)) == []
     finally:
-        netns.cleanup_stale(prefix)
+        cleanup_stale(prefix)
 
 
 def test_cleanup_stale_keeps_live_owner(netns_env):
@@ -150,7 +153,7 @@ def test_cleanup_stale_keeps_live_owner(netns_env):
     script = textwrap.dedent(f"""\
         import sys
         sys.path.insert(0, {str(ROOT)!r})
-        from tools.netns import Node
+        from tools.node import Node
         with Node("live", prefix={prefix!r}) as n:
             print(n.name, flush=True)
             sys.stdin.read()
@@ -159,7 +162,7 @@ def test_cleanup_stale_keeps_live_owner(netns_env):
     try:
         name = proc.stdout.readline().strip()
         assert name.startswith(prefix)
-        assert netns.cleanup_stale(prefix) == []
+        assert cleanup_stale(prefix) == []
         assert leftovers(names=[name])
     finally:
         proc.stdin.close()

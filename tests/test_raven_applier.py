@@ -9,7 +9,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from tools.netns import Node, veth, wait_for
+from tools.links import veth
+from tools.node import Node
+from tools.process import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = r"""

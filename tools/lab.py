@@ -62,8 +62,11 @@ from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 
-from tools import netns
-from tools.netns import Node, PingResult, veth, wait_for
+from tools import traffic, wg
+from tools.links import veth
+from tools.node import DEFAULT_PREFIX, Node, leftovers, require_root
+from tools.process import CommandError, wait_for
+from tools.traffic import PingResult
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CLUSTER = ROOT / "examples" / "cluster-three-domains.yaml"
@@ -73,7 +76,7 @@ STATE_DIR = Path("/run/ravenvpn")  # ravenvpn's default; a private tmpfs in ever
 _STATE_DIR_MARKER = ".created-by-ravenvpn-lab"
 INTERFACE = "raven0"
 TUNNEL_PORT = 4500
-LAB_PREFIX = netns.DEFAULT_PREFIX
+LAB_PREFIX = DEFAULT_PREFIX
 _STATE_DIR_LOCK = threading.Lock()
 
 
@@ -267,7 +270,7 @@ class Lab:
         """Create every namespace, link, address, route, NAT rule of the topology."""
         if self._built:
             return
-        netns.require_root()
+        require_root()
         self._built = True
         self.dir = Path(tempfile.mkdtemp(prefix="ravenlab-"))
         os.chmod(self.dir, 0o755)
@@ -513,14 +516,14 @@ class Lab:
                 self._nodes[name].stop_process(up.proc)
                 raise RuntimeError(f"ravenvpn up in {name} still runs after `ravenvpn down`:\n{up.log()}")
         if res.returncode != 0:
-            raise netns.CommandError(res.returncode, ["ravenvpn", "down"], res.stdout, res.stderr)
+            raise CommandError(res.returncode, ["ravenvpn", "down"], res.stdout, res.stderr)
         return res
 
     def status(self, name: str) -> dict[str, Any]:
         """``ravenvpn status --json`` of node ``name``."""
         res = self.ravenvpn(name, "status", "--json")
         if res.returncode != 0:
-            raise netns.CommandError(res.returncode, ["ravenvpn", "status", "--json"], res.stdout, res.stderr)
+            raise CommandError(res.returncode, ["ravenvpn", "status", "--json"], res.stdout, res.stderr)
         return json.loads(res.stdout)
 
     def role(self, name: str) -> str | None:
@@ -536,9 +539,9 @@ class Lab:
     def active_gateways(self) -> list[str]:
         return [n for n in self.names if self.role(n) == "active-gateway"]
 
-    def wg_dump(self, name: str) -> netns.WgDump:
+    def wg_dump(self, name: str) -> wg.WgDump:
         """``wg show raven0 dump`` in node ``name`` (so through ravenvpn's UAPI socket)."""
-        return netns.wg_dump(self._nodes[name], INTERFACE)
+        return wg.wg_dump(self._nodes[name], INTERFACE)
 
     def tunnels_up(self) -> bool:
         """Every active gateway has completed a handshake with each of its peers."""
@@ -563,8 +566,8 @@ class Lab:
     # -- traffic ---------------------------------------------------------------------------------
 
     def ping(self, src: str | Node, dst: str, **kw: Any) -> PingResult:
-        """``ping`` from a cluster node name, ``pod:NAME``, an infra name or a Node; kw as netns.ping."""
-        return netns.ping(self._any(src), dst, **kw)
+        """``ping`` from a cluster node name, ``pod:NAME``, an infra name or a Node; kw as tools.traffic.ping."""
+        return traffic.ping(self._any(src), dst, **kw)
 
     def ping_many(self, pairs: Iterable[tuple[str | Node, str]], workers: int = 6, **kw: Any) -> list[PingResult]:
         """Several pings in parallel (results in the order of ``pairs``)."""
@@ -734,7 +737,7 @@ def _release_state_mountpoint() -> None:
         if not marker.exists():
             return
         with contextlib.suppress(OSError):
-            if netns.leftovers(LAB_PREFIX):
+            if leftovers(LAB_PREFIX):
                 return
             if [p.name for p in STATE_DIR.iterdir()] != [_STATE_DIR_MARKER]:
                 return
