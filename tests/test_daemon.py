@@ -20,8 +20,8 @@ from tools.links import veth
 from tools.node import Node
 from tools.process import process_alive, process_cmdline, wait_for
 from tools.traffic import ping
-from tools.wg import WgPeer, genkey, genpsk, pubkey, start_wg, wg_dump
 from tools.tunnel import Tunnel
+from tools.wg import WgPeer, genkey, genpsk, pubkey, start_wg, wg_dump
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -31,8 +31,8 @@ from tools.links import veth
 from tools.node import Node
 from tools.process import process_alive, process_cmdline, wait_for
 from tools.traffic import Capture, PingResult, capture, iperf3, ping
-from tools.wg import WgPeer, format_endpoint, genpsk, keypair, wg_dump
 from tools.tunnel import IMPLS, Side, Tunnel
+from tools.wg import WgPeer, format_endpoint, genpsk, keypair, wg_dump
 
 pytestmark = pytest.mark.netns
 

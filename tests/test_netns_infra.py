@@ -1,26 +1,23 @@
-"""Proves the real-network test infrastructure (tools/node.py, links.py, traffic.py, wg.py, tunnel.py) does what tests rely on:
-namespaces that really are separate hosts, private /run/wireguard per node, a working WireGuard helper
-(validated with wireguard-go on both sides), and teardown that leaves nothing behind."""
+"""Proves the real-network test infrastructure (tools/node.py, links.py, traffic.py, wg.py, tunnel.py) does
+what tests rely on: namespaces that really are separate hosts, private /run/wireguard per node, a working
+WireGuard helper (validated with wireguard-go on both sides), and teardown that leaves nothing behind."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
+from tools import child_node
 from tools.links import veth
 from tools.node import Node, cleanup_stale, leftovers
 from tools.process import pids_in_namespaces, process_alive
 from tools.traffic import capture, iperf3, ping
-from tools.wg import wg_dump
 from tools.tunnel import Tunnel
-
-ROOT = Path(__file__).resolve().parents[1]
+from tools.wg import wg_dump
 
 pytestmark = pytest.mark.netns
 
@@ -124,18 +121,10 @@ def test_teardown_leaves_nothing(netns_env):
 def test_cleanup_stale_after_crash(netns_env):
     """A run killed with SIGKILL leaves namespaces behind; cleanup_stale removes them (and only them)."""
     prefix = f"rvc{os.getpid() % 10000}"
-    script = textwrap.dedent(f"""\
-        import os, sys
-        sys.path.insert(0, {str(ROOT)!r})
-        from tools.node import Node
-        n = Node("crash", prefix={prefix!r})
-        n.run("sh", "-c", "setsid sleep 600 >/dev/null 2>&1 < /dev/null &")
-        print(n.name, n.netns_inode, n.mount_inode, flush=True)
-        os.kill(os.getpid(), 9)
-        """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert out.returncode == -9, out.stderr
-    name, net_ino, mnt_ino = out.stdout.split()
+    child = child_node.spawn("crash", prefix, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == -9, stderr
+    name, net_ino, mnt_ino = stdout.split()
     try:
         assert leftovers(names=[name]), "the crashed run should have left its node behind"
         assert pids_in_namespaces(int(net_ino), int(mnt_ino)), "its process should still run"
@@ -150,15 +139,7 @@ def test_cleanup_stale_after_crash(netns_env):
 def test_cleanup_stale_keeps_live_owner(netns_env):
     """A concurrently running session's nodes (owner alive) are left alone."""
     prefix = f"rvl{os.getpid() % 10000}"
-    script = textwrap.dedent(f"""\
-        import sys
-        sys.path.insert(0, {str(ROOT)!r})
-        from tools.node import Node
-        with Node("live", prefix={prefix!r}) as n:
-            print(n.name, flush=True)
-            sys.stdin.read()
-        """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = child_node.spawn("live", prefix, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         name = proc.stdout.readline().strip()
         assert name.startswith(prefix)

@@ -58,7 +58,8 @@ import weakref
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from tools.process import CommandError, kill_pids, ns_inode, pids_in_namespaces, proc_start_time, process_alive, run_host
+from tools.process import (CommandError, kill_pids, ns_inode, pids_in_namespaces, proc_start_time, process_alive,
+                           run_host)
 
 __all__ = [
     "DEFAULT_PREFIX",
