@@ -14,7 +14,7 @@ import pytest
 from tools import child_node
 from tools.links import veth
 from tools.node import Node, cleanup_stale, leftovers
-from tools.process import pids_in_namespaces, process_alive
+from tools.process import CommandError, pids_in_namespaces, process_alive
 from tools.traffic import capture, iperf3, ping
 from tools.tunnel import Tunnel
 from tools.wg import wg_dump
@@ -79,6 +79,15 @@ def test_wireguard_go_tunnel(node_factory):
     assert t.down() == (True, True)
     assert not any(process_alive(p) for p in pids)
     assert not a.has_link("raven0") and not a.exists("/run/wireguard/raven0.sock")
+
+
+def test_ping_loss_is_a_result_failure_is_an_error(node_factory):
+    a, b = node_factory("a"), node_factory("b")
+    veth(a, b, "198.18.0.1/24", "198.18.0.2/24")
+    lost = ping(a, "198.18.0.99", count=1, wait=1)  # on the link, nobody there: exit 1, a result
+    assert lost.transmitted == 1 and not lost.ok
+    with pytest.raises(CommandError, match="Network is unreachable"):  # no route: exit 2, ping failed
+        ping(a, "203.0.113.1", count=1)
 
 
 def test_capture_sees_traffic(node_factory):

@@ -20,7 +20,7 @@ from typing import IO, Any, Iterator, Sequence
 from tools.node import Node
 from tools.process import CommandError, wait_for
 
-__all__ = ["PingResult", "ping", "IperfError", "iperf3", "Capture", "capture"]
+__all__ = ["PingResult", "ping", "parse_ping", "IperfError", "iperf3", "iperf3_summary", "Capture", "capture"]
 
 
 @dataclasses.dataclass
@@ -69,7 +69,10 @@ def ping(
 
     ``wait`` is the per-reply timeout (``-W``); ``deadline`` (``-w``) instead keeps pinging until
     ``count`` replies or the deadline. ``pattern`` (hex, ``-p``) fills the payload, which lets capture
-    tests look for plaintext leaks. Raises CommandError only when ping itself fails (exit 2: bad address...).
+    tests look for plaintext leaks.
+
+    Raises:
+        CommandError: only when ping itself fails (exit 2: bad address, no route...).
     """
     args = ["ping", "-n", "-c", str(count), "-i", f"{interval:g}", "-W", f"{wait:g}"]
     if deadline is not None:
@@ -83,18 +86,30 @@ def ping(
     args.append(addr)
     budget = (deadline if deadline is not None else count * interval + wait) + 10
     proc = node.run(*args, check=False, timeout=budget)
-    out = proc.stdout
-    summary = _PING_SUMMARY.search(out)
-    if proc.returncode not in (0, 1) or summary is None:
-        raise CommandError(proc.returncode, args, proc.stdout, proc.stderr)
+    if proc.returncode in (0, 1):  # 1: some or all replies missing, which is a result, not a failure
+        with contextlib.suppress(ValueError):
+            return parse_ping(addr, proc.stdout)
+    raise CommandError(proc.returncode, args, proc.stdout, proc.stderr)
+
+
+def parse_ping(dest: str, output: str) -> PingResult:
+    """Parse the output of iputils ``ping -n`` (IPv4 or IPv6) to ``dest``.
+
+    Raises:
+        ValueError: the output has no statistics line ("N packets transmitted, M received"): ping gave up
+            before sending.
+    """
+    summary = _PING_SUMMARY.search(output)
+    if summary is None:
+        raise ValueError(f"no statistics line in the ping output: {output[-200:]!r}")
     seqs, rtts = [], []
-    for m in _PING_REPLY.finditer(out):
+    for m in _PING_REPLY.finditer(output):
         seqs.append(int(m.group(1)))
         rtts.append(float(m.group(2)))
-    loss = _PING_LOSS.search(out)
-    rtt = _PING_RTT.search(out)
+    loss = _PING_LOSS.search(output)
+    rtt = _PING_RTT.search(output)
     return PingResult(
-        dest=addr,
+        dest=dest,
         transmitted=int(summary.group(1)),
         received=int(summary.group(2)),
         loss_pct=float(loss.group(1)) if loss else 100.0,
@@ -103,7 +118,7 @@ def ping(
         rtt_max=float(rtt.group(3)) if rtt else None,
         rtts=rtts,
         seqs=seqs,
-        output=out,
+        output=output,
     )
 
 
@@ -140,7 +155,12 @@ def iperf3(
     Starts a one-off server (``-s -1``) on a random port in ``server``, waits until it listens, runs the
     client with ``-J`` and returns a summary dict: ``bits_per_second`` (at the receiver), ``sent_bytes``,
     ``received_bytes``, ``sent_bps``, ``retransmits`` (TCP), ``lost_percent``/``jitter_ms`` (UDP),
-    ``seconds``, plus ``raw`` (the full JSON). These are measurements to print, not to assert on.
+    ``seconds`` (see :func:`iperf3_summary`), plus ``raw`` (the full JSON), ``udp``, ``reverse`` and
+    ``port``. These are measurements to print, not to assert on.
+
+    Raises:
+        IperfError: the server did not start, or the client failed or printed no JSON.
+        TimeoutError: the server did not listen within 10 s.
     """
     port = port or random.randint(20000, 45000)
     for _ in range(20):
@@ -156,19 +176,7 @@ def iperf3(
         )
         if srv.poll() is not None:
             raise IperfError(f"iperf3 server exited early: {srv.stderr.read() if srv.stderr else ''}")
-        args = ["iperf3", "-c", server_addr, "-p", str(port), "-t", f"{seconds:g}", "-J"]
-        if reverse:
-            args.append("-R")
-        if udp:
-            args += ["-u", "-b", bitrate or "100M"]
-        elif bitrate:
-            args += ["-b", bitrate]
-        if parallel > 1:
-            args += ["-P", str(parallel)]
-        if length:
-            args += ["-l", str(length)]
-        if omit:
-            args += ["-O", str(omit)]
+        args = _iperf3_client_args(server_addr, port, seconds, reverse, udp, parallel, bitrate, length, omit)
         args += list(extra_args)
         proc = client.run(*args, check=False, timeout=seconds + omit + 30)
         try:
@@ -181,13 +189,43 @@ def iperf3(
             srv.wait(5)
     finally:
         server.stop_process(srv)
-    end = data.get("end", {})
     res: dict[str, Any] = {"raw": data, "udp": udp, "reverse": reverse, "port": port}
+    res.update(iperf3_summary(data, udp, seconds))
+    return res
+
+
+def _iperf3_client_args(server_addr: str, port: int, seconds: float, reverse: bool, udp: bool, parallel: int,
+                        bitrate: str | None, length: int | None, omit: int) -> list[str]:
+    """The client's argv for :func:`iperf3` (JSON report; UDP at 100 Mbit/s unless ``bitrate`` says)."""
+    args = ["iperf3", "-c", server_addr, "-p", str(port), "-t", f"{seconds:g}", "-J"]
+    if reverse:
+        args.append("-R")
+    if udp:
+        args += ["-u", "-b", bitrate or "100M"]
+    elif bitrate:
+        args += ["-b", bitrate]
+    if parallel > 1:
+        args += ["-P", str(parallel)]
+    if length:
+        args += ["-l", str(length)]
+    if omit:
+        args += ["-O", str(omit)]
+    return args
+
+
+def iperf3_summary(data: dict[str, Any], udp: bool, seconds: float) -> dict[str, Any]:
+    """The figures of an iperf3 client's ``-J`` report (its ``end`` section).
+
+    Returns ``bits_per_second`` (at the receiver), ``sent_bps``, ``sent_bytes``, ``received_bytes``,
+    ``retransmits`` (TCP, else None), ``lost_percent`` and ``jitter_ms`` (UDP, else None) and ``seconds``
+    (the receiver's duration; ``seconds`` when the report has none). Missing figures count as 0.
+    """
+    end = data.get("end", {})
     if udp:
         s = end.get("sum") or end.get("sum_received") or {}
         sent = end.get("sum_sent", s)
         rcv = end.get("sum_received", s)
-        res.update(
+        return dict(
             bits_per_second=float(rcv.get("bits_per_second", s.get("bits_per_second", 0.0))),
             sent_bps=float(sent.get("bits_per_second", 0.0)),
             sent_bytes=int(sent.get("bytes", 0)),
@@ -197,19 +235,17 @@ def iperf3(
             seconds=float(s.get("seconds", seconds)),
             retransmits=None,
         )
-    else:
-        sent, rcv = end.get("sum_sent", {}), end.get("sum_received", {})
-        res.update(
-            bits_per_second=float(rcv.get("bits_per_second", 0.0)),
-            sent_bps=float(sent.get("bits_per_second", 0.0)),
-            sent_bytes=int(sent.get("bytes", 0)),
-            received_bytes=int(rcv.get("bytes", 0)),
-            retransmits=sent.get("retransmits"),
-            lost_percent=None,
-            jitter_ms=None,
-            seconds=float(rcv.get("seconds", seconds)),
-        )
-    return res
+    sent, rcv = end.get("sum_sent", {}), end.get("sum_received", {})
+    return dict(
+        bits_per_second=float(rcv.get("bits_per_second", 0.0)),
+        sent_bps=float(sent.get("bits_per_second", 0.0)),
+        sent_bytes=int(sent.get("bytes", 0)),
+        received_bytes=int(rcv.get("bytes", 0)),
+        retransmits=sent.get("retransmits"),
+        lost_percent=None,
+        jitter_ms=None,
+        seconds=float(rcv.get("seconds", seconds)),
+    )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ __all__ = [
     "WgPeerStatus",
     "WgDump",
     "wg_dump",
+    "parse_wg_dump",
     "WgInterface",
     "start_wg",
     "own_script",
@@ -109,28 +110,49 @@ def _none_or(value: str) -> str | None:
 
 
 def wg_dump(node: Node, ifname: str) -> WgDump:
-    """Query the daemon through ``wg show IFNAME dump`` (so through its UAPI socket) and parse it."""
+    """Query the daemon through ``wg show IFNAME dump`` (so through its UAPI socket) and parse it.
+
+    Raises:
+        CommandError: ``wg`` failed (no such interface, no daemon behind the socket).
+        ValueError: the output is empty or malformed.
+    """
     out = node.run("wg", "show", ifname, "dump", timeout=10).stdout
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    if not lines:
+    if not out.strip():
         raise ValueError(f"empty `wg show {ifname} dump` output")
-    f = lines[0].split("\t")
-    fw = _none_or(f[3])
-    dump = WgDump(f[0], f[1], int(f[2]), int(fw, 0) if fw else None, {})
-    for line in lines[1:]:
-        p = line.split("\t")
-        allowed = _none_or(p[3])
-        ka = _none_or(p[7])
-        dump.peers[p[0]] = WgPeerStatus(
-            public_key=p[0],
-            preshared_key=_none_or(p[1]),
-            endpoint=_none_or(p[2]),
-            allowed_ips=allowed.split(",") if allowed else [],
-            latest_handshake=int(p[4]),
-            rx_bytes=int(p[5]),
-            tx_bytes=int(p[6]),
-            persistent_keepalive=int(ka) if ka else None,
-        )
+    return parse_wg_dump(out)
+
+
+def parse_wg_dump(output: str) -> WgDump:
+    """Parse ``wg show IFNAME dump``: a tab-separated interface line (private key, public key, listen port,
+    fwmark), then one line per peer (public key, preshared key, endpoint, allowed IPs, latest handshake in
+    unix seconds, rx bytes, tx bytes, persistent keepalive). ``(none)``/``off`` become None.
+
+    Raises:
+        ValueError: the output is empty or a line has too few fields or a non-numeric number.
+    """
+    lines = [ln for ln in output.splitlines() if ln.strip()]
+    if not lines:
+        raise ValueError("empty `wg show dump` output")
+    try:
+        f = lines[0].split("\t")
+        fw = _none_or(f[3])
+        dump = WgDump(f[0], f[1], int(f[2]), int(fw, 0) if fw else None, {})
+        for line in lines[1:]:
+            p = line.split("\t")
+            allowed = _none_or(p[3])
+            ka = _none_or(p[7])
+            dump.peers[p[0]] = WgPeerStatus(
+                public_key=p[0],
+                preshared_key=_none_or(p[1]),
+                endpoint=_none_or(p[2]),
+                allowed_ips=allowed.split(",") if allowed else [],
+                latest_handshake=int(p[4]),
+                rx_bytes=int(p[5]),
+                tx_bytes=int(p[6]),
+                persistent_keepalive=int(ka) if ka else None,
+            )
+    except IndexError:
+        raise ValueError(f"malformed `wg show dump` output: {output!r}") from None
     return dump
 
 
@@ -293,6 +315,34 @@ def own_script(name: str) -> str:
     return beside if os.access(beside, os.X_OK) else name
 
 
+def _launch(node: Node, iface: WgInterface, env: dict[str, str] | None, timeout: float) -> None:
+    """Run ``impl_cmd IFNAME`` in ``node`` and expect it to daemonise; its output goes to the log file.
+
+    Raises:
+        RuntimeError: it exited non-zero or did not return within ``timeout`` seconds (the log is in the
+            message).
+    """
+    impl_cmd, ifname = iface.impl_cmd, iface.ifname
+    with open(iface.log_path, "w") as log:
+        try:
+            proc = subprocess.run(
+                node.wrap(*impl_cmd, ifname),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_daemon_env(env),
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            node.run("ip", "link", "del", "dev", ifname, check=False)
+            raise RuntimeError(
+                f"{' '.join(impl_cmd)} {ifname} did not return within {timeout}s: it must daemonise like "
+                f"wireguard-go does when WG_PROCESS_FOREGROUND is unset; log:\n{iface.log_text()}"
+            ) from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(impl_cmd)} {ifname} exited {proc.returncode}; log:\n{iface.log_text()}")
+
+
 def start_wg(
     node: Node,
     impl_cmd: Sequence[str],
@@ -316,30 +366,18 @@ def start_wg(
     Unless ``ipv6_link_local``, the link gets ``addrgenmode none``: no automatic fe80:: address, so the
     kernel sends no router solicitations/MLD through the tunnel and captures contain only our traffic.
     The daemon's stdout/stderr go to ``iface.log_path`` (a pipe would keep ``run`` waiting for the daemon).
+
+    Raises:
+        ValueError: ``ifname`` is longer than 15 characters.
+        RuntimeError: the daemon did not start, or configuring it failed (its log is in the message; the
+            half-made interface is removed).
     """
     if len(ifname) > 15:
         raise ValueError("interface names are limited to 15 characters")
     log_path = node.tmpdir / f"{ifname}-{secrets.token_hex(2)}.log"
     iface = WgInterface(node, impl_cmd, ifname, private_key, listen_port, address_cidrs, log_path)
     before = set(node.pids())
-    with open(log_path, "w") as log:
-        try:
-            proc = subprocess.run(
-                node.wrap(*impl_cmd, ifname),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=_daemon_env(env),
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired:
-            node.run("ip", "link", "del", "dev", ifname, check=False)
-            raise RuntimeError(
-                f"{' '.join(impl_cmd)} {ifname} did not return within {timeout}s: it must daemonise like "
-                f"wireguard-go does when WG_PROCESS_FOREGROUND is unset; log:\n{iface.log_text()}"
-            ) from None
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(impl_cmd)} {ifname} exited {proc.returncode}; log:\n{iface.log_text()}")
+    _launch(node, iface, env, timeout)
     try:
         wait_for(
             lambda: node.has_link(ifname) and node.exists(iface.socket_path),
@@ -363,6 +401,8 @@ def start_wg(
         log = iface.log_text()
         iface.stop(timeout=3)
         if isinstance(exc, Exception):
-            raise RuntimeError(f"bringing up {ifname} with {impl_cmd} failed: {exc}\n--- daemon log ---\n{log}") from exc
+            raise RuntimeError(
+                f"bringing up {ifname} with {impl_cmd} failed: {exc}\n--- daemon log ---\n{log}"
+            ) from exc
         raise
     return iface
