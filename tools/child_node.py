@@ -1,4 +1,4 @@
-"""A node owned by another process, for the tests of stale cleanup (``tests/.../test_netns_infra.py``).
+"""A node owned by another process, for the tests of stale cleanup (``tests/netns/test_netns_infra.py``).
 
 :func:`tools.node.cleanup_stale` must remove the nodes of a *dead* owner and keep those of a live one, so
 the tests need a node whose owner is a separate process::

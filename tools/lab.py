@@ -7,7 +7,7 @@ The Raven user guide (shared/seeds) shows the scenario users want to reproduce: 
 Hangzhou to a *non-gateway* node in Qingdao that crosses both gateways and the cloud relay, watched with
 ``tcpdump -i raven0`` on the gateways.  :class:`Lab` builds that cluster from the cluster YAML
 (``examples/cluster-three-domains.yaml``) with one namespace per host, so the README demo
-(``python3 -m tools.demo``) and the end-to-end tests (``tests/test_raven_lab.py``) share one topology::
+(``python3 -m tools.demo``) and the end-to-end tests (``tests/netns/test_raven_lab.py``) share one topology::
 
                          "internet" 198.51.100.0/24 (bridge br0 in its own namespace, .254)
          +---------------------------+------------------------------+

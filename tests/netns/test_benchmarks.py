@@ -21,7 +21,7 @@ from benchmarks.figures import FIGURES, applies
 from benchmarks.report import COLORS, SETUP_ORDER, format_table, write_chart
 from tools.node import leftovers
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _rvb_names() -> set[str]:

@@ -23,7 +23,7 @@ from tools.traffic import ping
 from tools.tunnel import Tunnel
 from tools.wg import WgPeer, genkey, genpsk, pubkey, start_wg, wg_dump
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
