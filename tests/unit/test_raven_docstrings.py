@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "ravenvpn"
+PACKAGE = Path(__file__).resolve().parents[2] / "ravenvpn"
 FILES = sorted((PACKAGE / "raven").rglob("*.py")) + [PACKAGE / "errors.py"]
 
 

@@ -16,7 +16,7 @@ from ravenvpn.raven.node.keyfile import read_private_key
 from ravenvpn.raven.node.statusfile import LivePeer, NodeStatus
 from ravenvpn.raven.plan.planner import plan
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "cluster-three-domains.yaml"
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1] / "ravenvpn"
+PACKAGE_DIR = Path(__file__).resolve().parents[2] / "ravenvpn"
 ROOT = "ravenvpn"
 
 

@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from tools.netns import Node, veth, wait_for
+from tools.links import veth
+from tools.node import Node
+from tools.process import wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "cluster-three-domains.yaml"
 
 EMBEDDER = textwrap.dedent("""\

@@ -31,7 +31,7 @@ from ravenvpn.raven.node.records import pid_path, state_path, status_path
 from ravenvpn.raven.node.statusfile import NodeStatus
 from ravenvpn.raven.plan.nodeplan import NodePlan, Role
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "cluster-three-domains.yaml"
 KEYS = ROOT / "examples" / "keys"
 
