@@ -428,15 +428,22 @@ class Lab:
             args += ["--private-key", str(key)]
         return args
 
-    def up(self, name: str, wait: bool = True, timeout: float = 20.0, extra: Sequence[str] = ()) -> UpProcess:
+    def up(self, name: str, wait: bool = True, timeout: float = 20.0, extra: Sequence[str] = (),
+           command: Sequence[str] | None = None) -> UpProcess:
         """Start ``ravenvpn up`` in node ``name`` (its demo key, the lab's cluster file); wait until it has
-        written its status (so routes, rules and — on an active gateway — raven0 exist)."""
+        written its status (so routes, rules and — on an active gateway — raven0 exist).
+
+        ``command`` runs another program that takes ``up``'s options instead of ``ravenvpn up`` (an agent
+        that embeds ravenvpn, such as ``examples/embedded_agent.py``): ``[*command, --cluster ..., *extra]``."""
         if name in self._ups and self._ups[name].proc.poll() is None:
             raise RuntimeError(f"ravenvpn up already runs in {name}")
         node = self._nodes[name]
         # in the node's tmpdir: the test suite's failure hook attaches every *.log found there
         log_path = node.tmpdir / f"ravenvpn-up-{next(self._up_seq)}.log"
-        argv = self.ravenvpn_argv(*self.up_args(name), *extra)
+        if command is None:
+            argv = self.ravenvpn_argv(*self.up_args(name), *extra)
+        else:
+            argv = [*command, *self.up_args(name)[1:], *extra]
         with open(log_path, "w") as log:
             proc = node.popen(*argv, stdout=log, stderr=subprocess.STDOUT, env=self._env)
         up = UpProcess(name, proc, log_path, argv)
