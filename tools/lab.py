@@ -80,6 +80,13 @@ _STATE_DIR_MARKER = ".created-by-ravenvpn-lab"
 INTERFACE = "raven0"
 TUNNEL_PORT = 4500
 LAB_PREFIX = DEFAULT_PREFIX
+#: What a NAT router of the lab does (``Lab(nat=...)``, one mode or one per gateway):
+#: ``masquerade`` port-preserving MASQUERADE, the router accepts unsolicited UDP to itself (the
+#: default, as before); ``cpe`` the same plus a home router's input firewall (unsolicited UDP to the
+#: router is dropped); ``random-fully`` MASQUERADE --random-fully (a new random port per destination:
+#: symmetric); ``forward`` like ``cpe`` plus a port forward of UDP 4500 to the gateway, published
+#: in the cluster file as the tunnel endpoints' publicIP/publicPort (Raven's fields).
+NAT_MODES = ("masquerade", "cpe", "random-fully", "forward")
 _STATE_DIR_LOCK = threading.Lock()
 
 
@@ -211,6 +218,7 @@ class Lab:
         keys_dir: str | os.PathLike[str] = DEFAULT_KEYS,
         python: str = sys.executable,
         verbose: bool = False,
+        nat: str | dict[str, str] = "masquerade",
     ) -> None:
         self.source_yaml = Path(cluster_yaml)
         self.keys_dir = Path(keys_dir)
@@ -219,6 +227,12 @@ class Lab:
         text = self.source_yaml.read_text()
         self.domains, self.internet_net = parse_topology(text)
         self.hosts: dict[str, HostSpec] = {h.name: h for d in self.domains for h in d.hosts}
+        self.nat_modes: dict[str, str] = {
+            d.gateway: (nat if isinstance(nat, str) else nat.get(d.gateway, "masquerade"))
+            for d in self.domains if d.under_nat}
+        for gw, mode in self.nat_modes.items():
+            if mode not in NAT_MODES:
+                raise ValueError(f"{gw}: unknown NAT mode {mode!r}; one of {', '.join(NAT_MODES)}")
         self.dir = Path("/nonexistent")
         self.cluster_path = Path("/nonexistent")
         self._nodes: dict[str, Node] = {}  # cluster nodes by name
@@ -261,6 +275,8 @@ class Lab:
         os.chmod(self.dir, 0o755)
         self.cluster_path = self.dir / "cluster.yaml"
         shutil.copyfile(self.source_yaml, self.cluster_path)
+        if any(m == "forward" for m in self.nat_modes.values()):
+            self.update_yaml(self._publish_forwards)
         (self.dir / "keys").mkdir(mode=0o700)
         for h in self.hosts.values():
             src = self.keys_dir / f"{h.name}.key"
@@ -311,7 +327,7 @@ class Lab:
                 self._attach(inet, lan_ns, f"{d.uplink_ip}/{plen}", port=f"p-{short}", name="wan0")
                 lan_ns.run("ip", "route", "add", "default", "via", inet_gw)
                 lan_ns.sysctl("net.ipv4.ip_forward", 1)
-                lan_ns.run("iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE")
+                self._setup_nat(d, lan_ns)
             for h in d.hosts:
                 node = self._nodes[h.name]
                 self._attach(lan_ns, node, f"{h.internal_ip}/{d.lan.prefixlen}", port=f"p-{h.name}", name="eth0")
@@ -334,6 +350,48 @@ class Lab:
                 self._mount_state_dir(h.name)
         wait_for(self._settled, timeout=10, interval=0.1, message="IPv6 addresses of the nodes to leave DAD")
         self._say(f"topology ready in {time.monotonic() - t0:.1f}s (files in {self.dir})")
+
+    def _setup_nat(self, d: DomainSpec, router: Node) -> None:
+        """The NAT router's rules for its mode (see :data:`NAT_MODES`)."""
+        mode = self.nat_modes[d.gateway]
+        masq = ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE"]
+        router.run(*masq, *(["--random-fully"] if mode == "random-fully" else []))
+        if mode in ("cpe", "forward"):
+            # A home router's input firewall: unsolicited UDP to the router itself is dropped before
+            # conntrack confirms it, so it leaves no entry (see ravenvpn/raven/node/punch.py).
+            router.run("iptables", "-A", "INPUT", "-i", "wan0", "-p", "udp", "-m", "conntrack",
+                       "--ctstate", "NEW", "-j", "DROP")
+        if mode == "forward":
+            target = self._forward_target(d)
+            router.run("iptables", "-t", "nat", "-A", "PREROUTING", "-i", "wan0", "-p", "udp", "--dport",
+                       str(TUNNEL_PORT), "-j", "DNAT", "--to-destination", f"{target}:{TUNNEL_PORT}")
+
+    def _forward_target(self, d: DomainSpec) -> str:
+        """The LAN address a ``forward`` NAT sends the tunnel port to: the gateway's first tunnel
+        endpoint node (a port forward names one host; failover would need the forward changed)."""
+        cluster = load_cluster(self.cluster_path.read_text() if self.cluster_path.exists()
+                               else self.source_yaml.read_text())
+        gw = cluster.gateway(d.gateway)
+        assert gw is not None and gw.tunnel_endpoints
+        return self.hosts[gw.tunnel_endpoints[0].node_name].internal_ip
+
+    def _publish_forwards(self, docs: list[dict[str, Any]]) -> None:
+        """Raven's fields for a port forward: publicIP (the NAT's address) and publicPort on the
+        tunnel endpoints of gateways whose NAT mode is ``forward``."""
+        for doc in docs:
+            if doc.get("kind") != "Gateway" or self.nat_modes.get(doc["metadata"]["name"]) != "forward":
+                continue
+            d = self.domain(doc["metadata"]["name"])
+            for ep in doc["spec"].get("endpoints", []):
+                if ep.get("type") == "tunnel":
+                    ep["publicIP"], ep["publicPort"] = d.uplink_ip, TUNNEL_PORT
+
+    def public_ip(self, gateway: str) -> str:
+        """The internet address of a NAT'd gateway's router (its edges' public address)."""
+        d = self.domain(gateway)
+        if d.uplink_ip is None:
+            raise KeyError(f"{gateway} is not under NAT")
+        return d.uplink_ip
 
     def _make_node(self, label: str) -> Node:
         node = Node(label, prefix=LAB_PREFIX)

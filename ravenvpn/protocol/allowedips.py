@@ -89,6 +89,13 @@ class AllowedIPs(Generic[T]):
                     if value is owner:
                         yield cls((key << (fam.bits - length), length))
 
+    def items(self) -> Iterator[tuple[Network, T]]:
+        """Every (prefix, owner), longest prefixes first per family."""
+        for fam, cls in ((self._v4, ipaddress.IPv4Network), (self._v6, ipaddress.IPv6Network)):
+            for length in sorted(fam.by_len, reverse=True):
+                for key, value in fam.by_len[length].items():
+                    yield cls((key << (fam.bits - length), length)), value
+
     def lookup_v4(self, addr: bytes) -> T | None:
         return self._v4.lookup(addr)
 

@@ -106,6 +106,11 @@ class Tunnel:
         # (a Raven relay gateway) instead of handing them to the kernel.
         self.relay = False
         self._relay_queue: dict[Peer, list[bytes]] = {}    # relayed packets of the batch being received
+        # Prefixes more than one peer may send from (receive side only; sending follows allowed IPs):
+        # a remote domain reached either through the relay or directly, while the route moves between
+        # them (make-before-break). Empty unless a control plane sets it: the data path never looks.
+        self._shared_sources: AllowedIPs[frozenset[Peer]] = AllowedIPs()
+        self._has_shared_sources = False
         self.load_threshold = DEFAULT_LOAD_THRESHOLD
         # The protocol's 120 s; only tests shorten it, to watch real peers rekey in seconds.
         self.rekey_after_time = REKEY_AFTER_TIME
@@ -163,6 +168,10 @@ class Tunnel:
             return
         self._expire_sessions(peer)
         self._allowed.remove_owner(peer)
+        if self._has_shared_sources:
+            for net, group in list(self._shared_sources.items()):
+                if peer in group:
+                    self.share_sources([net], [p for p in group if p is not peer])
 
     def clear_peers(self) -> None:
         for key in list(self.peers):
@@ -182,6 +191,20 @@ class Tunnel:
 
     def peer_for_address(self, address: str) -> Peer | None:
         return self._allowed.lookup(address)
+
+    def share_sources(self, networks: Sequence[Network], peers: Sequence[Peer]) -> None:
+        """Accept packets with a source in ``networks`` from any of ``peers`` too, not only from the
+        prefix's owner in allowed IPs (which alone decides where packets *to* it go). For one remote
+        domain reachable over two peers (a relay and a direct path): the receive side then drops
+        nothing while the two ends move the route at slightly different moments. An empty ``peers``
+        removes the networks. Each peer must be trusted with those sources anyway."""
+        group = frozenset(peers)
+        for net in networks:
+            if group:
+                self._shared_sources.insert(net, group)
+            else:
+                self._shared_sources.remove(net)
+        self._has_shared_sources = next(self._shared_sources.items(), None) is not None
 
     # --------------------------------------------------------------- data path
     def send_packets(self, packets: list[bytes], now: float) -> Output:
@@ -430,8 +453,13 @@ class Tunnel:
             self.stats["rx_not_ip"] += 1
             return
         if owner is not peer:
-            self.stats["rx_bad_source"] += 1  # the cryptokey routing table says this peer may not use that source
-            return
+            shared = None
+            if self._has_shared_sources:
+                shared = (self._shared_sources.lookup_v4(plaintext[12:16]) if version == 4
+                          else self._shared_sources.lookup_v6(plaintext[8:24]))
+            if shared is None or peer not in shared:
+                self.stats["rx_bad_source"] += 1  # the cryptokey routing table says this peer may not use that source
+                return
         packet = plaintext[:length] if length < len(plaintext) else plaintext
         if self.relay:
             dest = (self._allowed.lookup_v4(packet[16:20]) if version == 4 else self._allowed.lookup_v6(packet[24:40]))

@@ -112,7 +112,8 @@ class Agent:
         self.state_dir = Path(state_dir)
         self.poll_interval = poll_interval
         self.private_key = read_private_key(private_key_path) if private_key_path else private_key
-        self.vpn: VpnDriver = vpn if vpn is not None else WireGuardDriver(interface, self.private_key)
+        self.vpn: VpnDriver = (vpn if vpn is not None
+                               else WireGuardDriver(interface, self.private_key, state_dir=str(self.state_dir)))
         self.routes: RouteDriver = routes if routes is not None else Applier(interface, str(self.state_dir))
         self.plan: NodePlan | None = None      # the last plan applied in full
         self._source_lock = threading.Lock()

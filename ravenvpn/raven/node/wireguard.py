@@ -22,6 +22,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ...errors import RavenError
 from ..plan.nodeplan import NodePlan, Role
 from ..plan.planner import WIREGUARD_OVERHEAD
+from .holepunch import DirectPaths
 from .links import underlay_mtu
 
 if TYPE_CHECKING:
@@ -72,10 +73,13 @@ class WireGuardDriver:
     ``wg``/UAPI clients.
     """
 
-    def __init__(self, interface: str, private_key: bytes | None = None, *, busy_poll: float | None = None) -> None:
+    def __init__(self, interface: str, private_key: bytes | None = None, *, busy_poll: float | None = None,
+                 state_dir: str | None = None) -> None:
         self.interface = interface
         self.private_key = private_key
         self.busy_poll = busy_poll
+        self.state_dir = state_dir      # for the direct-path status file (holepunch.py); None: none
+        self.direct: DirectPaths | None = None   # direct edge<->edge paths while the device runs
         self._device: Device | None = None
         self._thread: threading.Thread | None = None
         self._stopped_reason: str | None = None
@@ -130,11 +134,16 @@ class WireGuardDriver:
                      self.interface)
         else:
             self._configure(plan, report)
+        if self.direct is not None and plan.direct is not None:
+            self.direct.start()
         return report
 
     def cleanup(self) -> VpnReport:
         """Stop the pump and remove the interface if one runs. Idempotent; never raises."""
         report = VpnReport()
+        if self.direct is not None:
+            self.direct.stop()
+            self.direct = None
         device, self._device = self._device, None
         if device is None:
             return report
@@ -170,16 +179,22 @@ class WireGuardDriver:
         self._stopped_reason = device.run()
 
     @contextlib.contextmanager
-    def _tunnel(self) -> Iterator[Tunnel]:
-        """The running device's Tunnel, under the device's lock; the pump learns of the change on exit.
+    def _tunnel(self, wake: bool = True) -> Iterator[Tunnel]:
+        """The running device's Tunnel, under the device's lock; the pump learns of the change on exit
+        (unless not ``wake``).
 
         The one place the driver reaches into the device.
+
+        Raises:
+            RavenError: no device runs (it was cleaned up meanwhile).
         """
         device = self._device
-        assert device is not None and device.pump is not None
+        if device is None or device.pump is None:
+            raise RavenError(f"{self.interface}: no device runs")
         with device.lock:
             yield device.pump.tunnel
-        device.config_changed()
+        if wake:
+            device.config_changed()
 
     def _configure(self, plan: NodePlan, report: VpnReport) -> None:
         """Converge the running device to the plan; unchanged peers keep their sessions."""
@@ -205,8 +220,10 @@ class WireGuardDriver:
             tunnel.mtu = plan.mtu
             tunnel.private_key = self.private_key
             tunnel.relay = plan.relay
+            direct = self._direct_paths(plan)
             desired = {p.public_key: p for p in plan.peers}
-            for key in [k for k in tunnel.peers if k not in desired]:
+            managed = direct.managed_keys() if direct is not None else set()
+            for key in [k for k in tunnel.peers if k not in desired and k not in managed]:
                 tunnel.remove_peer(key)
                 self._endpoints.pop(key, None)
                 report.peers_removed.append(base64.b64encode(key).decode())
@@ -220,9 +237,10 @@ class WireGuardDriver:
                         peer.endpoint = want.endpoint
                     self._endpoints[want.public_key] = want.endpoint
                     changed = True
-                if set(tunnel.allowed_ips(peer)) != set(want.allowed_ips):
+                want_ips = direct.allowed_ips(want) if direct is not None else want.allowed_ips
+                if set(tunnel.allowed_ips(peer)) != set(want_ips):
                     tunnel.clear_allowed_ips(peer)
-                    for net in want.allowed_ips:
+                    for net in want_ips:
                         tunnel.add_allowed_ip(peer, net)
                     changed = True
                 if peer.persistent_keepalive_interval != want.persistent_keepalive:
@@ -232,3 +250,14 @@ class WireGuardDriver:
                     report.peers_added.append(want.gateway)
                 elif changed:
                     report.peers_changed.append(want.gateway)
+            if direct is not None:
+                direct.converge(tunnel)
+
+    def _direct_paths(self, plan: NodePlan) -> DirectPaths | None:
+        """The direct-path manager (holepunch.py) following ``plan``; made on first need. Called
+        with the device lock held."""
+        if self.direct is None and plan.direct is not None and self.private_key is not None:
+            self.direct = DirectPaths(self.interface, self.private_key, self._tunnel, state_dir=self.state_dir)
+        if self.direct is not None:
+            self.direct.update(plan.direct)
+        return self.direct

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ..cluster.addresses import IPAddress, IPNetwork
+from .direct import DirectPlan
 
 MAIN_TABLE = 254
 
@@ -85,6 +86,7 @@ class NodePlan:
     relay_gateway: str | None = None  # the gateway chosen to relay NAT<->NAT traffic, if any
     public_key: bytes | None = None   # this node's tunnel key per the cluster (active/standby)
     warnings: tuple[str, ...] = ()
+    direct: DirectPlan | None = None  # direct edge<->edge paths (hole punching), active gateways only
 
     def sysctl(self, key: str) -> str | None:
         """The planned value of sysctl ``key`` (``net.ipv4.ip_forward``), None if the plan leaves it alone."""

@@ -17,6 +17,7 @@ from ...errors import ClusterError
 from ..cluster.model import Cluster, Endpoint, Gateway
 from .nodeplan import NodePlan, PeerPlan, Role, Route, Rule
 from .routing import gateway_routes, lookup_rules, member_routes, sysctls_for, tunnel_bypass_rules
+from .direct import plan_direct
 from .topology import PeerSet, plan_peers
 
 __all__ = ["plan", "NodePlan", "PeerPlan", "Role", "Route", "Rule",
@@ -85,13 +86,13 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
     if role is Role.ACTIVE_GATEWAY:
         assert active is not None
         return replace(base, **common, **_gateway_parts(
-            gw, active, peer_set, warnings, interface, tunnel_mtu, listen_port,
+            cluster, gw, active, peer_set, warnings, interface, tunnel_mtu, listen_port,
             gateway_table, rule_priority))
     return replace(base, **common, **_member_parts(gw, peer_set, warnings, tunnel_mtu,
                                                     member_table, rule_priority))
 
 
-def _gateway_parts(gw: Gateway, active: Endpoint, peer_set: PeerSet, warnings: list[str],
+def _gateway_parts(cluster: Cluster, gw: Gateway, active: Endpoint, peer_set: PeerSet, warnings: list[str],
                    interface: str, mtu: int, listen_port: int, table: int,
                    priority: int) -> dict[str, Any]:
     member = gw.member(active.node_name)
@@ -100,10 +101,11 @@ def _gateway_parts(gw: Gateway, active: Endpoint, peer_set: PeerSet, warnings: l
     if active.port != listen_port:
         warnings.append(f"Gateway {gw.name}: spec.endpoints[{active.index}].port is {active.port} "
                         f"but the listen port is {listen_port}: remote gateways will not reach us")
+    direct = plan_direct(cluster, gw, peer_set.relay)
     return dict(peers=peer_set.peers, routes=routes, relay=peer_set.relaying,
                 rules=_sorted_rules(tunnel_bypass_rules(routes, priority - 1, listen_port)
                                     + lookup_rules(routes, priority, table)),
-                warnings=tuple(warnings))
+                warnings=tuple(warnings) + (direct.warnings if direct else ()), direct=direct)
 
 
 def _member_parts(gw: Gateway, peer_set: PeerSet, warnings: list[str], mtu: int,

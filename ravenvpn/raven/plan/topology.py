@@ -8,7 +8,9 @@ relay, which peers with everybody, forwards between its peers.
 Relay choice, as Raven's ``FindCentralGwFn``: among gateways with an active tunnel
 endpoint and not under NAT, the one whose active endpoint's node name sorts last.
 Every node computes the same answer from the same cluster, with no coordination.
-Raven's optional direct edge<->edge hole punching (by natType) is not attempted.
+Direct edge<->edge paths between NAT'd gateways (hole punching, the relay as rendezvous) are
+planned in :mod:`.direct` and opened at run time by :mod:`ravenvpn.raven.node.holepunch`; the
+relayed peers planned here stay the fallback.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 
 from ..cluster.addresses import IPNetwork, sorted_networks
 from ..cluster.model import Cluster, Gateway
+from .direct import has_port_forward
 from .nodeplan import PeerPlan
 
 
@@ -55,7 +58,9 @@ def plan_peers(cluster: Cluster, local: Gateway, keepalive: int) -> PeerSet:
         if remote.active_tunnel is None:
             warnings.append(f"Gateway {remote.name} has no active tunnel endpoint "
                             "(no Ready tunnel candidate): its nodes are unreachable")
-        elif not (local.under_nat and remote.under_nat):
+        elif not (local.under_nat and remote.under_nat) or has_port_forward(local) or has_port_forward(remote):
+            # One side reachable (not under NAT, or a port forward on its NAT: Raven's publicIP +
+            # publicPort on an underNAT endpoint): a plain peer; the other side calls in.
             direct.append(remote)
         elif relay is not None:
             relayed.append(remote)

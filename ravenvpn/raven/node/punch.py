@@ -1,0 +1,227 @@
+"""The per-pair state machine of a direct edge<->edge path (sans-I/O: time is passed in).
+
+One :class:`PairMachine` per other NAT'd edge gateway, on each edge. States::
+
+    forced-relay      the setting (or the NAT types) keeps the pair on the relay; nothing is sent
+    relayed           data goes through the relay; waits (quietly) until the next round may start
+    punching          a round runs: WireGuard handshake initiations to the other edge's public
+                      endpoint on a fixed schedule from the common start time, probes every 0.2 s
+    direct            both ways proven by authenticated probes; the other domain's subnets are
+                      routed to the direct peer; probes every 0.2 s watch the path
+    failed-symmetric  several rounds failed in a row (the NATs map per destination, as
+                      ``MASQUERADE --random-fully`` does): relayed, one capped round every 5 min
+
+    relayed --INTRO(start)--> punching --probe acked--> direct --silence 1 s--> relayed (quiet)
+    punching --window over--> relayed (quiet, backoff) | failed-symmetric (after 3 failures)
+
+Timing, and why: a Linux NAT router (conntrack) that receives the other edge's packet *before* its own
+edge's outgoing packet created the mapping records that packet as a connection of its own, if it lets it
+in; the later outgoing packet then clashes with it and gets another port, and the other edge's
+retries keep the bad entry alive. Hence (1) both edges start at the same wall-clock time, sent by the
+relay to both at once, so the mappings usually exist before the other side's packets arrive; (2)
+after a failed round or a lost direct path an edge stays *silent* toward the other edge's endpoint
+(no initiations, probes or keepalives) for longer than conntrack's UDP timeout (30 s), so any such
+entry expires before the next round; (3) rounds back off (35 s, 70 s, ... 300 s) and the initiations
+of a round are capped (7 in 4 s). Raven sends keepalives every 5 s toward NAT'd peers; the direct
+peer gets the same once direct.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = ["PairState", "PairMachine", "Actions", "Timing"]
+
+
+class PairState(StrEnum):
+    """Where a pair's traffic goes and what the machine is doing (shown in ``ravenvpn status``)."""
+
+    FORCED_RELAY = "forced-relay"
+    RELAYED = "relayed"
+    PUNCHING = "punching"
+    DIRECT = "direct"
+    FAILED_SYMMETRIC = "failed-symmetric"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The machine's timing, seconds. Defaults are the production values (see the module doc)."""
+
+    probe_interval: float = 0.2
+    initiations: tuple[float, ...] = (0.0, 0.3, 0.6, 1.0, 1.5, 2.5, 4.0)  # after the round's start
+    window: float = 6.0              # a round that proved nothing by then failed
+    dead_after: float = 1.0          # direct: no probe heard for this long -> back to the relay
+    quiet: float = 35.0              # silence after a failure: > conntrack's UDP timeout (30 s)
+    max_quiet: float = 300.0
+    symmetric_after: int = 3         # failed rounds in a row -> failed-symmetric
+    symmetric_retry: float = 300.0
+    keepalive: int = 5               # persistent keepalive on the direct peer, seconds (Raven's)
+
+
+@dataclass
+class Actions:
+    """What the runtime must do after one :meth:`PairMachine.tick` (all optional).
+
+    ``endpoint``: set the direct peer's endpoint to this ``(host, port)``; ``silence``: clear it
+    (stop all sending toward the other edge); ``initiate``: send a handshake initiation now;
+    ``route``: ``"direct"`` or ``"relay"`` -- move the subnets; ``probe``: send a probe now.
+    """
+
+    endpoint: tuple[str, int] | None = None
+    silence: bool = False
+    initiate: bool = False
+    route: str | None = None
+    probe: bool = False
+    transitions: list[str] = field(default_factory=list)   # log lines
+
+
+class PairMachine:
+    """The state of one pair on one edge. ``now`` is monotonic seconds everywhere. Not thread-safe."""
+
+    def __init__(self, gateway: str, now: float, *, forced: str = "", timing: Timing = Timing(),
+                 rng: random.Random | None = None) -> None:
+        self.gateway = gateway
+        self.timing = timing
+        self._rng = rng or random.Random()
+        self.state = PairState.FORCED_RELAY if forced else PairState.RELAYED
+        self.reason = forced
+        self.since = now
+        self.next_round = now            # relayed: no round before this
+        self.failures = 0                # failed rounds in a row
+        self.rounds = 0
+        self.losses = 0                  # times a direct path went silent
+        self.round_id = -1
+        self.endpoint: tuple[str, int] | None = None   # the other edge's public endpoint (from the relay)
+        self.start = 0.0
+        self._initiations_done = 0
+        self._next_probe = 0.0
+        self.probe_seq = 0
+        self.heard_seq = -1              # last probe seq heard from the other edge
+        self.heard_at: float | None = None
+        self.acked_at: float | None = None   # when the other edge last reported hearing us
+
+    # ------------------------------------------------------------------ events
+    def wants_round(self, now: float) -> bool:
+        """Ready for a punching round (the edge says so in its HELLO)."""
+        return self.state in (PairState.RELAYED, PairState.FAILED_SYMMETRIC) and now >= self.next_round
+
+    def on_intro(self, round_id: int, endpoint: tuple[str, int], start: float | None, now: float) -> Actions:
+        """The relay's INTRO: the other edge's public endpoint, and a round's start (monotonic) or
+        None for an endpoint refresh."""
+        out = Actions()
+        if start is None:
+            if endpoint != self.endpoint:
+                self.endpoint = endpoint
+                if self.state is PairState.DIRECT:
+                    out.endpoint = endpoint     # roaming would find it too; the relay saw it first
+            return out
+        if not self.wants_round(now) or round_id == self.round_id:
+            return out
+        self.endpoint = endpoint
+        self.round_id = round_id
+        self.rounds += 1
+        self.start = max(start, now)
+        self._initiations_done = 0
+        self.heard_seq, self.heard_at, self.acked_at = -1, None, None
+        self._next_probe = self.start
+        self._goto(PairState.PUNCHING, now, f"round {round_id} to {endpoint[0]}:{endpoint[1]}", out)
+        out.endpoint = endpoint
+        return out
+
+    def on_probe(self, seq: int, ack: int, heard: float, now: float) -> None:
+        """An authenticated probe from the other edge, over the direct peer: it reaches us; with
+        ``ack`` >= 0 and ``heard`` (seconds since it last heard us) small, we reach it too."""
+        if self.state not in (PairState.PUNCHING, PairState.DIRECT):
+            return
+        if seq > self.heard_seq:
+            self.heard_seq = seq
+        self.heard_at = now
+        if ack >= 0 and heard < self.timing.dead_after:
+            self.acked_at = now - heard
+
+    def probe_body(self, now: float) -> dict[str, float | int]:
+        """The next PROBE body (counts the seq)."""
+        self.probe_seq += 1
+        heard = now - self.heard_at if self.heard_at is not None else 1e9
+        return {"seq": self.probe_seq, "ack": self.heard_seq, "heard": round(min(heard, 1e9), 3)}
+
+    def force_relay(self, reason: str, now: float) -> Actions:
+        """The setting changed to relay-only (or the NAT types rule direct out)."""
+        out = Actions()
+        if self.state is not PairState.FORCED_RELAY:
+            if self.state is PairState.DIRECT:
+                out.route = "relay"
+            out.silence = True
+            self.reason = reason
+            self._goto(PairState.FORCED_RELAY, now, reason, out)
+        return out
+
+    def allow(self, now: float) -> None:
+        """The setting no longer forces the relay."""
+        if self.state is PairState.FORCED_RELAY:
+            self.reason = ""
+            self.state, self.since, self.next_round = PairState.RELAYED, now, now
+
+    # -------------------------------------------------------------------- time
+    def tick(self, now: float) -> Actions:
+        """Advance to ``now``; returns what to do."""
+        out = Actions()
+        t = self.timing
+        if self.state is PairState.PUNCHING:
+            if now >= self.start:
+                sched = t.initiations
+                while self._initiations_done < len(sched) and now >= self.start + sched[self._initiations_done]:
+                    self._initiations_done += 1
+                    out.initiate = True
+                if now >= self._next_probe:
+                    self._next_probe = now + t.probe_interval
+                    out.probe = True
+            if self._both_ways(now):
+                self.failures = 0
+                out.route = "direct"
+                self._goto(PairState.DIRECT, now, "authenticated both ways", out)
+            elif now >= self.start + t.window:
+                self.failures += 1
+                self._fail(now, f"round {self.round_id} failed ({self.failures} in a row)", out)
+        elif self.state is PairState.DIRECT:
+            if now >= self._next_probe:
+                self._next_probe = now + t.probe_interval
+                out.probe = True
+            silent = now - (self.heard_at or self.since)
+            unacked = now - (self.acked_at or self.since)
+            if silent > t.dead_after or unacked > t.dead_after:
+                self.losses += 1
+                self._fail(now, f"direct path silent for {max(silent, unacked):.1f} s", out, route=True)
+        return out
+
+    def _both_ways(self, now: float) -> bool:
+        return (self.heard_at is not None and now - self.heard_at <= self.timing.dead_after
+                and self.acked_at is not None and now - self.acked_at <= self.timing.dead_after)
+
+    def _fail(self, now: float, why: str, out: Actions, route: bool = False) -> None:
+        t = self.timing
+        if route:
+            out.route = "relay"
+        out.silence = True
+        if self.failures >= t.symmetric_after:
+            wait = t.symmetric_retry
+            state = PairState.FAILED_SYMMETRIC
+        else:
+            wait = min(t.quiet * 2 ** max(self.failures - 1, 0), t.max_quiet)
+            state = PairState.RELAYED
+        self.next_round = now + wait * self._rng.uniform(1.0, 1.1)
+        self._goto(state, now, f"{why}; next round in {self.next_round - now:.0f} s", out)
+
+    def _goto(self, state: PairState, now: float, why: str, out: Actions) -> None:
+        out.transitions.append(f"{self.gateway}: {self.state.value} -> {state.value} ({why})")
+        self.state, self.since = state, now
+
+    def snapshot(self, now: float) -> dict[str, object]:
+        """The pair's status (JSON-ready): state, endpoint, counters, seconds in the state."""
+        return {"state": self.state.value, "reason": self.reason,
+                "endpoint": f"{self.endpoint[0]}:{self.endpoint[1]}" if self.endpoint else None,
+                "for": round(now - self.since, 1), "rounds": self.rounds, "failures": self.failures,
+                "losses": self.losses,
+                "next_round_in": round(max(self.next_round - now, 0.0), 1)
+                if self.state in (PairState.RELAYED, PairState.FAILED_SYMMETRIC) else None}
