@@ -219,6 +219,7 @@ class Lab:
         python: str = sys.executable,
         verbose: bool = False,
         nat: str | dict[str, str] = "masquerade",
+        direct: bool = False,
     ) -> None:
         self.source_yaml = Path(cluster_yaml)
         self.keys_dir = Path(keys_dir)
@@ -245,6 +246,10 @@ class Lab:
         self._env = dict(os.environ)
         self._env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
         self._env.pop("PYTHONSTARTUP", None)
+        if not direct:
+            # Direct edge<->edge paths (hole punching) only when a test asks for them: the lab's default
+            # NAT routers accept unsolicited UDP (see NAT_MODES), and the relay tests want the relay.
+            self._env.setdefault("RAVENVPN_FORCE_RELAY", "all")
 
     # -- context manager -------------------------------------------------------------------------
 

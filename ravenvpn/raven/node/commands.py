@@ -6,6 +6,7 @@ stderr and signals (SIGTERM/SIGINT stop it, SIGHUP reloads the cluster file).
 from __future__ import annotations
 
 import argparse
+import json
 import base64
 import contextlib
 import logging
@@ -22,6 +23,7 @@ from .agent import Agent
 from .down import down
 from .pidfile import running_pid
 from .records import DEFAULT_STATE_DIR, status_path
+from .holepunch import describe_direct, read_direct_status
 from .statusfile import LivePeer, NodeStatus
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -158,8 +160,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise RavenError(f"ravenvpn up is not running for {args.interface}") from None
     if status.role == "active-gateway":
         status = status.with_live_peers(_live_peers(args.interface))
+    direct = read_direct_status(args.state_dir, args.interface)
     if args.json:
-        print(status.to_json())
+        out = status.to_dict()
+        if direct is not None:
+            out["direct"] = direct
+        print(json.dumps(out, indent=1))
         return 0
     print(f"node {status.node}: {status.role} of gateway {status.gateway or '-'}"
           f"{' (relay)' if status.relay else ''}")
@@ -176,6 +182,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for route in status.routes:
         target = f"dev {route.dev}" if route.dev else f"via {route.via}"
         print(f"    {route.dst} {target} table {route.table}")
+    for line in describe_direct(direct):
+        print(f"  {line}")
     for warning in status.warnings:
         print(f"  warning: {warning}")
     return 0

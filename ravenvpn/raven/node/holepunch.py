@@ -74,6 +74,37 @@ def direct_status_path(state_dir: str | os.PathLike[str], interface: str) -> Pat
     return Path(state_dir) / f"{interface}.direct.json"
 
 
+def read_direct_status(state_dir: str | os.PathLike[str], interface: str) -> dict[str, Any] | None:
+    """The direct-path status file's content, None when there is none (or it is unreadable)."""
+    try:
+        data = json.loads(direct_status_path(state_dir, interface).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def describe_direct(status: dict[str, Any] | None) -> list[str]:
+    """Lines for ``ravenvpn status``: one per pair (edge) or per introduced edge (relay)."""
+    if not status:
+        return []
+    lines = []
+    if status.get("error"):
+        lines.append(f"direct paths off: {status['error']}")
+    for gw, pair in sorted(status.get("pairs", {}).items()):
+        extra = [f"endpoint {pair.get('endpoint') or '?'}", f"{pair.get('rounds', 0)} rounds"]
+        if pair.get("next_round_in") is not None and pair.get("state") != "forced-relay":
+            extra.append(f"next round in {pair['next_round_in']:.0f} s")
+        if pair.get("reason"):
+            extra.append(str(pair["reason"]))
+        lines.append(f"direct path {gw}: {pair.get('state')} for {pair.get('for', 0):.0f} s ({', '.join(extra)})")
+    if status.get("role") == "relay":
+        lines.append(f"rendezvous for {len(status.get('edges', {}))} edges, {status.get('rounds', 0)} rounds, "
+                     f"{status.get('relayed_packets', 0)} packets relayed")
+        for gw, edge in sorted(status.get("edges", {}).items()):
+            lines.append(f"  {gw} seen at {edge.get('endpoint') or '?'}")
+    return lines
+
+
 def forced_relay_from_env(environ: dict[str, str] | None = None) -> set[str] | None:
     """The gateways whose pairs ``RAVENVPN_FORCE_RELAY`` keeps on the relay; None: all of them
     (``all``, ``*``, ``1``); empty: none (unset or empty)."""
@@ -177,9 +208,14 @@ class DirectPaths:
             return f"{FORCE_RELAY_ENV} forces the relay"
         return ""
 
+    def _active(self) -> dict[bytes, DirectPair]:
+        """The pairs that get a direct peer: all but those kept on the relay (forced-relay)."""
+        return {k: p for k, p in self.pairs.items()
+                if self.machines[k].state is not PairState.FORCED_RELAY}
+
     def managed_keys(self) -> set[bytes]:
-        """The direct peers' keys: the driver leaves these peers alone."""
-        return set(self.pairs)
+        """The direct peers' keys: the driver leaves these peers alone (and removes the others')."""
+        return set(self._active())
 
     def _is_direct(self, key: bytes) -> bool:
         m = self.machines.get(key)
@@ -206,7 +242,7 @@ class DirectPaths:
         if plan is None or plan.relay_key is None:
             return
         relay = tunnel.peers.get(plan.relay_key)
-        for key, pair in self.pairs.items():
+        for key, pair in self._active().items():
             peer = tunnel.add_peer(key)
             want = [host_network(pair.control)]
             if self._is_direct(key):
@@ -275,7 +311,7 @@ class DirectPaths:
             return
         plan = self.plan
         assert plan is not None
-        partners = [k for _g, k in plan.introduces] if plan.is_relay else [plan.relay_key, *self.pairs]
+        partners = [k for _g, k in plan.introduces] if plan.is_relay else [plan.relay_key, *self._active()]
         try:
             with IPRoute() as ipr:
                 found = ipr.link_lookup(ifname=self.interface)
