@@ -220,6 +220,7 @@ class Lab:
         verbose: bool = False,
         nat: str | dict[str, str] = "masquerade",
         direct: bool = False,
+        wan_delay: float | dict[str, float] = 0.0,
     ) -> None:
         self.source_yaml = Path(cluster_yaml)
         self.keys_dir = Path(keys_dir)
@@ -231,6 +232,11 @@ class Lab:
         self.nat_modes: dict[str, str] = {
             d.gateway: (nat if isinstance(nat, str) else nat.get(d.gateway, "masquerade"))
             for d in self.domains if d.under_nat}
+        # one-way delay (ms) added to each internet uplink of a domain, by gateway (tools/wandelay.py)
+        self.wan_delay: dict[str, float] = {
+            d.gateway: float(wan_delay if not isinstance(wan_delay, dict) else wan_delay.get(d.gateway, 0.0))
+            for d in self.domains}
+        self.delay_procs: list[subprocess.Popen[Any]] = []
         for gw, mode in self.nat_modes.items():
             if mode not in NAT_MODES:
                 raise ValueError(f"{gw}: unknown NAT mode {mode!r}; one of {', '.join(NAT_MODES)}")
@@ -330,6 +336,7 @@ class Lab:
                 assert d.router_ip and d.uplink_ip
                 lan_ns.add_addr("br0", f"{d.router_ip}/{d.lan.prefixlen}")
                 self._attach(inet, lan_ns, f"{d.uplink_ip}/{plen}", port=f"p-{short}", name="wan0")
+                self._delay_port(inet, f"p-{short}", self.wan_delay[d.gateway])
                 lan_ns.run("ip", "route", "add", "default", "via", inet_gw)
                 lan_ns.sysctl("net.ipv4.ip_forward", 1)
                 self._setup_nat(d, lan_ns)
@@ -338,6 +345,7 @@ class Lab:
                 self._attach(lan_ns, node, f"{h.internal_ip}/{d.lan.prefixlen}", port=f"p-{h.name}", name="eth0")
                 if h.public_ip:
                     self._attach(inet, node, f"{h.public_ip}/{plen}", port=f"p-{h.name}", name="eth1")
+                    self._delay_port(inet, f"p-{h.name}", self.wan_delay[d.gateway])
                     node.run("ip", "route", "add", "default", "via", inet_gw)
                 elif d.under_nat:
                     node.run("ip", "route", "add", "default", "via", str(d.router_ip))
@@ -355,6 +363,25 @@ class Lab:
                 self._mount_state_dir(h.name)
         wait_for(self._settled, timeout=10, interval=0.1, message="IPv6 addresses of the nodes to leave DAD")
         self._say(f"topology ready in {time.monotonic() - t0:.1f}s (files in {self.dir})")
+
+    def _delay_port(self, inet: Node, port: str, delay_ms: float) -> None:
+        """Splice a userspace delay (tools/wandelay.py) between bridge port ``port`` and the bridge:
+        the port leaves br0, a new veth pair joins it, and the delay forwards between the two."""
+        if delay_ms <= 0:
+            return
+        port = port[:15]
+        near, far = f"dl{port[1:]}"[:15], f"db{port[1:]}"[:15]
+        inet.run("ip", "link", "set", "dev", port, "nomaster")
+        inet.run("ip", "link", "add", near, "type", "veth", "peer", "name", far)
+        inet.run("ip", "link", "set", "dev", far, "master", "br0")
+        for dev in (port, near, far):
+            inet.run("ip", "link", "set", "dev", dev, "promisc", "on", "up")
+        proc = inet.popen(self.python, "-m", "tools.wandelay", port, near, f"{delay_ms:g}",
+                          stdout=subprocess.PIPE, env=self._env, cwd=str(ROOT))
+        self.delay_procs.append(proc)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the WAN delay on {port} did not start (exit {proc.poll()})")
 
     def _setup_nat(self, d: DomainSpec, router: Node) -> None:
         """The NAT router's rules for its mode (see :data:`NAT_MODES`)."""

@@ -64,6 +64,9 @@ WANT_FRESH = 3.0            # relay: a want older than this is stale
 ROUND_MIN_INTERVAL = 2.0    # relay: per pair
 ROUND_LEAD = 0.5            # relay: a round starts this long after the INTROs leave (seconds)
 STATUS_INTERVAL = 1.0
+#: What the non-initiating edge of a round sends to open its NAT toward the other edge: an empty UDP
+#: datagram (no payload, nothing to read; every WireGuard implementation drops it as malformed).
+NAT_OPENER = b""
 
 #: (wake the pump on exit) -> the running tunnel under the device lock.
 TunnelAccess = Callable[[bool], ContextManager["Tunnel"]]
@@ -148,8 +151,10 @@ class DirectPaths:
 
     def __init__(self, interface: str, private_key: bytes, access: TunnelAccess, *,
                  state_dir: str | os.PathLike[str] | None = None, timing: Timing = Timing(),
-                 forced: set[str] | None | bool = False) -> None:
+                 forced: set[str] | None | bool = False,
+                 underlay: Callable[[list[tuple[bytes, tuple[str, int]]]], None] | None = None) -> None:
         self.interface = interface
+        self.underlay = underlay         # sends datagrams from the tunnel's UDP port (NAT openers)
         self.private_key = private_key
         self.access = access
         self.timing = timing
@@ -167,6 +172,7 @@ class DirectPaths:
         self._kernel_dirty = True
         self._outbox: list[tuple[bytes, str]] = []   # (datagram, control address) to send after the lock
         self._wake_pump = False
+        self._underlay_out: list[tuple[bytes, tuple[str, int]]] = []
         self._status_due = 0.0
         self._next_hello = 0.0
         self._wanting: set[bytes] = set()
@@ -192,7 +198,8 @@ class DirectPaths:
             self.pairs[key] = pair
             machine = self.machines.get(key)
             if machine is None:
-                machine = self.machines[key] = PairMachine(pair.gateway, now, timing=self.timing)
+                machine = self.machines[key] = PairMachine(
+                    pair.gateway, now, initiator=plan.local_key < key, timing=self.timing)
             reason = self._forced_reason(pair)
             if reason:
                 for line in machine.force_relay(reason, now).transitions:
@@ -293,11 +300,15 @@ class DirectPaths:
                         self._apply(tunnel, key, Actions(route="relay", silence=True), time.monotonic())
 
     def _wait(self) -> None:
+        timeout = TICK
+        deadlines = [d for m in list(self.machines.values()) if (d := m.next_deadline()) is not None]
+        if deadlines:
+            timeout = max(0.0, min(TICK, min(deadlines) - time.monotonic()))
         if self._sock is None:
-            self._stop.wait(TICK)
+            self._stop.wait(timeout)
             return
         with contextlib.suppress(OSError, ValueError):
-            select.select([self._sock], [], [], TICK)
+            select.select([self._sock], [], [], timeout)
 
     def _local_control(self) -> ipaddress.IPv4Address | None:
         return control_address(self.plan.local_key) if self.plan is not None else None
@@ -414,6 +425,10 @@ class DirectPaths:
         if wake:
             with self.access(True):
                 pass
+        underlay, self._underlay_out = self._underlay_out, []
+        if underlay and self.underlay is not None:
+            with contextlib.suppress(Exception):
+                self.underlay(underlay)
         outbox, self._outbox = self._outbox, []
         for data, host in outbox:
             if self._sock is None:
@@ -492,8 +507,11 @@ class DirectPaths:
         if actions.initiate and peer.endpoint is not None:
             _initiate_now(peer, now)
             self._wake_pump = True
-        if actions.probe:
-            machine = self.machines[key]
+        if actions.open_nat and peer.endpoint is not None and self.underlay is not None:
+            self._underlay_out.append((NAT_OPENER, peer.endpoint))
+        machine = self.machines[key]
+        if actions.probe and (machine.initiator or peer.current is not None):
+            # The responder waits for a session: a probe would make WireGuard initiate too.
             self._send(rv.PROBE, key, machine.probe_body(now))
 
     # --------------------------------------------------------------------------- relay side

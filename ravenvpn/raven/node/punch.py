@@ -4,8 +4,11 @@ One :class:`PairMachine` per other NAT'd edge gateway, on each edge. States::
 
     forced-relay      the setting (or the NAT types) keeps the pair on the relay; nothing is sent
     relayed           data goes through the relay; waits (quietly) until the next round may start
-    punching          a round runs: WireGuard handshake initiations to the other edge's public
-                      endpoint on a fixed schedule from the common start time, probes every 0.2 s
+    punching          a round runs: from the common start time, on a fixed schedule, one edge (the
+                      initiator: the lower public key) sends WireGuard handshake initiations to the
+                      other's public endpoint and the other sends NAT openers (empty UDP datagrams
+                      from its tunnel port, which any WireGuard drops) to the first's; probes every
+                      0.2 s once a session exists
     direct            both ways proven by authenticated probes; the other domain's subnets are
                       routed to the direct peer; probes every 0.2 s watch the path
     failed-symmetric  several rounds failed in a row (the NATs map per destination, as
@@ -22,7 +25,9 @@ relay to both at once, so the mappings usually exist before the other side's pac
 after a failed round or a lost direct path an edge stays *silent* toward the other edge's endpoint
 (no initiations, probes or keepalives) for longer than conntrack's UDP timeout (30 s), so any such
 entry expires before the next round; (3) rounds back off (35 s, 70 s, ... 300 s) and the initiations
-of a round are capped (7 in 4 s). Raven sends keepalives every 5 s toward NAT'd peers; the direct
+of a round are capped (7 in 4 s). (4) Only one edge initiates: initiations that cross in flight
+make both sides drop their own pending handshake for the other's, and a round of crossings never
+completes (WireGuard itself breaks such ties only by its random retry jitter). Raven sends keepalives every 5 s toward NAT'd peers; the direct
 peer gets the same once direct.
 """
 from __future__ import annotations
@@ -65,7 +70,8 @@ class Actions:
 
     ``endpoint``: set the direct peer's endpoint to this ``(host, port)``; ``silence``: clear it
     (stop all sending toward the other edge); ``initiate``: send a handshake initiation now;
-    ``route``: ``"direct"`` or ``"relay"`` -- move the subnets; ``probe``: send a probe now.
+    ``route``: ``"direct"`` or ``"relay"`` -- move the subnets; ``probe``: send a probe now;
+    ``open_nat``: send a NAT opener (an empty UDP datagram from the tunnel port) now.
     """
 
     endpoint: tuple[str, int] | None = None
@@ -73,15 +79,17 @@ class Actions:
     initiate: bool = False
     route: str | None = None
     probe: bool = False
+    open_nat: bool = False
     transitions: list[str] = field(default_factory=list)   # log lines
 
 
 class PairMachine:
     """The state of one pair on one edge. ``now`` is monotonic seconds everywhere. Not thread-safe."""
 
-    def __init__(self, gateway: str, now: float, *, forced: str = "", timing: Timing = Timing(),
-                 rng: random.Random | None = None) -> None:
+    def __init__(self, gateway: str, now: float, *, initiator: bool = True, forced: str = "",
+                 timing: Timing = Timing(), rng: random.Random | None = None) -> None:
         self.gateway = gateway
+        self.initiator = initiator       # this edge sends the handshake initiations of a round
         self.timing = timing
         self._rng = rng or random.Random()
         self.state = PairState.FORCED_RELAY if forced else PairState.RELAYED
@@ -140,6 +148,13 @@ class PairMachine:
         if ack >= 0 and heard < self.timing.dead_after:
             self.acked_at = now - heard
 
+    def next_deadline(self) -> float | None:
+        """When the next scheduled initiation is due (monotonic), None when none is: the runtime
+        sleeps exactly until then, so both edges fire within a millisecond of the common start."""
+        if self.state is not PairState.PUNCHING or self._initiations_done >= len(self.timing.initiations):
+            return None
+        return self.start + self.timing.initiations[self._initiations_done]
+
     def probe_body(self, now: float) -> dict[str, float | int]:
         """The next PROBE body (counts the seq)."""
         self.probe_seq += 1
@@ -173,7 +188,10 @@ class PairMachine:
                 sched = t.initiations
                 while self._initiations_done < len(sched) and now >= self.start + sched[self._initiations_done]:
                     self._initiations_done += 1
-                    out.initiate = True
+                    if self.initiator:
+                        out.initiate = True
+                    else:
+                        out.open_nat = True
                 if now >= self._next_probe:
                     self._next_probe = now + t.probe_interval
                     out.probe = True

@@ -253,11 +253,20 @@ class WireGuardDriver:
             if direct is not None:
                 direct.converge(tunnel)
 
+    def _send_underlay(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
+        """Send datagrams from the tunnel's own UDP socket (its port, so through its NAT mapping)."""
+        device = self._device
+        if device is None:
+            return
+        with device.lock:
+            device.udp.send_batch(datagrams)
+
     def _direct_paths(self, plan: NodePlan) -> DirectPaths | None:
         """The direct-path manager (holepunch.py) following ``plan``; made on first need. Called
         with the device lock held."""
         if self.direct is None and plan.direct is not None and self.private_key is not None:
-            self.direct = DirectPaths(self.interface, self.private_key, self._tunnel, state_dir=self.state_dir)
+            self.direct = DirectPaths(self.interface, self.private_key, self._tunnel, state_dir=self.state_dir,
+                                      underlay=self._send_underlay)
         if self.direct is not None:
             self.direct.update(plan.direct)
         return self.direct
