@@ -142,7 +142,11 @@ BUSY_POLL_MAX_US = 1_000_000
 
 
 def busy_poll_from_env() -> float:
-    """RAVENVPN_BUSY_POLL_US as seconds; a bad value is a usage error naming the variable."""
+    """RAVENVPN_BUSY_POLL_US (microseconds) as seconds; unset or empty = 0.
+
+    Raises:
+        UsageError: not an integer in 0..BUSY_POLL_MAX_US (the line names the variable).
+    """
     text = os.environ.get("RAVENVPN_BUSY_POLL_US", "").strip()
     if not text:
         return 0.0
@@ -260,7 +264,12 @@ def _redirect_std_streams(log_fd: int | None) -> None:
 
 
 def open_log_file(path: str) -> int:
-    """Opened before forking, so a bad path is a one-line error from the parent."""
+    """Open the --log-file for appending (0600), before forking, so a bad path is a one-line error
+    from the parent; returns the fd.
+
+    Raises:
+        UsageError: the file cannot be opened.
+    """
     try:
         return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
@@ -301,7 +310,11 @@ def daemonise(options: Options, log_fd: int | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The `ravenvpn-wg` command; returns the exit code (0 ok, 1 with one line on stderr)."""
+    """The `ravenvpn-wg` command; returns the exit code (0 ok, 1 with one line on stderr).
+
+    Raises:
+        SystemExit: 0 after --help or --version.
+    """
     try:
         options = parse_args(sys.argv[1:] if argv is None else argv)
         ifname, foreground, log_file = options.ifname, options.foreground, options.log_file
