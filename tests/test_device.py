@@ -98,8 +98,9 @@ def test_device_lifecycle_and_configure_without_root(pair) -> None:
     with pytest.raises(OSError) as info:
         a.set_listen_port(4600)
     assert info.value.errno == errno.ENODEV
-    with pytest.raises(RuntimeError, match="closed"):
-        a.start()
+    for verb in (a.start, a.open, a.run):
+        with pytest.raises(RuntimeError, match="closed"):
+            verb()
 
 
 def test_configure_keeps_changes_and_wakes_the_pump_when_the_block_raises(pair) -> None:
@@ -120,6 +121,10 @@ def test_configure_keeps_changes_and_wakes_the_pump_when_the_block_raises(pair) 
 
 def test_run_in_the_callers_thread_returns_the_stop_reason(pair) -> None:
     a = pair[0]
+    with pytest.raises(RuntimeError, match="not open"):
+        a.run()
     a.open()
+    with pytest.raises(RuntimeError, match="already open"):
+        a.open()
     threading.Timer(0.2, a.stop, args=("enough",)).start()
     assert a.run() == "enough" and a.stop_reason == "enough" and not a.running

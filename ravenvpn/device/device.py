@@ -159,8 +159,13 @@ class Device:
         Raises:
             StartupError: one line naming what failed (interface name in use by another daemon,
                 no permission for /dev/net/tun, busy socket path, ...). Everything opened so far is
-                closed again, so nothing is left half-configured.
+                closed again, so nothing is left half-configured; the Device is then closed.
+            RuntimeError: already open, or closed.
         """
+        if self.closed:
+            raise RuntimeError("device is closed")
+        if self._pump is not None:
+            raise RuntimeError("device already open")
         try:
             if self.uapi:
                 self._check_socket_free()
@@ -228,8 +233,10 @@ class Device:
         removal of its UAPI socket; returns why it stopped (one line). Needs `open()` first.
 
         Raises:
-            RuntimeError: not opened.
+            RuntimeError: not opened, or closed.
         """
+        if self.closed:
+            raise RuntimeError("device is closed")
         if self._pump is None:
             raise RuntimeError("device is not open")
         if self._server:
