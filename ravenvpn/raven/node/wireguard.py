@@ -1,8 +1,8 @@
 """The WireGuard VPN driver: ravenvpn's own userspace device, embedded in the agent's process.
 
 A :class:`~ravenvpn.raven.node.drivers.VpnDriver`. On an active gateway it runs one
-:class:`~ravenvpn.device.daemon.Device` (TUN ``raven0``, UDP socket, packet pump, UAPI socket for
-``wg``) in a thread of its own, with one WireGuard peer per remote gateway; on any other role it runs
+:class:`~ravenvpn.device.device.Device` (TUN ``raven0``, UDP socket, packet pump, UAPI socket for
+``wg``) in a thread the device owns, with one WireGuard peer per remote gateway; on any other role it runs
 none. Peers that stay across applies keep their sessions, and an endpoint learnt by roaming
 (WireGuard whitepaper §2.1) is only overridden when the planned endpoint itself changes.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -19,19 +18,18 @@ from typing import TYPE_CHECKING
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from ...device.device import Device
 from ...errors import RavenError
 from ..plan.nodeplan import NodePlan, Role
 from ..plan.planner import WIREGUARD_OVERHEAD
 from .links import underlay_mtu
 
 if TYPE_CHECKING:
-    from ...device.daemon import Device
     from ...protocol.tunnel import Tunnel
 
 __all__ = ["WireGuardDriver", "VpnReport"]
 
 log = logging.getLogger("ravenvpn.agent")
-STOP_TIMEOUT = 5.0   # seconds to wait for the device's pump thread to end
 
 
 @dataclass
@@ -77,8 +75,6 @@ class WireGuardDriver:
         self.private_key = private_key
         self.busy_poll = busy_poll
         self._device: Device | None = None
-        self._thread: threading.Thread | None = None
-        self._stopped_reason: str | None = None
         # The endpoint each peer was last *planned* with: a roamed endpoint is only overridden when
         # the plan's endpoint changes.
         self._endpoints: dict[bytes, tuple[str, int] | None] = {}
@@ -138,11 +134,7 @@ class WireGuardDriver:
         device, self._device = self._device, None
         if device is None:
             return report
-        if device.pump is not None:
-            device.pump.stop("ravenvpn up is stopping")
-        if self._thread is not None:
-            self._thread.join(timeout=STOP_TIMEOUT)
-            self._thread = None
+        device.stop("ravenvpn up is stopping")
         device.close()
         self._endpoints.clear()
         report.removed = True
@@ -151,23 +143,15 @@ class WireGuardDriver:
     @property
     def stopped(self) -> str | None:
         """Why the running interface stopped on its own (its pump thread ended), else None."""
-        if self._device is None or self._thread is None or self._thread.is_alive():
+        if self._device is None or self._device.running:
             return None
-        return self._stopped_reason or "the packet pump ended"
+        return self._device.stop_reason or "the packet pump ended"
 
     # ------------------------------------------------------------------ device
     def _open(self) -> None:
-        from ...device.daemon import Device    # the device layer, embedded as a library
-        device = Device(self.interface, busy_poll=self.busy_poll)
-        device.open()                           # StartupError: it closed what it opened
+        device = Device(self.interface, busy_poll=self.busy_poll or 0.0)
+        device.start()                          # StartupError: it closed what it opened
         self._device = device
-        self._stopped_reason = None
-        self._thread = threading.Thread(target=self._run, args=(device,), name=f"pump-{self.interface}",
-                                        daemon=True)
-        self._thread.start()
-
-    def _run(self, device: Device) -> None:
-        self._stopped_reason = device.run()
 
     @contextlib.contextmanager
     def _tunnel(self) -> Iterator[Tunnel]:
@@ -175,11 +159,9 @@ class WireGuardDriver:
 
         The one place the driver reaches into the device.
         """
-        device = self._device
-        assert device is not None and device.pump is not None
-        with device.lock:
-            yield device.pump.tunnel
-        device.config_changed()
+        assert self._device is not None
+        with self._device.configure() as tunnel:
+            yield tunnel
 
     def _configure(self, plan: NodePlan, report: VpnReport) -> None:
         """Converge the running device to the plan; unchanged peers keep their sessions."""
