@@ -195,7 +195,7 @@ class Device:
                 raise StartupError(f"cannot open UDP socket: {exc.strerror or exc}") from None
             self._sync_tunnel()
             try:
-                self.monitor = LinkMonitor(self.tun.ifindex)
+                self.monitor = LinkMonitor(self.tun.ifindex, self.tun.fileno())
             except OSError as exc:      # the TUN fd still reports deletion; MTU changes go unseen
                 log.error("cannot watch link events: %s", exc.strerror or exc)
             self.pump = Pump(tunnel, self.tun, self.udp, self.monitor, self.lock, busy_poll=self.busy_poll)
