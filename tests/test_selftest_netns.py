@@ -256,3 +256,44 @@ def test_netns_sh_setup_create_in_ns0_move_to_ns1(node_factory) -> None:
              message="daemon exit after `ip -n ns1 link del wg0`")
     assert "interface wg0 was deleted" in w.log_text()
     w.assert_clean_log()
+
+
+class UdpListener:
+    """`ncat -l -u -p PORT` in a node, as the script reads it (`read -r -N 1 -t 1 out <&4`)."""
+
+    def __init__(self, node: Node, port: int = 1111) -> None:
+        self.node, self.port = node, port
+        self.proc = node.popen("ncat", "-l", "-u", "-p", str(port), stdout=subprocess.PIPE, text=False)
+        wait_for(lambda: node.run("ss", "-Hlun", f"sport = :{port}").stdout.strip(), timeout=10,
+                 message=f"ncat listening on udp {port}")
+
+    def read(self, timeout: float) -> bytes:
+        """What arrived within `timeout` seconds (b"" if nothing)."""
+        import select
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return os.read(self.proc.stdout.fileno(), 65536) if ready else b""
+
+    def close(self) -> None:
+        self.node.stop_process(self.proc)
+
+
+def test_netns_sh_private_key_set_after_keepalive_peer(node_factory) -> None:
+    """Issue 12: `wg set wg0 peer P endpoint E persistent-keepalive 1`, link up, then the private key:
+    the key makes the peer usable, and a peer with persistent keepalive must start at once (the
+    kernel and wireguard-go send within a second). Before the fix nothing was sent for >= 5 s."""
+    n0 = node_factory("ns0")
+    w = add_wg(n0)
+    listener = UdpListener(n0)
+    try:
+        w.set("listen-port", "1", "peer", netns.pubkey(netns.genkey()), "endpoint", "127.0.0.1:1111",
+              "persistent-keepalive", "1")
+        w.ip("link", "set", "up", "dev", "wg0")
+        assert listener.read(1.0) == b""        # no key: nothing to send
+        w.set("private-key", keyfile(n0, netns.genkey()))
+        first = listener.read(3.0)
+        assert first[:1] == b"\x01", f"no handshake initiation within 3 s after the key was set: {first!r}"
+    finally:
+        listener.close()
+    assert w.alive()
+    w.assert_clean_log()

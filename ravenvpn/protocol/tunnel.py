@@ -137,6 +137,10 @@ class Tunnel:
         for peer in self.peers.values():
             self._expire_sessions(peer)
             peer.handshake.precomputed_static_static = hsm.precompute_static_static(self._identity, peer.public_key)
+            if self._identity is not None and peer.persistent_keepalive_interval:
+                # The key makes the peer usable: with persistent keepalive on, start now (a keepalive,
+                # so a handshake), as the kernel and wireguard-go do; the next tick sends it.
+                peer.persistent_keepalive_at = float("-inf")
 
     @property
     def public_key(self) -> bytes | None:
