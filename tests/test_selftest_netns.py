@@ -21,11 +21,14 @@ What cannot apply to a userspace device is said where the check would be, and li
     does apply: padding never takes a packet past the link MTU.
   * iperf3 with 50 parallel servers and the big-MTU rerun of every traffic test: kept to one bounded
     run each (5 parallel streams, ping and TCP at the big MTU), for the suite's time budget.
-  * "onion routing"/routing loops: the kernel stops a loop with its recursion limit; ravenvpn has none
-    and needs none (each lap is a real UDP send that grows the packet until the MTU refuses it); we
-    check the loop ends, bounded, and the daemons survive.
+  * routing loops ("onion routing ... even when it loops", "Try to set up a routing loop"): the kernel
+    refuses to send to an endpoint routed through the sending device itself (ELOOP); a userspace
+    device cannot see where its UDP datagrams are routed, so each lap is a real send that grows the
+    packet until the MTU ends it. We check the loop ends, bounded, and the daemons survive; the
+    two-device loop's byte bound is not the kernel's 70,000 (see that test).
   * "return an icmp error along the right route" (a packet for which no peer exists): the kernel sends
-    ICMP host unreachable; a userspace device (ravenvpn, wireguard-go) drops it silently. Not checked.
+    ICMP host unreachable; ravenvpn, like wireguard-go, drops such a packet silently. A userspace
+    device could write the ICMP error back into its TUN, but ravenvpn does not: not checked.
   * "sticky sockets" (reply-to-sender source addresses, the dummy0 and route-precedence cases): in
     tests/ of the sticky-source-address work (issue 12, udp.py); here only "not overly sticky".
   * "no circular reference loops" (interfaces moved crosswise, then both namespaces deleted, kmemleak
