@@ -42,7 +42,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import signal
+import select
 import subprocess
 import time
 from pathlib import Path
@@ -50,7 +50,7 @@ from pathlib import Path
 import pytest
 
 from tools import netns
-from tools.netns import Node, PingResult, iperf3, ping, wait_for, wg_dump
+from tools.netns import Node, PingResult, iperf3, ping, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -154,38 +154,54 @@ def flood(node: Node, addr: str, count: int = 10, size: int | None = None, sourc
     return PingResult(addr, int(m.group(1)), int(m.group(2)), 0.0, None, None, None, [], [], proc.stdout)
 
 
+def assert_flood(res: PingResult, count: int) -> None:
+    """All of a flood's replies came back, but perhaps the last: once it has sent COUNT, ping waits
+    only two round-trip times for what is missing, and a sub-millisecond RTT makes that a race with
+    the scheduler on a loaded machine (the script only asks for ping's exit status: >= 1 reply)."""
+    assert res.transmitted == count and res.received >= count - 1, res.output
+
+
 def ping1(node: Node, addr: str, **kw) -> bool:
     """`ping -W 1 -c 1 ADDR` as the script's assertions use it (one retry's worth of slack: the
     first packet of a fresh session waits for a handshake, which a loaded machine may take > 1 s)."""
     return ping(node, addr, count=1, wait=2, **kw).received == 1
 
 
-class Topology:
-    """netns.sh's first topology, configured (configure_peers) with IPv4 outer endpoints."""
+class Keys:
+    """The script's key1..key4 (`keys[0..3]`), their public keys and the psk."""
 
-    def __init__(self, node_factory) -> None:
-        self.n0, self.n1, self.n2 = node_factory("ns0"), node_factory("ns1"), node_factory("ns2")
+    def __init__(self) -> None:
         self.keys = [netns.genkey() for _ in range(4)]
         self.pubs = [netns.pubkey(k) for k in self.keys]
         self.psk = netns.genpsk()
+
+
+def configure_peers(w1: Wg, w2: Wg, k: Keys) -> None:
+    """The script's configure_peers(): addresses, keys, listen ports 1 and 2, allowed IPs, link up."""
+    n1, n2 = w1.home, w2.home
+    w1.ip("addr", "add", "192.168.241.1/24", "dev", "wg0")
+    w1.ip("addr", "add", "fd00::1/112", "dev", "wg0", "nodad")
+    w2.ip("addr", "add", "192.168.241.2/24", "dev", "wg0")
+    w2.ip("addr", "add", "fd00::2/112", "dev", "wg0", "nodad")
+    w1.set("private-key", keyfile(n1, k.keys[0]), "listen-port", "1", "peer", k.pubs[1],
+           "preshared-key", keyfile(n1, k.psk), "allowed-ips", "192.168.241.2/32,fd00::2/128")
+    w2.set("private-key", keyfile(n2, k.keys[1]), "listen-port", "2", "peer", k.pubs[0],
+           "preshared-key", keyfile(n2, k.psk), "allowed-ips", "192.168.241.1/32,fd00::1/128")
+    w1.ip("link", "set", "up", "dev", "wg0")
+    w2.ip("link", "set", "up", "dev", "wg0")
+
+
+class Topology(Keys):
+    """netns.sh's first topology, configured (configure_peers) with IPv4 outer endpoints."""
+
+    def __init__(self, node_factory) -> None:
+        super().__init__()
+        self.n0, self.n1, self.n2 = node_factory("ns0"), node_factory("ns1"), node_factory("ns2")
         self.w1 = add_wg(self.n1, self.n0)
         self.w2 = add_wg(self.n2, self.n0)
-        self.configure_peers()
+        configure_peers(self.w1, self.w2, self)
         self.w1.set("peer", self.pubs[1], "endpoint", "127.0.0.1:2")
         self.w2.set("peer", self.pubs[0], "endpoint", "127.0.0.1:1")
-
-    def configure_peers(self) -> None:
-        w1, w2, n1, n2 = self.w1, self.w2, self.n1, self.n2
-        w1.ip("addr", "add", "192.168.241.1/24", "dev", "wg0")
-        w1.ip("addr", "add", "fd00::1/112", "dev", "wg0", "nodad")
-        w2.ip("addr", "add", "192.168.241.2/24", "dev", "wg0")
-        w2.ip("addr", "add", "fd00::2/112", "dev", "wg0", "nodad")
-        w1.set("private-key", keyfile(n1, self.keys[0]), "listen-port", "1", "peer", self.pubs[1],
-               "preshared-key", keyfile(n1, self.psk), "allowed-ips", "192.168.241.2/32,fd00::2/128")
-        w2.set("private-key", keyfile(n2, self.keys[1]), "listen-port", "2", "peer", self.pubs[0],
-               "preshared-key", keyfile(n2, self.psk), "allowed-ips", "192.168.241.1/32,fd00::1/128")
-        w1.ip("link", "set", "up", "dev", "wg0")
-        w2.ip("link", "set", "up", "dev", "wg0")
 
     def set_mtu(self, mtu: int) -> None:
         for w in (self.w1, self.w2):
@@ -194,8 +210,7 @@ class Topology:
     def pings(self) -> None:
         """tests(): ping -c 10 -f both ways, over IPv4 and IPv6."""
         for node, addr in ((self.n2, V4[0]), (self.n1, V4[1]), (self.n2, V6[0]), (self.n1, V6[1])):
-            res = flood(node, addr)
-            assert res.received == res.transmitted == 10, res.output
+            assert_flood(flood(node, addr), 10)
 
     def check_alive(self) -> None:
         for w in (self.w1, self.w2):
@@ -272,7 +287,6 @@ class UdpListener:
 
     def read(self, timeout: float) -> bytes:
         """What arrived within `timeout` seconds (b"" if nothing)."""
-        import select
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         return os.read(self.proc.stdout.fileno(), 65536) if ready else b""
@@ -311,8 +325,9 @@ def test_netns_sh_transfer_counters_and_handshake(topo: Topology) -> None:
     10 pings from ns2 give exactly rx 1372, tx 1428 (or 1460 with a keepalive) in `wg show transfer`:
     one initiation (148) + 10 padded 96-byte transport messages (128 each) out, one response (92) +
     10 replies in. The link counters of a TUN device count the inner packets: 10 x 84 bytes each way."""
-    res = flood(topo.n2, V4[0])
-    assert res.received == res.transmitted == 10, res.output
+    assert_flood(flood(topo.n2, V4[0]), 10)
+    # (A reply ping gave up on has still arrived by the time the counters settle.)
+    wait_for(lambda: transfer(topo.w2)[0] >= 1372, timeout=2, message="the last reply")
     rx, tx = transfer(topo.w2)
     assert rx == 1372 and tx in (1428, 1460), (rx, tx)
     rx, tx = transfer(topo.w1)
@@ -336,8 +351,7 @@ def test_netns_sh_ping_v4_v6_outer_v4_and_v6(topo: Topology) -> None:
     topo.set_mtu(BIG_MTU)
     topo.pings()
     for node, addr in ((topo.n2, V4[0]), (topo.n1, V6[1])):      # packets that need the big MTU
-        res = flood(node, addr, count=5, size=BIG_MTU - 48 - 100)
-        assert res.received == res.transmitted == 5, res.output
+        assert_flood(flood(node, addr, count=5, size=BIG_MTU - 48 - 100), 5)
     topo.check_alive()
 
 
@@ -456,7 +470,7 @@ def test_netns_sh_allowedips_overlapping_changing_and_removed_under_traffic(topo
         n1.stop_process(proc)
     m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
     assert m and int(m.group(2)) > 0, out
-    assert flood(n1, V4[1]).received == 10
+    assert_flood(flood(n1, V4[1]), 10)
     topo.check_alive()
 
 
@@ -537,17 +551,15 @@ def test_netns_sh_route_wg_through_wg_and_routing_loop(topo: Topology) -> None:
 # the NAT topology: ns1 -- vethc/vethrc -- ns0 (SNAT) -- vethrs/veths -- ns2
 
 
-class NatTopology:
+class NatTopology(Keys):
     """netns.sh's second topology; wg0 is created in ns1/ns2 directly (UDP sockets there)."""
 
     def __init__(self, node_factory) -> None:
+        super().__init__()
         t = self
         t.n0, t.n1, t.n2 = node_factory("ns0"), node_factory("ns1"), node_factory("ns2")
-        t.keys = [netns.genkey() for _ in range(4)]
-        t.pubs = [netns.pubkey(k) for k in t.keys]
-        t.psk = netns.genpsk()
         t.w1, t.w2 = add_wg(t.n1), add_wg(t.n2)
-        Topology.configure_peers(t)  # type: ignore[arg-type]
+        configure_peers(t.w1, t.w2, t)
         netns.veth(t.n0, t.n1, "192.168.1.1/24", "192.168.1.100/24", name_a="vethrc", name_b="vethc")
         netns.veth(t.n0, t.n2, "10.0.0.1/24", "10.0.0.100/24", name_a="vethrs", name_b="veths")
         t.n1.run("ip", "route", "add", "default", "via", "192.168.1.1")
@@ -631,8 +643,7 @@ def test_netns_sh_policy_routing_default_route_fwmark(nat: NatTopology) -> None:
         n1.run("ip", fam, "rule", "add", "table", "main", "suppress_prefixlength", "0")
     n1.sysctl("net.ipv4.conf.vethc.rp_filter", 0)
     for addr in ("192.168.99.7", "abab::1111"):
-        res = flood(n1, addr, count=100)
-        assert res.received == res.transmitted == 100, res.output
+        assert_flood(flood(n1, addr, count=100), 100)
     for w in (w1, w2):
         assert w.alive()
         w.assert_clean_log()
@@ -647,27 +658,23 @@ def test_netns_sh_not_overly_sticky(node_factory) -> None:
     removed": ns1's address on veth1 changes (v4, then v6) and the next ping still gets through.
     (The reply-to-sender half of the section belongs to the sticky-sockets work; see the docstring.)"""
     n1, n2 = node_factory("ns1"), node_factory("ns2")
-    t = Topology.__new__(Topology)
-    t.n1, t.n2 = n1, n2
-    t.keys = [netns.genkey() for _ in range(2)]
-    t.pubs = [netns.pubkey(k) for k in t.keys]
-    t.psk = netns.genpsk()
-    t.w1, t.w2 = add_wg(n1), add_wg(n2)
-    t.configure_peers()
+    k = Keys()
+    w1, w2 = add_wg(n1), add_wg(n2)
+    configure_peers(w1, w2, k)
     netns.veth(n1, n2, "10.0.0.1/24", "10.0.0.2/24", name_a="veth1", name_b="veth2",
                addr6_a="fd00:aa::1/96", addr6_b="fd00:aa::2/96")
     n1.sysctl("net.ipv4.conf.veth1.promote_secondaries", 1)
-    t.w1.set("peer", t.pubs[1], "endpoint", "10.0.0.2:2")
+    w1.set("peer", k.pubs[1], "endpoint", "10.0.0.2:2")
     assert ping1(n1, V4[1])
     n1.add_addr("veth1", "10.0.0.10/24")
     n1.del_addr("veth1", "10.0.0.1/24")
     assert ping1(n1, V4[1])
-    t.w1.set("peer", t.pubs[1], "endpoint", "[fd00:aa::2]:2")
+    w1.set("peer", k.pubs[1], "endpoint", "[fd00:aa::2]:2")
     assert ping1(n1, V4[1])
     n1.add_addr("veth1", "fd00:aa::10/96")
     n1.del_addr("veth1", "fd00:aa::1/96")
     assert ping1(n1, V4[1])
-    for w in (t.w1, t.w2):
+    for w in (w1, w2):
         w.assert_clean_log()
 
 
@@ -754,6 +761,9 @@ def test_netns_sh_keys_and_low_order_public_keys(node_factory) -> None:
     try:
         w.ip("link", "set", "wg0", "up")
         assert listener.read(2.0) == b""
+        # The control: an ordinary peer set up the same way is heard at once.
+        w.set("peer", netns.pubkey(netns.genkey()), "persistent-keepalive", "1", "endpoint", "127.0.0.1:1111")
+        assert listener.read(3.0)[:1] == b"\x01"
     finally:
         listener.close()
     assert w.alive()
@@ -769,7 +779,7 @@ def test_netns_sh_delete_interface_under_traffic(topo: Topology) -> None:
     loop above): here under an iperf3 UDP flood and a ping flood, ns2's wg0 is deleted; its daemon
     ends cleanly (socket gone), and ns1's daemon, now talking to nobody, carries on."""
     n1, n2 = topo.n1, topo.n2
-    assert flood(n1, V4[1]).received == 10
+    assert_flood(flood(n1, V4[1]), 10)
     port = 5201 + secrets.randbelow(1000)
     srv = n2.popen("iperf3", "-s", "-1", "-p", str(port))
     wait_for(lambda: n2.run("ss", "-Hltn", f"sport = :{port}").stdout.strip(), timeout=10, message="iperf3 -s")
@@ -781,8 +791,9 @@ def test_netns_sh_delete_interface_under_traffic(topo: Topology) -> None:
         wait_for(lambda: not topo.w2.alive() and not n2.exists("/run/wireguard/wg0.sock"), timeout=10,
                  message="ns2's daemon to exit after its link was deleted under traffic")
     finally:
-        for proc in (cli, pinger, srv):
-            n1.stop_process(proc) if proc is not srv else n2.stop_process(proc)
+        n1.stop_process(cli)
+        n1.stop_process(pinger)
+        n2.stop_process(srv)
     assert "interface wg0 was deleted" in topo.w2.log_text()
     topo.w2.assert_clean_log()
     assert topo.w1.alive()
