@@ -242,8 +242,8 @@ def link_stats(w: Wg) -> tuple[int, int]:
 def test_netns_sh_setup_create_in_ns0_move_to_ns1(node_factory) -> None:
     """`ip0 link add dev wg0 type wireguard; ip0 link set wg0 netns $netns1`: the daemon must take
     the move's RTM_DELLINK for what it is, follow the link (its MTU changes), keep its UDP socket
-    in ns0, ignore a new link that takes the old ifindex in ns0, and end when the link is deleted
-    in ns1. Before the fix it logged "interface wg0 was deleted" and exited at the move."""
+    in ns0, ignore a new link that takes the old ifindex in ns0, follow a second move (to ns2), and
+    end when the link is deleted there. Before the fix it logged "interface wg0 was deleted" and exited at the move."""
     n0, n1 = node_factory("ns0"), node_factory("ns1")
     w = add_wg(n1, n0)
     old_index = next(link["ifindex"] for link in n1.links() if link["ifname"] == "wg0")
@@ -269,9 +269,16 @@ def test_netns_sh_setup_create_in_ns0_move_to_ns1(node_factory) -> None:
     time.sleep(0.5)
     assert w.alive(), w.log_text()
 
-    w.ip("link", "del", "wg0")
+    # A second move (ns1 -> ns2) is followed too; `wg` still talks to the daemon from ns1.
+    n2 = node_factory("ns2")
+    host_ip("-n", n1.name, "link", "set", "wg0", "netns", n2.name)
+    n2.run("ip", "link", "set", "wg0", "mtu", "1280")
+    wait_for(lambda: "MTU of wg0 is now 1280" in w.log_text(), timeout=5, message="MTU event from ns2")
+    assert w.alive() and w.show("listen-port") == "1"
+
+    n2.run("ip", "link", "del", "wg0")
     wait_for(lambda: not w.alive() and not n1.exists("/run/wireguard/wg0.sock"), timeout=10,
-             message="daemon exit after `ip -n ns1 link del wg0`")
+             message="daemon exit after `ip -n ns2 link del wg0`")
     assert "interface wg0 was deleted" in w.log_text()
     w.assert_clean_log()
 

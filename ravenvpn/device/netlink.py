@@ -190,8 +190,9 @@ class LinkMonitor:
         try:
             inode = os.fstat(ns_fd).st_ino
             if inode == self.netns_inode:
-                # Still here (or back already): its index may have changed on the way.
-                self.ifindex = socket.if_nametoindex(name)
+                # Still here (or back already): its index may have changed on the way. Looked up
+                # in that namespace, which need not be this thread's (after an earlier move).
+                self.ifindex = _in_netns(ns_fd, lambda: socket.if_nametoindex(name))
                 return None
             return self._follow(ns_fd, inode, name)
         except OSError as exc:
