@@ -49,12 +49,13 @@ from pathlib import Path
 
 import pytest
 
-from tools import netns
-from tools.netns import Node, PingResult, iperf3, ping, wait_for
+# After the tools/netns.py split: tools.node, tools.links, tools.traffic, tools.wg and tools.process.
+from tools.netns import (CommandError, Node, PingResult, genkey, genpsk, iperf3, own_script, ping,
+                         process_alive, process_cmdline, pubkey, veth, wait_for)
 
 pytestmark = pytest.mark.netns
 
-RAVENVPN_WG = netns.own_script("ravenvpn-wg")
+RAVENVPN_WG = own_script("ravenvpn-wg")
 V4 = ("192.168.241.1", "192.168.241.2")
 V6 = ("fd00::1", "fd00::2")
 ORIG_MTU = 1420
@@ -76,7 +77,7 @@ def host_ip(*args: str) -> None:
     `ip link set ... netns NAME` needs (a node's mount namespace drops the other nodes' nsfs mounts)."""
     proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
-        raise netns.CommandError(proc.returncode, ["ip", *args], proc.stdout, proc.stderr)
+        raise CommandError(proc.returncode, ["ip", *args], proc.stdout, proc.stderr)
 
 
 def keyfile(node: Node, key: str) -> str:
@@ -107,7 +108,7 @@ class Wg:
         self.home.run("ip", *args)
 
     def alive(self) -> bool:
-        return netns.process_alive(self.pid)
+        return process_alive(self.pid)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -133,7 +134,7 @@ def add_wg(home: Node, birth: Node | None = None, ifname: str = "wg0") -> Wg:
             RAVENVPN_WG, "--log-file", str(log), ifname]
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, f"ravenvpn-wg {ifname}: {proc.stderr}{log.read_text() if log.exists() else ''}"
-    pids = [p for p in birth.pids() if str(log) in netns.process_cmdline(p)]
+    pids = [p for p in birth.pids() if str(log) in process_cmdline(p)]
     assert len(pids) == 1, pids
     if birth is not home:
         host_ip("-n", birth.name, "link", "set", ifname, "netns", home.name)
@@ -171,9 +172,9 @@ class Keys:
     """The script's key1..key4 (`keys[0..3]`), their public keys and the psk."""
 
     def __init__(self) -> None:
-        self.keys = [netns.genkey() for _ in range(4)]
-        self.pubs = [netns.pubkey(k) for k in self.keys]
-        self.psk = netns.genpsk()
+        self.keys = [genkey() for _ in range(4)]
+        self.pubs = [pubkey(k) for k in self.keys]
+        self.psk = genpsk()
 
 
 def configure_peers(w1: Wg, w2: Wg, k: Keys) -> None:
@@ -252,7 +253,7 @@ def test_netns_sh_setup_create_in_ns0_move_to_ns1(node_factory) -> None:
     assert w.alive(), w.log_text()
     assert "moved to another network namespace" in w.log_text()
 
-    w.set("private-key", keyfile(n1, netns.genkey()), "listen-port", "1")
+    w.set("private-key", keyfile(n1, genkey()), "listen-port", "1")
     assert w.show("listen-port") == "1"
     # The UDP socket is where the daemon was born: ns0 has port 1 bound, ns1 nothing.
     assert ":1 " in n0.run("ss", "-Hlun", "sport = :1").stdout
@@ -310,11 +311,11 @@ def test_netns_sh_private_key_set_after_keepalive_peer(node_factory) -> None:
     w = add_wg(n0)
     listener = UdpListener(n0)
     try:
-        w.set("listen-port", "1", "peer", netns.pubkey(netns.genkey()), "endpoint", "127.0.0.1:1111",
+        w.set("listen-port", "1", "peer", pubkey(genkey()), "endpoint", "127.0.0.1:1111",
               "persistent-keepalive", "1")
         w.ip("link", "set", "up", "dev", "wg0")
         assert listener.read(1.0) == b""        # no key: nothing to send
-        w.set("private-key", keyfile(n0, netns.genkey()))
+        w.set("private-key", keyfile(n0, genkey()))
         first = listener.read(3.0)
         assert first[:1] == b"\x01", f"no handshake initiation within 3 s after the key was set: {first!r}"
     finally:
@@ -433,7 +434,7 @@ def test_netns_sh_allowedips_source_filtering(topo: Topology) -> None:
         assert listener.read(3.0)[:1] == b"X"
     finally:
         listener.close()
-    more_specific_key = netns.pubkey(netns.genkey())
+    more_specific_key = pubkey(genkey())
     w1.set("peer", more_specific_key, "allowed-ips", "192.168.241.2/32")
     w2.set("listen-port", "9997")
     listener = UdpListener(topo.n1)
@@ -454,7 +455,7 @@ def test_netns_sh_allowedips_overlapping_changing_and_removed_under_traffic(topo
     between /32, /24 and /0, are removed (the flood loses packets, the daemons do not care) and
     come back (the flood resumes)."""
     w1, n1 = topo.w1, topo.n1
-    other = netns.pubkey(netns.genkey())
+    other = pubkey(genkey())
     for ips in ("0.0.0.0/0,10.0.0.0/8,100.0.0.0/10,172.16.0.0/12,192.168.0.0/16", "0.0.0.0/0",
                 "::/0,1700::/111,5000::/4,e000::/37,9000::/75", "::/0"):
         w1.set("peer", other, "allowed-ips", ips)
@@ -567,8 +568,8 @@ class NatTopology(Keys):
         t.n0, t.n1, t.n2 = node_factory("ns0"), node_factory("ns1"), node_factory("ns2")
         t.w1, t.w2 = add_wg(t.n1), add_wg(t.n2)
         configure_peers(t.w1, t.w2, t)
-        netns.veth(t.n0, t.n1, "192.168.1.1/24", "192.168.1.100/24", name_a="vethrc", name_b="vethc")
-        netns.veth(t.n0, t.n2, "10.0.0.1/24", "10.0.0.100/24", name_a="vethrs", name_b="veths")
+        veth(t.n0, t.n1, "192.168.1.1/24", "192.168.1.100/24", name_a="vethrc", name_b="vethc")
+        veth(t.n0, t.n2, "10.0.0.1/24", "10.0.0.100/24", name_a="vethrs", name_b="veths")
         t.n1.run("ip", "route", "add", "default", "via", "192.168.1.1")
         t.n0.sysctl("net.ipv4.ip_forward", 1)
         t.n0.sysctl("net.netfilter.nf_conntrack_udp_timeout", 2)
@@ -668,7 +669,7 @@ def test_netns_sh_not_overly_sticky(node_factory) -> None:
     k = Keys()
     w1, w2 = add_wg(n1), add_wg(n2)
     configure_peers(w1, w2, k)
-    netns.veth(n1, n2, "10.0.0.1/24", "10.0.0.2/24", name_a="veth1", name_b="veth2",
+    veth(n1, n2, "10.0.0.1/24", "10.0.0.2/24", name_a="veth1", name_b="veth2",
                addr6_a="fd00:aa::1/96", addr6_b="fd00:aa::2/96")
     n1.sysctl("net.ipv4.conf.veth1.promote_secondaries", 1)
     w1.set("peer", k.pubs[1], "endpoint", "10.0.0.2:2")
@@ -697,15 +698,15 @@ def test_netns_sh_large_allowedips_split_responses(node_factory) -> None:
     n0 = node_factory("ns0")
     w = add_wg(n0)
     conf = n0.tmpdir / "big.conf"
-    lines = ["[Interface]", f"PrivateKey={netns.genkey()}", "[Peer]", f"PublicKey={netns.pubkey(netns.genkey())}"]
+    lines = ["[Interface]", f"PrivateKey={genkey()}", "[Peer]", f"PublicKey={pubkey(genkey())}"]
     lines += [f"AllowedIPs={a}.{b}.0.0/16,{a:x}::{b:x}/128" for a in range(1, 256) for b in range(256)]
     conf.write_text("\n".join(lines) + "\n")
     w.wg("setconf", "wg0", str(conf))
     assert len(w.show("allowed-ips").split()) == 255 * 256 * 2 + 1
 
-    lines = ["[Interface]", f"PrivateKey={netns.genkey()}"]
+    lines = ["[Interface]", f"PrivateKey={genkey()}"]
     for a in range(1, 41):
-        lines += ["[Peer]", f"PublicKey={netns.pubkey(netns.genkey())}"]
+        lines += ["[Peer]", f"PublicKey={pubkey(genkey())}"]
         lines += [f"AllowedIPs={a}.{b}.0.0/16" for b in range(1, 53)]
     conf.write_text("\n".join(lines) + "\n")
     w.wg("setconf", "wg0", str(conf))
@@ -714,13 +715,13 @@ def test_netns_sh_large_allowedips_split_responses(node_factory) -> None:
 
     lines = []
     for _ in range(29):
-        lines += ["[Peer]", f"PublicKey={netns.pubkey(netns.genkey())}"]
-    lines += ["[Peer]", f"PublicKey={netns.pubkey(netns.genkey())}", "AllowedIPs=255.2.3.4/32,abcd::255/128"]
+        lines += ["[Peer]", f"PublicKey={pubkey(genkey())}"]
+    lines += ["[Peer]", f"PublicKey={pubkey(genkey())}", "AllowedIPs=255.2.3.4/32,abcd::255/128"]
     conf.write_text("\n".join(lines) + "\n")
     w.wg("setconf", "wg0", str(conf))
     w.wg("showconf", "wg0")
 
-    pub1, pub2 = (netns.pubkey(netns.genkey()) for _ in range(2))
+    pub1, pub2 = (pubkey(genkey()) for _ in range(2))
     w.wg("setconf", "wg0", "/dev/null")
     w.set("peer", pub1)
     w.set("peer", pub2, "allowed-ips", ",".join(f"abcd::{i:x}" for i in range(1, 198)))
@@ -738,9 +739,9 @@ def test_netns_sh_keys_and_low_order_public_keys(node_factory) -> None:
     nothing is ever sent, not even after the link goes up."""
     n0 = node_factory("ns0")
     w = add_wg(n0)
-    key1, key2 = netns.genkey(), netns.genkey()
-    pub1, pub2 = netns.pubkey(key1), netns.pubkey(key2)
-    psk = netns.genpsk()
+    key1, key2 = genkey(), genkey()
+    pub1, pub2 = pubkey(key1), pubkey(key2)
+    psk = genpsk()
     w.set("private-key", keyfile(n0, key1), "peer", pub2, "preshared-key", keyfile(n0, psk))
     assert w.show("private-key") == key1
     assert w.show("preshared-keys") == f"{pub2}\t{psk}"
@@ -769,7 +770,7 @@ def test_netns_sh_keys_and_low_order_public_keys(node_factory) -> None:
         w.ip("link", "set", "wg0", "up")
         assert listener.read(2.0) == b""
         # The control: an ordinary peer set up the same way is heard at once.
-        w.set("peer", netns.pubkey(netns.genkey()), "persistent-keepalive", "1", "endpoint", "127.0.0.1:1111")
+        w.set("peer", pubkey(genkey()), "persistent-keepalive", "1", "endpoint", "127.0.0.1:1111")
         assert listener.read(3.0)[:1] == b"\x01"
     finally:
         listener.close()
