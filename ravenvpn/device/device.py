@@ -182,7 +182,7 @@ class Device:
                 raise StartupError(f"cannot open UDP socket: {exc.strerror or exc}") from None
             try:
                 if not self._tun_given:
-                    self._monitor = LinkMonitor(self._tun.ifindex)
+                    self._monitor = LinkMonitor(self._tun.ifindex, self._tun.fileno())
             except OSError as exc:      # the TUN fd still reports deletion; MTU changes go unseen
                 log.error("cannot watch link events: %s", exc.strerror or exc)
             self._pump = Pump(self.tunnel, self._tun, self._udp, self._monitor, self.lock,
