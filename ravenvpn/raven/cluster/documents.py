@@ -3,8 +3,9 @@
 Accepts what operators actually have at hand: a multi-document file, the
 ``kind: List`` that ``kubectl get gateways,nodes -o yaml`` prints, typed lists
 (``GatewayList``, ``NodeList``) or any mix.  Unrelated kinds (ConfigMaps, the
-Kubernetes Gateway API's ``gateway.networking.k8s.io`` Gateways, ...) are skipped;
-malformed documents and unsupported versions of *our* kinds are errors.
+Kubernetes Gateway API's ``gateway.networking.k8s.io`` Gateways, ...) are skipped
+silently; malformed documents and unsupported versions of *our* kinds are skipped
+with a warning (only unparseable YAML is an error).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import ClusterError
+from .problems import Problems
 
 RAVEN_GROUP = "raven.openyurt.io"
 RAVEN_VERSIONS = ("v1beta1", "v1alpha1")
@@ -57,34 +59,45 @@ def parse_yaml(text: str) -> list[Any]:
         raise ClusterError(f"YAML error: {exc}") from None
 
 
-def read_objects(text: str) -> list[KubeObject]:
-    """The Raven Gateways and core Nodes of a YAML stream, in document order."""
+def read_objects(text: str, problems: Problems) -> list[KubeObject]:
+    """The Raven Gateways and core Nodes of a YAML stream, in document order.
+
+    Raises:
+        ClusterError: the YAML does not parse.  A document that is not a usable
+        object (no kind, an unsupported version of our kinds, ...) is skipped with
+        a warning in ``problems`` instead.
+    """
     objects: list[KubeObject] = []
     for number, doc in enumerate(parse_yaml(text), start=1):
-        _collect(doc, f"document {number}", None, None, objects)
+        _collect(doc, f"document {number}", None, None, objects, problems)
     return objects
 
 
 def _collect(doc: Any, where: str, list_kind: str | None, list_api: str | None,
-             out: list[KubeObject]) -> None:
+             out: list[KubeObject], problems: Problems) -> None:
     if not isinstance(doc, dict):
-        raise ClusterError(f"{where}: expected a Kubernetes object (a mapping), "
-                           f"got {type(doc).__name__}")
+        problems.skip(f"{where}: expected a Kubernetes object (a mapping), got {type(doc).__name__}",
+                      "document skipped")
+        return
     # Items of a typed list (GatewayList) may omit kind/apiVersion, as API servers return them.
     kind = doc.get("kind", list_kind)
     api_version = doc.get("apiVersion", list_api)
     if not isinstance(kind, str) or not kind:
-        raise ClusterError(f"{where}: kind: missing")
+        problems.skip(f"{where}: kind: missing", "document skipped", node=_name_of(doc, "Node"))
+        return
     if not isinstance(api_version, str) or not api_version:
-        raise ClusterError(f"{where} (kind {kind}): apiVersion: missing")
+        problems.skip(f"{where} (kind {kind}): apiVersion: missing", "document skipped",
+                      node=_name_of(doc, kind))
+        return
 
     if kind == "List" or (kind.endswith("List") and "items" in doc):
         items = doc.get("items") or []
         if not isinstance(items, list):
-            raise ClusterError(f"{where} (kind {kind}): items: expected a list")
+            problems.skip(f"{where} (kind {kind}): items: expected a list", "list skipped")
+            return
         item_kind = kind[: -len("List")] or None
         for i, item in enumerate(items):
-            _collect(item, f"{where} items[{i}]", item_kind, api_version if item_kind else None, out)
+            _collect(item, f"{where} items[{i}]", item_kind, api_version if item_kind else None, out, problems)
         return
 
     obj = KubeObject(kind, api_version, doc, where)
@@ -92,12 +105,21 @@ def _collect(doc: Any, where: str, list_kind: str | None, list_api: str | None,
     if kind == "Gateway" and group == RAVEN_GROUP:
         if version not in RAVEN_VERSIONS:
             expected = " or ".join(f"{RAVEN_GROUP}/{v}" for v in RAVEN_VERSIONS)
-            raise ClusterError(f"{obj.label}: apiVersion: unsupported {api_version!r} "
-                               f"(expected {expected})")
+            problems.skip(f"{obj.label}: apiVersion: unsupported {api_version!r} (expected {expected})",
+                          "Gateway skipped")
+            return
         out.append(obj)
     elif kind == "Node" and group == "":
         # Core group; a CRD that happens to be called Node lives in another group.
         if version != "v1":
-            raise ClusterError(f"{obj.label}: apiVersion: unsupported {api_version!r} "
-                               "(expected v1)")
+            problems.skip(f"{obj.label}: apiVersion: unsupported {api_version!r} (expected v1)",
+                          "Node skipped", node=obj.name)
+            return
         out.append(obj)
+
+
+def _name_of(doc: dict[str, Any], kind: Any) -> str | None:
+    """The name of a Node document we cannot read otherwise: its own plan is then impossible."""
+    if kind != "Node":
+        return None
+    return KubeObject("Node", "", doc, "").name

@@ -1,7 +1,9 @@
 """load_cluster: YAML -> parsed objects -> derived status -> validated :class:`Cluster`.
 
-Nothing partial: every step either succeeds for all objects or raises the first
-ClusterError, in document order, so the same file always reports the same error.
+Tolerant, because one file serves every node: a stale or odd object is skipped
+with a one-line warning naming its object and field (see :mod:`.problems`), and
+the rest is loaded.  Only text that is not YAML at all is an error.  Steps run
+in document order, so the same file always gives the same warnings.
 """
 
 from __future__ import annotations
@@ -11,41 +13,49 @@ import sys
 
 from . import checks
 from .documents import read_objects
+from .election import derive_members, elect
 from .errors import ClusterError
 from .gateway_parser import ParsedGateway, parse_gateway
 from .model import Cluster, Gateway, Node, NodeInfo
 from .node_parser import parse_node
-from .election import derive_members, elect
+from .problems import Problems
 
 
 def load_cluster(text: str) -> Cluster:
-    objects = read_objects(text)
-    nodes = [parse_node(o) for o in objects if o.kind == "Node"]
-    parsed = [parse_gateway(o) for o in objects if o.kind == "Gateway"]
-    checks.check_unique_names("Node", (n.name for n in nodes))
-    checks.check_unique_names("Gateway", (g.name for g in parsed))
+    """The cluster described by ``text`` (YAML, as :mod:`.documents` accepts it).
 
+    Raises:
+        ClusterError: the text is not YAML (one line, with the line number).
+    """
+    problems = Problems()
+    objects = read_objects(text, problems)
+    nodes = [n for o in objects if o.kind == "Node" if (n := parse_node(o, problems)) is not None]
+    parsed = [g for o in objects if o.kind == "Gateway" if (g := parse_gateway(o, problems)) is not None]
+    nodes = checks.unique_names("Node", nodes, problems)
+    parsed = checks.unique_names("Gateway", parsed, problems)
+
+    parsed = [checks.clean_gateway_spec(gw, problems) for gw in parsed]
+    nodes = checks.known_labels(nodes, {g.name for g in parsed}, problems)
+    parsed = checks.settle_claims(nodes, parsed, problems)
     by_name = {n.name: n for n in nodes}
-    for gw in parsed:
-        checks.check_gateway_spec(gw)
-    checks.check_labels(nodes, {g.name for g in parsed})
-    checks.check_claims(nodes, parsed)
 
     members: dict[str, tuple[NodeInfo, ...]] = {}
+    cleaned = []
     for gw in parsed:
         if gw.status_nodes is not None:
-            checks.check_written_status_nodes(gw, by_name)
-            members[gw.name] = tuple(sorted(gw.status_nodes, key=lambda n: n.node_name))
+            members[gw.name] = checks.written_members(gw, by_name, problems)
         else:
-            members[gw.name] = derive_members(gw, nodes)
-        checks.check_endpoint_references(gw, members[gw.name], by_name)
-    checks.check_unique_keys(parsed)
-    checks.check_overlaps(members, {g.name for g in parsed if g.status_nodes is not None})
+            members[gw.name] = derive_members(gw, nodes, problems)
+        cleaned.append(checks.clean_endpoint_references(gw, members[gw.name], by_name, problems))
+    parsed = checks.unique_keys(cleaned, problems)
+    members = checks.drop_overlaps(members, {g.name for g in parsed if g.status_nodes is not None}, problems)
 
     gateways = [_build(gw, members[gw.name], by_name) for gw in parsed]
     return Cluster(
         gateways=tuple(sorted(gateways, key=lambda g: g.name)),
         nodes=tuple(sorted(nodes, key=lambda n: n.name)),
+        warnings=tuple(sorted(set(problems.warnings))),
+        node_errors=tuple(sorted(problems.node_errors.items())),
     )
 
 

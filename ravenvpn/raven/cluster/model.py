@@ -2,8 +2,8 @@
 
 Everything here is an immutable, already-validated snapshot.  A :class:`Cluster`
 only comes out of :func:`~ravenvpn.raven.cluster.loader.load_cluster` (and its
-siblings in :mod:`.loader`), which either return a fully consistent cluster or
-raise a one-line :class:`~ravenvpn.errors.ClusterError`.  This module imports
+siblings in :mod:`.loader`), which return a consistent cluster of what could be
+used, with a warning for each part that was skipped (:attr:`Cluster.warnings`).  This module imports
 nothing that builds these classes: the loader depends on the model, never the
 other way round.
 
@@ -62,11 +62,13 @@ class NodeInfo:
     node_name: str
     private_ip: IPAddress
     subnets: tuple[IPNetwork, ...] = ()
+    ip_routed: bool = True           # False: private_ip overlaps another gateway's prefix (warned)
 
     @property
     def prefixes(self) -> tuple[IPNetwork, ...]:
         """What the rest of the cluster must route to this node: pod subnets and its own IP."""
-        return sorted_networks((*self.subnets, host_network(self.private_ip)))
+        own = (host_network(self.private_ip),) if self.ip_routed else ()
+        return sorted_networks((*self.subnets, *own))
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,22 @@ class Gateway:
 
 @dataclass(frozen=True)
 class Cluster:
+    """The usable part of a cluster file, and what was left out of it.
+
+    ``warnings``: one line per skipped object or field, naming both (sorted, so the
+    same objects in any document order give the same cluster).  ``node_errors``:
+    (node name, problem) for nodes whose own Node or tunnel endpoint was unusable;
+    planning such a node is an error, every other node plans.
+    """
+
     gateways: tuple[Gateway, ...]   # sorted by name
     nodes: tuple[Node, ...]         # sorted by name
+    warnings: tuple[str, ...] = ()
+    node_errors: tuple[tuple[str, str], ...] = ()   # sorted by node name
+
+    def node_error(self, name: str) -> str | None:
+        """Why ``name``'s own objects could not be used, or None."""
+        return next((problem for node, problem in self.node_errors if node == name), None)
 
     def gateway(self, name: str) -> Gateway | None:
         return next((gw for gw in self.gateways if gw.name == name), None)

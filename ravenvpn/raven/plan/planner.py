@@ -42,19 +42,31 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
 
     ``local_public_key`` is the public half of the key the node's daemon will use;
     when the node is a tunnel endpoint, it must match ``config.publicKey`` in the
-    cluster (a mismatch is a ClusterError naming the field).  Bad parameters are
-    ValueErrors; cluster problems are ClusterErrors.
+    cluster (a mismatch is a ClusterError naming the field).
+
+    The plan's ``warnings`` start with the cluster's (what the loader skipped), so
+    every node shows what is stale in the shared file.
+
+    Raises:
+        ValueError: a bad parameter.
+        ClusterError: this node's own plan is impossible: its Node is missing or was
+            unusable, its own tunnel endpoint was unusable (the loader's
+            ``Cluster.node_errors``), or its endpoint's key is not ``local_public_key``.
     """
     tunnel_mtu = mtu if mtu is not None else underlay_mtu - WIREGUARD_OVERHEAD
     _check_parameters(tunnel_mtu, listen_port, interface, gateway_table, member_table,
                       rule_priority, keepalive, local_public_key)
+    own_error = cluster.node_error(node_name)
+    if own_error is not None:
+        raise ClusterError(own_error)
     if cluster.node(node_name) is None:
         raise ClusterError(f"Node {node_name}: not found in the cluster")
     base = NodePlan(node_name=node_name, role=Role.NONE, gateway=None, interface=interface,
-                    listen_port=listen_port, mtu=tunnel_mtu)
+                    listen_port=listen_port, mtu=tunnel_mtu, warnings=cluster.warnings)
     gw = cluster.gateway_of(node_name)
     if gw is None:
-        return base
+        return replace(base, warnings=(*cluster.warnings, f"Node {node_name} is in no Gateway: role none "
+                                       "(Raven leaves it alone)"))
 
     own = next((ep for ep in gw.tunnel_endpoints if ep.node_name == node_name), None)
     active = gw.active_tunnel
@@ -67,7 +79,7 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
 
     peer_set = plan_peers(cluster, gw, keepalive)
     ipv6 = any(p.version == 6 for p in (*gw.prefixes, *peer_set.remote_prefixes))
-    warnings = list(peer_set.warnings)
+    warnings = [*cluster.warnings, *peer_set.warnings]
     if tunnel_mtu < 1280 and ipv6:
         warnings.append(f"MTU {tunnel_mtu} is below IPv6's minimum of 1280")
     common: dict[str, Any] = dict(role=role, gateway=gw.name, public_key=own.public_key if own else None,
