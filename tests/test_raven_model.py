@@ -628,7 +628,7 @@ def test_yaml_error_in_the_middle_names_its_line() -> None:
 def test_list_items_are_located_in_warnings() -> None:
     as_list = {"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1"}]}
     assert load_cluster(yaml.safe_dump(as_list)).warnings == (
-        "document 1 items[0]: kind: missing (document skipped)",)
+        "document 1 items[0]: kind: missing (object skipped)",)
 
 
 def test_cluster_error_is_always_one_line() -> None:

@@ -37,6 +37,9 @@ def unique_names(kind: str, objects: Iterable[Named], problems: Problems) -> lis
 
 
 def clean_gateway_spec(gw: ParsedGateway, problems: Problems) -> ParsedGateway:
+    """One Gateway's ``spec`` on its own: a duplicate (node, type) endpoint is skipped; endpoints
+    disagreeing on ``underNAT`` make the gateway under NAT; an ``exposeType`` on a gateway under NAT
+    is ignored; more than one tunnel replica is taken as one."""
     first: dict[tuple[str, str], int] = {}
     endpoints: list[Endpoint] = []
     for ep in gw.endpoints:

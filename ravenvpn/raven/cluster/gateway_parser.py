@@ -1,6 +1,8 @@
 """raven.openyurt.io Gateway dict -> :class:`ParsedGateway` (spec plus the status as given).
 
 The status is kept as written; :mod:`.election` and :mod:`.checks` decide what of it still holds.
+Field names are Raven's ``raven.openyurt.io/v1beta1`` (v1alpha1 read as OpenYurt's conversion
+webhook converts it).
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ import binascii
 from dataclasses import dataclass, replace
 
 from .documents import KubeObject
-from .errors import ClusterError
+from ...errors import ClusterError
 from .fields import Field
 from .model import DEFAULT_PROXY_PORT, DEFAULT_TUNNEL_PORT, PROXY, TUNNEL, Endpoint, NodeInfo
-from .problems import Problems
+from .problems import OBJECT_SKIPPED, Problems
 
 ENDPOINT_TYPES = (TUNNEL, PROXY)
 EXPOSE_TYPES = ("PublicIP", "LoadBalancer")   # Raven's ExposeType values
@@ -31,6 +33,8 @@ class StatusEndpoint:
 
 @dataclass(frozen=True)
 class ParsedGateway:
+    """A Gateway's fields, checked one by one but not yet against other objects (:mod:`.checks`)."""
+
     name: str
     label: str           # "Gateway gw-x", for errors
     api_version: str
@@ -53,7 +57,7 @@ def parse_gateway(obj: KubeObject, problems: Problems) -> ParsedGateway | None:
     """
     root = Field(obj.label, "", obj.data)
     name = problems.attempt(lambda: root.child("metadata").child("name").required_string(), None,
-                            "Gateway skipped")
+                            OBJECT_SKIPPED)
     if name is None:
         return None
     alpha = obj.api_version.endswith("/v1alpha1")
@@ -112,6 +116,14 @@ def _tunnel_node(entry: Field, alpha: bool) -> str | None:
 
 
 def parse_endpoint(field: Field, index: int, alpha: bool, *, in_status: bool) -> Endpoint:
+    """One ``spec.endpoints[index]`` (or a ``status.activeEndpoints`` entry with ``in_status``):
+    nodeName, type, port, underNAT, natType, publicIP, publicPort, config (publicKey decoded).
+    v1alpha1 (``alpha``) and status entries default the type to tunnel; port 0 means the default.
+
+    Raises:
+        ClusterError: the first malformed field; an unknown type; a tunnel endpoint of the spec
+            without a 32-byte base64 ``config.publicKey``.
+    """
     type_field = field.child("type")
     # v1alpha1 had no type: every endpoint was a tunnel (OpenYurt's conversion says so).
     # Status entries are observations, so be as lenient there.

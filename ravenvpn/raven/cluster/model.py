@@ -49,10 +49,8 @@ class Endpoint:
 
     @property
     def public_key_b64(self) -> str | None:
+        """``config.publicKey`` as base64 text, None when the endpoint has none."""
         return None if self.public_key is None else base64.b64encode(self.public_key).decode()
-
-    def config_value(self, key: str) -> str | None:
-        return dict(self.config).get(key)
 
 
 @dataclass(frozen=True)
@@ -99,7 +97,8 @@ class Gateway:
 
     @property
     def under_nat(self) -> bool:
-        # The loader guarantees that all endpoints of a gateway agree on underNAT.
+        """``spec.endpoints[].underNAT``: the domain is behind NAT (the loader makes all endpoints of a
+        gateway agree: one saying true makes them all true)."""
         return any(ep.under_nat for ep in self.endpoints)
 
     @property
@@ -109,9 +108,11 @@ class Gateway:
 
     @property
     def tunnel_endpoints(self) -> tuple[Endpoint, ...]:
+        """The candidates for terminating tunnels: ``spec.endpoints`` of type tunnel, in spec order."""
         return tuple(ep for ep in self.endpoints if ep.type == TUNNEL)
 
     def member(self, node_name: str) -> NodeInfo | None:
+        """The ``status.nodes`` entry of ``node_name``, None if it is no member."""
         return next((n for n in self.nodes if n.node_name == node_name), None)
 
     @property
@@ -122,7 +123,7 @@ class Gateway:
 
 @dataclass(frozen=True)
 class Cluster:
-    """The usable part of a cluster file, and what was left out of it.
+    """The usable part of a cluster file, and what was left out of it; immutable, comparable, hashable.
 
     ``warnings``: one line per skipped object or field, naming both (sorted, so the
     same objects in any document order give the same cluster).  ``node_errors``:
@@ -140,9 +141,11 @@ class Cluster:
         return next((problem for node, problem in self.node_errors if node == name), None)
 
     def gateway(self, name: str) -> Gateway | None:
+        """The Gateway called ``name``, if any."""
         return next((gw for gw in self.gateways if gw.name == name), None)
 
     def node(self, name: str) -> Node | None:
+        """The Node called ``name``, if any."""
         return next((n for n in self.nodes if n.name == name), None)
 
     def gateway_of(self, node_name: str) -> Gateway | None:

@@ -11,14 +11,14 @@ from .addresses import IPAddress, IPNetwork
 from .documents import KubeObject
 from .fields import Field
 from .model import GATEWAY_LABEL, Node
-from .problems import Problems
+from .problems import OBJECT_SKIPPED, Problems
 
 
 def parse_node(obj: KubeObject, problems: Problems) -> Node | None:
     """The Node, or None (with a warning) when it has no usable name."""
     root = Field(obj.label, "", obj.data)
     name = problems.attempt(lambda: root.child("metadata").child("name").required_string(), None,
-                            "Node skipped")
+                            OBJECT_SKIPPED)
     if name is None:
         return None
     status = problems.mapping(root.child("status"), node=name)

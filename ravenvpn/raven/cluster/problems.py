@@ -14,10 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from .errors import ClusterError
+from ...errors import ClusterError
 from .fields import Field
 
 T = TypeVar("T")
+#: What a warning says when a whole document or object was left out (the planner quotes these
+#: when a node is not found: its Node may be among them).
+OBJECT_SKIPPED = "object skipped"
 
 
 class Problems:

@@ -13,8 +13,9 @@ import base64
 from dataclasses import replace
 from typing import Any
 
-from ..cluster.errors import ClusterError
+from ...errors import ClusterError
 from ..cluster.model import Cluster, Endpoint, Gateway
+from ..cluster.problems import OBJECT_SKIPPED
 from .nodeplan import NodePlan, PeerPlan, Role, Route, Rule
 from .routing import gateway_routes, lookup_rules, member_routes, sysctls_for, tunnel_bypass_rules
 from .topology import PeerSet, plan_peers
@@ -44,11 +45,15 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
     when the node is a tunnel endpoint, it must match ``config.publicKey`` in the
     cluster (a mismatch is a ClusterError naming the field).
 
+    ``mtu`` is the tunnel MTU in bytes; without it, ``underlay_mtu`` minus :data:`WIREGUARD_OVERHEAD`.
+    ``listen_port`` is the tunnel's UDP port, ``keepalive`` the persistent keepalive (seconds) toward
+    peers with a NAT on the path (Raven's KeepAliveInterval), the tables and rule priority Raven's.
+
     The plan's ``warnings`` start with the cluster's (what the loader skipped), so
     every node shows what is stale in the shared file.
 
     Raises:
-        ValueError: a bad parameter.
+        ValueError: a parameter out of range (MTU 576-65535, port, table, interface name, key size).
         ClusterError: this node's own plan is impossible: its Node is missing or was
             unusable, its own tunnel endpoint was unusable (the loader's
             ``Cluster.node_errors``), or its endpoint's key is not ``local_public_key``.
@@ -60,7 +65,10 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
     if own_error is not None:
         raise ClusterError(own_error)
     if cluster.node(node_name) is None:
-        raise ClusterError(f"Node {node_name}: not found in the cluster")
+        # The Node may be one of the objects the loader could not read: say which were skipped.
+        skipped = [w for w in cluster.warnings if w.endswith(f"({OBJECT_SKIPPED})")]
+        hint = f" (objects skipped: {'; '.join(skipped[:3])}{'; ...' if len(skipped) > 3 else ''})" if skipped else ""
+        raise ClusterError(f"Node {node_name}: not found in the cluster{hint}")
     base = NodePlan(node_name=node_name, role=Role.NONE, gateway=None, interface=interface,
                     listen_port=listen_port, mtu=tunnel_mtu, warnings=cluster.warnings)
     gw = cluster.gateway_of(node_name)
