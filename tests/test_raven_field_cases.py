@@ -214,3 +214,34 @@ def test_no_single_odd_field_stops_more_than_its_own_node() -> None:
             tried += 1
     assert tried > 1000
 
+
+
+# --- kind 9: relay selection -------------------------------------------------------------------------
+
+def relay_of(cluster: Cluster) -> set[str | None]:
+    """The relay every node of the cluster plans with (one value when they agree)."""
+    return {plan(cluster, n.name).relay_gateway for n in cluster.nodes}
+
+
+def test_n04a_the_exposed_gateway_relays_not_a_branch_site_with_a_public_ip() -> None:
+    cluster = load_case("N04a_relay_public_edge")
+    assert relay_of(cluster) == {"gw-cloud"}
+    assert plan(cluster, "ecs-a01").relay is True and plan(cluster, "factory-1").relay is False
+    hz = plan(cluster, "hz-1")
+    relayed = next(p for p in hz.peers if p.gateway == "gw-cloud")
+    assert relayed.relays_for == ("gw-qingdao",) and "10.244.4.0/24" in nets(relayed.allowed_ips)
+    assert "10.244.4.0/24" not in nets(next(p for p in hz.peers if p.gateway == "gw-factory").allowed_ips)
+
+
+def test_n04b_a_failover_inside_the_relay_gateway_keeps_the_relay_and_the_relayed_paths() -> None:
+    before, after = load_case("N04b_relay_before"), load_case("N04b_relay_after_failover")
+    assert relay_of(before) == relay_of(after) == {"gw-cloud"}
+    assert plan(before, "ecs-a01").relay is True and plan(after, "ecs-c03").relay is True
+    for name in ("hz-1", "qd-1"):
+        b, a = plan(before, name), plan(after, name)
+        # Same gateways, same allowed IPs: only gw-cloud's key and endpoint follow its failover.
+        assert [(p.gateway, p.allowed_ips, p.relays_for) for p in b.peers] == \
+               [(p.gateway, p.allowed_ips, p.relays_for) for p in a.peers]
+        assert next(p for p in b.peers if p.gateway == "gw-idc") == next(p for p in a.peers if p.gateway == "gw-idc")
+    # The other exposed gateway's plan does not change at all.
+    assert plan(before, "ecs-b02").peers[1:] == plan(after, "ecs-b02").peers[1:]

@@ -5,10 +5,17 @@ reach each other, so (like Raven) their traffic goes through a *relay* gateway: 
 edge adds the other NAT'd gateways' prefixes to the relay peer's AllowedIPs, and the
 relay, which peers with everybody, forwards between its peers.
 
-Relay choice, as Raven's ``FindCentralGwFn``: among gateways with an active tunnel
-endpoint and not under NAT, the one whose active endpoint's node name sorts last.
-Every node computes the same answer from the same cluster, with no coordination.
-Raven's optional direct edge<->edge hole punching (by natType) is not attempted.
+Relay choice (deliberately not Raven's): among gateways not under NAT that have an
+active tunnel endpoint, a Gateway with ``spec.exposeType`` (PublicIP or LoadBalancer)
+first, then the first by Gateway name.  Raven's ``FindCentralGwFn`` takes the last
+non-NAT *active endpoint* by node name, which (a) makes any branch site that merely has
+a public IP everyone's relay (field case N04a) and (b) depends on which candidate of a
+gateway is active, so a failover inside one exposed gateway moved every relayed
+NAT<->NAT flow of the cluster to another gateway (N04b).  Here the choice depends on
+Gateways only: a failover inside a domain keeps the relay, and with it every other
+domain's relayed paths.  Every node computes the same answer from the same cluster,
+with no coordination.  Raven's optional direct edge<->edge hole punching (by natType)
+is not attempted.
 """
 
 from __future__ import annotations
@@ -40,7 +47,8 @@ def find_relay(cluster: Cluster) -> Gateway | None:
     candidates = [gw for gw in cluster.gateways if gw.active_tunnel and not gw.under_nat]
     if not candidates:
         return None
-    return max(candidates, key=lambda gw: gw.active_tunnel.node_name)  # type: ignore[union-attr]
+    # Gateway-level keys only: which node of a gateway is active must not move the relay.
+    return min(candidates, key=lambda gw: (not gw.expose_type, gw.name))
 
 
 def plan_peers(cluster: Cluster, local: Gateway, keepalive: int) -> PeerSet:
