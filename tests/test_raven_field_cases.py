@@ -245,3 +245,28 @@ def test_n04b_a_failover_inside_the_relay_gateway_keeps_the_relay_and_the_relaye
         assert next(p for p in b.peers if p.gateway == "gw-idc") == next(p for p in a.peers if p.gateway == "gw-idc")
     # The other exposed gateway's plan does not change at all.
     assert plan(before, "ecs-b02").peers[1:] == plan(after, "ecs-b02").peers[1:]
+
+
+# --- kind 7: endpoints of NATed peers ------------------------------------------------------------------
+
+def test_f14b_an_edge_under_nat_without_public_ip_has_no_endpoint_until_it_calls_in() -> None:
+    cluster = load_case("F14b_edge_nat_no_public_ip")
+    edge = plan(cluster, "cloud-1").peers[0]
+    assert edge.gateway == "gw-edge-a" and edge.endpoint is None        # not 192.168.1.11:4500
+    assert edge.persistent_keepalive == 5       # once it has called in, the NAT mapping is kept open
+    cloud = plan(cluster, "edge-a1").peers[0]
+    assert cloud.endpoint == ("203.0.113.10", 4500) and cloud.persistent_keepalive == 5
+
+
+def test_a_known_public_address_of_a_nated_edge_is_used() -> None:
+    # F12's gw-edge is under NAT too, but its agent wrote the discovered address into the status.
+    peer = plan(load_case("F12_status_empty_subnet"), "cloud-1").peers[0]
+    assert peer.endpoint == ("203.0.113.77", 4500)
+
+
+def test_a_gateway_not_under_nat_without_public_ip_is_reached_at_its_node_ip() -> None:
+    docs = example_docs()
+    for ep in find(docs, "Gateway", "gw-cloud")["spec"]["endpoints"]:
+        del ep["publicIP"]
+    cloud = plan(load(docs), "hz-1").peers[0]
+    assert cloud.gateway == "gw-cloud" and cloud.endpoint == ("172.16.0.11", 4500)

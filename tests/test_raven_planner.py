@@ -138,8 +138,9 @@ def test_relay_gateway_peers_with_everybody_and_forwards(cluster: Cluster) -> No
     hz, qd = peer(cloud, "gw-hangzhou"), peer(cloud, "gw-qingdao")
     assert nets(hz.allowed_ips) == HANGZHOU and nets(qd.allowed_ips) == QINGDAO
     assert hz.public_key == public_key_of("hz-1") and qd.public_key == public_key_of("qd-1")
-    # No public IP on the NAT'd side: the private IP stands in (lab underlay; roaming fixes it).
-    assert hz.endpoint == ("192.168.1.11", 4500) and qd.endpoint == ("192.168.2.11", 4500)
+    # Changed on purpose (issue 14 kind 7, F14b): under NAT without a public IP there is no endpoint
+    # until the edge calls in; its private IP (it was used here) means nothing in the cloud's domain.
+    assert hz.endpoint is None and qd.endpoint is None
     assert hz.persistent_keepalive == 5 and hz.relays_for == ()
 
 
@@ -377,10 +378,10 @@ def test_failover_when_the_active_node_goes_not_ready(cluster: Cluster) -> None:
     assert old_gateway.role is Role.STANDBY and old_gateway.peers == ()
     assert {r.gateway for r in old_gateway.routes} == {ip_address("192.168.1.12")}
 
-    # Remote gateways now talk to hz-2's key at hz-2's address.
+    # Remote gateways now talk to hz-2's key, at the address hz-2 calls in from (under NAT).
     cloud_peer = peer(plan(after, "cloud-1"), "gw-hangzhou")
     assert cloud_peer.public_key == public_key_of("hz-2")
-    assert cloud_peer.endpoint == ("192.168.1.12", 4500) and cloud_peer.node_name == "hz-2"
+    assert cloud_peer.endpoint is None and cloud_peer.node_name == "hz-2"
     # Qingdao still reaches hangzhou through the cloud, with unchanged prefixes.
     assert plan(after, "qd-1").peers == plan(cluster, "qd-1").peers
 

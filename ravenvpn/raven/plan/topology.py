@@ -89,15 +89,23 @@ def _peer(local: Gateway, remote: Gateway, extra: list[IPNetwork],
     assert active is not None and active.public_key is not None
     member = remote.member(active.node_name)
     assert member is not None  # the loader checked endpoint nodes are members
-    # No public IP: assume one underlay for all domains (a lab) and use the private IP.
-    # If the remote is really behind NAT, WireGuard roaming corrects it when it calls in.
-    host = active.public_ip or member.private_ip
     port = active.public_port or active.port
+    endpoint: tuple[str, int] | None
+    if active.public_ip is not None:
+        endpoint = (str(active.public_ip), port)
+    elif remote.under_nat:
+        # Behind NAT with no known public address: its private IP means nothing (or another
+        # host) in our domain.  No endpoint: the peer calls in (it has ours and keeps the NAT
+        # mapping open with keepalives) and WireGuard learns its address from that handshake.
+        endpoint = None
+    else:
+        # Not under NAT but no publicIP: its node IP is its address (domains share an underlay).
+        endpoint = (str(member.private_ip), port)
     # A NAT mapping on the path expires without traffic; Raven keeps it open at 5 s.
     nat_on_path = local.under_nat or remote.under_nat
     return PeerPlan(
         public_key=active.public_key,
-        endpoint=(str(host), port),
+        endpoint=endpoint,
         allowed_ips=sorted_networks((*remote.prefixes, *extra)),
         persistent_keepalive=keepalive if nat_on_path else 0,
         gateway=remote.name,
