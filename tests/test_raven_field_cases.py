@@ -1,16 +1,22 @@
-"""Field cases of issue 14 (tests/data/field_cases, copied from shared/field-cases): tolerant cluster input.
+"""Field cases of issue 14 (tests/data/field_cases, copied from shared/field-cases): the cluster side.
 
-Kind 6: one stale or odd object in the shared cluster file must not stop every node. Each
-field case is asserted as its header says; then every single field of the example cluster
-(with a written status, so status paths are covered too) is replaced by odd values in turn,
-and no replacement may make the loader fail, make the planner raise anything but a one-line
+Kind 6, tolerant cluster input: one stale or odd object in the shared cluster file must not stop every
+node. Each field case (F11, F12, F15a) is asserted as its header says; then every single field of the
+example cluster (with a written status, so status paths are covered too) is replaced by odd values in
+turn, and no replacement may make the loader fail, make the planner raise anything but a one-line
 ClusterError, or stop more than the one node whose own object it broke.
+Kind 7 (F14b): no endpoint for a NATed gateway without a known public address.
+Kind 8 (cluster part): a publicIP that is a hostname, resolved outside the planner.
+Kind 9 (N04a, N04b): the relay is chosen by Gateway, not by which candidate is active.
+Namespace counterparts: tests/test_raven_endpoints_netns.py.
 """
 
 from __future__ import annotations
 
 import copy
+import socket
 from collections.abc import Iterator
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +24,7 @@ import pytest
 import yaml
 
 from ravenvpn.raven.cluster import Cluster, ClusterError, load_cluster, load_cluster_file
+from ravenvpn.raven.cluster.hostnames import resolve_hostnames
 from ravenvpn.raven.plan.planner import Role, plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,3 +277,79 @@ def test_a_gateway_not_under_nat_without_public_ip_is_reached_at_its_node_ip() -
         del ep["publicIP"]
     cloud = plan(load(docs), "hz-1").peers[0]
     assert cloud.gateway == "gw-cloud" and cloud.endpoint == ("172.16.0.11", 4500)
+
+
+# --- kind 8 (cluster part): a publicIP that is a hostname ---------------------------------------------
+
+def with_cloud_hostname(name: str = "Cloud.Raven.Test.") -> list[dict[str, Any]]:
+    docs = example_docs()
+    for ep in find(docs, "Gateway", "gw-cloud")["spec"]["endpoints"]:
+        ep["publicIP"] = name
+    return docs
+
+
+def test_a_hostname_public_ip_is_kept_as_a_name_for_the_runtime_to_resolve() -> None:
+    cluster = load(with_cloud_hostname())
+    assert cluster.warnings == ()
+    gw = cluster.gateway("gw-cloud")
+    assert gw is not None and gw.active_tunnel is not None
+    assert gw.active_tunnel.public_host == "cloud.raven.test" and gw.active_tunnel.public_ip is None
+    assert cluster.hostnames == ("cloud.raven.test",)
+
+
+def test_the_planner_uses_the_resolved_address_and_does_no_io_itself() -> None:
+    cluster = load(with_cloud_hostname())
+    hz = plan(cluster, "hz-1", resolved={"cloud.raven.test": ip_address("198.51.100.1")})
+    assert hz.peers[0].endpoint == ("198.51.100.1", 4500)
+    assert not any("resolve" in w for w in hz.warnings)
+    # Re-resolved to another address on a reload: the plan follows.
+    moved = plan(cluster, "hz-1", resolved={"cloud.raven.test": ip_address("198.51.100.77")})
+    assert moved.peers[0].endpoint == ("198.51.100.77", 4500)
+
+
+def test_an_unresolvable_hostname_is_a_warning_for_that_endpoint_not_a_failure() -> None:
+    cluster = load(with_cloud_hostname())
+    hz = plan(cluster, "hz-1", resolved={"cloud.raven.test": "Name or service not known"})
+    assert hz.role is Role.ACTIVE_GATEWAY and hz.peers[0].endpoint is None
+    assert ("Gateway gw-cloud: spec.endpoints[1].publicIP: cannot resolve 'cloud.raven.test' "
+            "(Name or service not known): no endpoint until it calls in") in hz.warnings
+    # Not passed at all (a caller that did not resolve): the same, never an exception.
+    assert plan(cluster, "qd-1").peers[0].endpoint is None
+    assert plan(cluster, "cloud-1").role is Role.ACTIVE_GATEWAY
+
+
+def test_an_address_observed_in_the_status_wins_over_the_spec_hostname() -> None:
+    docs = with_cloud_hostname()
+    find(docs, "Gateway", "gw-cloud")["status"] = {"activeEndpoints": [
+        {"nodeName": "cloud-1", "type": "tunnel", "port": 4500, "publicIP": "203.0.113.5"}]}
+    cluster = load(docs)
+    assert plan(cluster, "hz-1").peers[0].endpoint == ("203.0.113.5", 4500)
+    assert cluster.hostnames == ("cloud.raven.test",)    # the spec still names it (a later failover)
+
+
+@pytest.mark.parametrize("text", ["198.51.100.300", "bad_name.example", "-lead.example", "a..b", "x" * 64 + ".example"])
+def test_a_public_ip_that_is_neither_address_nor_hostname_skips_the_endpoint(text: str) -> None:
+    cluster = load(with_cloud_hostname(text))
+    assert (f"Gateway gw-cloud: spec.endpoints[1].publicIP: invalid IP address or hostname {text!r} "
+            "(endpoint skipped)") in cluster.warnings
+    with pytest.raises(ClusterError, match=r"^Gateway gw-cloud: spec\.endpoints\[1\]\.publicIP"):
+        plan(cluster, "cloud-1")
+    assert plan(cluster, "hz-1").role is Role.ACTIVE_GATEWAY
+
+
+def test_resolve_hostnames_uses_the_system_resolver_and_never_raises() -> None:
+    calls = []
+
+    def fake(host: str, *args: Any) -> list[Any]:
+        calls.append((host, args))
+        if host == "gone.example":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET6, socket.SOCK_DGRAM, 17, "", ("2001:db8::1", 0, 0, 0)),
+                (socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("192.0.2.1", 0))]
+
+    out = resolve_hostnames(["cloud.example", "gone.example"], getaddrinfo=fake)
+    assert out == {"cloud.example": ip_address("2001:db8::1"), "gone.example": "Name or service not known"}
+    assert calls[0][1] == (None, socket.AF_UNSPEC, socket.SOCK_DGRAM, 0, socket.AI_ADDRCONFIG)
+    # The real resolver, on a name every host's /etc/hosts has.
+    real = resolve_hostnames(["localhost"])["localhost"]
+    assert not isinstance(real, str) and real.is_loopback

@@ -420,7 +420,7 @@ SKIP_CASES: list[tuple[str, Mutation, str, str | None]] = [
      "hz-1"),
     ("bad publicIP",
      _set(lambda d: _tunnel(d, 1, "gw-cloud"), "publicIP", "198.51.100.300"),
-     "Gateway gw-cloud: spec.endpoints[1].publicIP: invalid IP address '198.51.100.300'",
+     "Gateway gw-cloud: spec.endpoints[1].publicIP: invalid IP address or hostname '198.51.100.300'",
      "cloud-1"),
     ("underNAT not a boolean",
      _set(lambda d: _tunnel(d), "underNAT", "yes please"),

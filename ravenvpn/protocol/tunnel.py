@@ -644,6 +644,11 @@ class Tunnel:
                 peer.persistent_keepalive_at = None
                 if peer.persistent_keepalive_interval and peer.endpoint is not None:
                     self._send_keepalive(peer, out, now)
+                elif peer.persistent_keepalive_interval:
+                    # No endpoint yet (a peer that must be called, whose address is learnt later):
+                    # try again in an interval, as wireguard-go's keepalive keeps re-arming through
+                    # its handshake attempts, so the first one goes out soon after it is set.
+                    peer.persistent_keepalive_at = now + peer.persistent_keepalive_interval
         return out
 
     # --------------------------------------------------------------- internals

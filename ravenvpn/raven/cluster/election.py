@@ -83,9 +83,12 @@ def _with_observations(spec_ep: Endpoint, current: StatusEndpoint) -> Endpoint:
     Keys are configuration, not observation: an entry with a differing one was dropped (checks).
     """
     seen = current.endpoint
+    # An address observed in the status (IP or hostname) replaces the spec's.
+    address = seen if seen.public_ip or seen.public_host else spec_ep
     return replace(
         spec_ep,
-        public_ip=seen.public_ip or spec_ep.public_ip,
+        public_ip=address.public_ip,
+        public_host=address.public_host,
         public_port=seen.public_port or spec_ep.public_port,
         nat_type=seen.nat_type or spec_ep.nat_type,
     )

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass, replace
+from typing import Any
 
+from .addresses import parse_ip
 from .documents import KubeObject
 from ...errors import ClusterError
 from .fields import Field
@@ -144,7 +147,7 @@ def parse_endpoint(field: Field, index: int, alpha: bool, *, in_status: bool) ->
         port=DEFAULT_PORTS[etype] if _is_zero(port.value) else port.port(DEFAULT_PORTS[etype]),
         under_nat=field.child("underNAT").boolean(False),
         nat_type=field.child("natType").string("") or "",
-        public_ip=field.child("publicIP").ip(),
+        **_public_address(field.child("publicIP")),
         # publicPort 0 is Go's zero value for "unknown".
         public_port=None if _is_zero(public_port.value) else public_port.port(),
         config=config,
@@ -152,6 +155,32 @@ def parse_endpoint(field: Field, index: int, alpha: bool, *, in_status: bool) ->
                                required=etype == TUNNEL and not in_status),
         index=index,
     )
+
+
+def _public_address(field: Field) -> dict[str, Any]:
+    """``publicIP`` as Raven writes it (an address) or as an operator may (a DNS name, as for
+    ``wg``'s endpoints): {"public_ip": ...} or {"public_host": ...}; {} when absent."""
+    text = (field.string("") or "").strip()
+    if not text:
+        return {}
+    try:
+        return {"public_ip": parse_ip(text)}
+    except ValueError:
+        pass
+    if not is_hostname(text):
+        raise field.error(f"invalid IP address or hostname {text!r}")
+    return {"public_host": text.rstrip(".").lower()}
+
+
+def is_hostname(text: str) -> bool:
+    """RFC 1123 host name syntax (letters, digits, inner hyphens; labels of 1-63, 253 in all); a
+    last label of digits only is a mistyped IPv4 address (``198.51.100.300``), not a name."""
+    labels = text.rstrip(".").split(".")
+    return (0 < len(text.rstrip(".")) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+            and not labels[-1].isdigit())
+
+
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 def _public_key(field: Field, *, required: bool) -> bytes | None:

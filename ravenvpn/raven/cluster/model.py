@@ -42,6 +42,7 @@ class Endpoint:
     under_nat: bool = False
     nat_type: str = ""
     public_ip: IPAddress | None = None
+    public_host: str | None = None   # publicIP given as a hostname: resolved by the node runtime
     public_port: int | None = None   # NAT-mapped port; None when not known
     config: tuple[tuple[str, str], ...] = ()
     public_key: bytes | None = None  # decoded config.publicKey (32 bytes) if present
@@ -147,6 +148,15 @@ class Cluster:
     def node(self, name: str) -> Node | None:
         """The Node called ``name``, if any."""
         return next((n for n in self.nodes if n.name == name), None)
+
+    @property
+    def hostnames(self) -> tuple[str, ...]:
+        """The hostnames given as ``publicIP`` of tunnel endpoints, sorted: what a node runtime
+        resolves (:func:`~ravenvpn.raven.cluster.hostnames.resolve_hostnames`) and passes to the
+        planner, which stays free of I/O."""
+        return tuple(sorted({ep.public_host for gw in self.gateways
+                             for ep in (*gw.tunnel_endpoints, *gw.active_endpoints)
+                             if ep.type == TUNNEL and ep.public_host is not None}))
 
     def gateway_of(self, node_name: str) -> Gateway | None:
         """The gateway whose status.nodes contains the node (at most one, by validation)."""

@@ -10,10 +10,12 @@ for routes, rules and sysctls.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from ...errors import ClusterError
+from ..cluster.addresses import IPAddress
 from ..cluster.model import Cluster, Endpoint, Gateway
 from ..cluster.problems import OBJECT_SKIPPED
 from .nodeplan import NodePlan, PeerPlan, Role, Route, Rule
@@ -38,7 +40,7 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
          mtu: int | None = None, underlay_mtu: int = 1500, listen_port: int = 4500,
          interface: str = DEFAULT_INTERFACE, gateway_table: int = GATEWAY_TABLE,
          member_table: int = MEMBER_TABLE, rule_priority: int = RULE_PRIORITY,
-         keepalive: int = KEEPALIVE) -> NodePlan:
+         keepalive: int = KEEPALIVE, resolved: Mapping[str, IPAddress | str] | None = None) -> NodePlan:
     """The plan for ``node_name``.
 
     ``local_public_key`` is the public half of the key the node's daemon will use;
@@ -48,6 +50,11 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
     ``mtu`` is the tunnel MTU in bytes; without it, ``underlay_mtu`` minus :data:`WIREGUARD_OVERHEAD`.
     ``listen_port`` is the tunnel's UDP port, ``keepalive`` the persistent keepalive (seconds) toward
     peers with a NAT on the path (Raven's KeepAliveInterval), the tables and rule priority Raven's.
+
+    ``resolved`` maps the hostnames of ``Cluster.hostnames`` (``publicIP`` given as a DNS name) to
+    their addresses, or to why they have none (a warning; the peer then has no endpoint): the
+    caller resolves (:func:`~ravenvpn.raven.cluster.hostnames.resolve_hostnames`), the planner
+    does no I/O.  A hostname missing from it counts as not resolved.
 
     The plan's ``warnings`` start with the cluster's (what the loader skipped), so
     every node shows what is stale in the shared file.
@@ -85,7 +92,7 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
             f"Gateway {gw.name}: spec.endpoints[{own.index}].config.publicKey: {own.public_key_b64} "
             f"does not match the local public key {base64.b64encode(local_public_key).decode()}")
 
-    peer_set = plan_peers(cluster, gw, keepalive)
+    peer_set = plan_peers(cluster, gw, keepalive, resolved)
     ipv6 = any(p.version == 6 for p in (*gw.prefixes, *peer_set.remote_prefixes))
     warnings = [*cluster.warnings, *peer_set.warnings]
     if tunnel_mtu < 1280 and ipv6:

@@ -20,9 +20,10 @@ is not attempted.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..cluster.addresses import IPNetwork, sorted_networks
+from ..cluster.addresses import IPAddress, IPNetwork, sorted_networks
 from ..cluster.model import Cluster, Gateway
 from .nodeplan import PeerPlan
 
@@ -51,8 +52,14 @@ def find_relay(cluster: Cluster) -> Gateway | None:
     return min(candidates, key=lambda gw: (not gw.expose_type, gw.name))
 
 
-def plan_peers(cluster: Cluster, local: Gateway, keepalive: int) -> PeerSet:
-    """The WireGuard peers of ``local``'s active node (also the routes its members need)."""
+def plan_peers(cluster: Cluster, local: Gateway, keepalive: int,
+               resolved: Mapping[str, IPAddress | str] | None = None) -> PeerSet:
+    """The WireGuard peers of ``local``'s active node (also the routes its members need).
+
+    ``resolved``: the addresses of publicIP hostnames (or why there is none), see
+    :func:`~ravenvpn.raven.cluster.hostnames.resolve_hostnames`.
+    """
+    resolved = resolved or {}
     relay = find_relay(cluster)
     warnings: list[str] = []
     direct: list[Gateway] = []
@@ -76,31 +83,45 @@ def plan_peers(cluster: Cluster, local: Gateway, keepalive: int) -> PeerSet:
         # The relay is always a direct peer: it is not under NAT.
         through = relayed if relay is not None and remote.name == relay.name else []
         extra = [p for g in through for p in g.prefixes]
-        peers.append(_peer(local, remote, extra, tuple(g.name for g in through), keepalive))
+        endpoint = _endpoint(remote, resolved, warnings)
+        peers.append(_peer(local, remote, endpoint, extra, tuple(g.name for g in through), keepalive))
 
     nat_gateways = [g for g in cluster.gateways if g.active_tunnel and g.under_nat]
     relaying = relay is not None and relay.name == local.name and len(nat_gateways) >= 2
     return PeerSet(tuple(sorted(peers, key=lambda p: p.gateway)), relay, relaying, tuple(warnings))
 
 
-def _peer(local: Gateway, remote: Gateway, extra: list[IPNetwork],
-          relays_for: tuple[str, ...], keepalive: int) -> PeerPlan:
+def _endpoint(remote: Gateway, resolved: Mapping[str, IPAddress | str],
+              warnings: list[str]) -> tuple[str, int] | None:
+    """Where to send to ``remote``'s active endpoint, None to wait for it to call in."""
     active = remote.active_tunnel
-    assert active is not None and active.public_key is not None
+    assert active is not None
     member = remote.member(active.node_name)
     assert member is not None  # the loader checked endpoint nodes are members
     port = active.public_port or active.port
-    endpoint: tuple[str, int] | None
     if active.public_ip is not None:
-        endpoint = (str(active.public_ip), port)
-    elif remote.under_nat:
+        return (str(active.public_ip), port)
+    if active.public_host is not None:
+        address = resolved.get(active.public_host, "not resolved")
+        if isinstance(address, str):
+            # A warning for this endpoint, not a failure: it may still call in (roaming).
+            warnings.append(f"Gateway {remote.name}: spec.endpoints[{active.index}].publicIP: cannot resolve "
+                            f"{active.public_host!r} ({address}): no endpoint until it calls in")
+            return None
+        return (str(address), port)
+    if remote.under_nat:
         # Behind NAT with no known public address: its private IP means nothing (or another
         # host) in our domain.  No endpoint: the peer calls in (it has ours and keeps the NAT
         # mapping open with keepalives) and WireGuard learns its address from that handshake.
-        endpoint = None
-    else:
-        # Not under NAT but no publicIP: its node IP is its address (domains share an underlay).
-        endpoint = (str(member.private_ip), port)
+        return None
+    # Not under NAT but no publicIP: its node IP is its address (domains share an underlay).
+    return (str(member.private_ip), port)
+
+
+def _peer(local: Gateway, remote: Gateway, endpoint: tuple[str, int] | None, extra: list[IPNetwork],
+          relays_for: tuple[str, ...], keepalive: int) -> PeerPlan:
+    active = remote.active_tunnel
+    assert active is not None and active.public_key is not None
     # A NAT mapping on the path expires without traffic; Raven keeps it open at 5 s.
     nat_on_path = local.under_nat or remote.under_nat
     return PeerPlan(

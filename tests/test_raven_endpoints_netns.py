@@ -1,16 +1,22 @@
-"""F14b in namespaces: an edge gateway under NAT without publicIP gets no endpoint until it calls in.
+"""Gateway endpoints in namespaces (issue 14): kind 7 (F14b) and the cluster part of kind 8.
 
-The field case's cluster (tests/data/field_cases/F14b_edge_nat_no_public_ip.yaml, with fresh keys) is
+F14b: an edge gateway under NAT without publicIP gets no endpoint until it calls in. The field case's cluster (tests/data/field_cases/F14b_edge_nat_no_public_ip.yaml, with fresh keys) is
 built by tools/lab.py: cloud-1 on the "internet" at 203.0.113.10, edge-a1 at 192.168.1.11 behind its own
 NAT router. cloud-1's default route leads to the internet, so a packet it addressed to edge-a1's private
 IP would leave through its uplink: the capture there must stay empty (issue 14, kind 7), `wg show` must
 print ``(none)`` as the peer's endpoint, and once edge-a1 is up it calls in through its NAT and the
 tunnel carries pings both ways.
+
+Kind 8: gw-cloud's publicIP is a hostname, resolved by `ravenvpn up` from /etc/hosts. Each lab node has a
+private mount namespace, so the test bind-mounts its own hosts file over /etc/hosts in edge-a1 only (the
+host's file is never touched). The name is missing at first (a warning in `ravenvpn status`, no endpoint,
+the agent keeps running), then added: a SIGHUP re-resolves it and the tunnel comes up.
 """
 
 from __future__ import annotations
 
 import base64
+import signal
 import time
 from pathlib import Path
 from typing import Iterator
@@ -79,3 +85,42 @@ def test_cloud_sends_nothing_to_the_private_ip_of_a_nated_edge_and_learns_it_whe
     for src, dst in (("cloud-1", EDGE_PRIVATE_IP), ("edge-a1", lab.ip("cloud-1"))):
         res = lab.ping(src, dst, count=3, interval=0.2)
         assert res.ok, f"{src} -> {dst}: {res}"
+
+
+CLOUD_NAME = "cloud.raven.test"   # .test: reserved (RFC 2606), never a real DNS name
+
+
+def test_public_ip_hostname_is_resolved_from_etc_hosts_and_re_resolved_on_reload(
+        lab_and_keys: tuple[Lab, dict[str, str]], tmp_path: Path) -> None:
+    lab, publics = lab_and_keys
+    cloud_key = publics["cloud-1"]
+    cloud_public = lab.hosts["cloud-1"].public_ip
+    docs = [d for d in yaml.safe_load_all(lab.cluster_path.read_text()) if d]
+    for doc in docs:
+        for ep in doc["spec"]["endpoints"] if doc["kind"] == "Gateway" and doc["metadata"]["name"] == "gw-cloud" else []:
+            ep["publicIP"] = CLOUD_NAME
+    lab.cluster_path.write_text(yaml.safe_dump_all(docs, sort_keys=False))   # the lab was built from the IPs
+
+    hosts = tmp_path / "edge-a1.hosts"
+    hosts.write_text("127.0.0.1 localhost\n")
+    edge = lab.node("edge-a1")
+    edge.run("mount", "--bind", str(hosts), "/etc/hosts")       # edge-a1's mount namespace only
+    assert CLOUD_NAME not in edge.run("cat", "/etc/hosts").stdout
+    assert CLOUD_NAME not in Path("/etc/hosts").read_text()
+
+    lab.up("cloud-1")
+    lab.up("edge-a1")
+    warning = f"cannot resolve '{CLOUD_NAME}'"
+    assert any(warning in w for w in lab.status("edge-a1").warnings), lab.status("edge-a1").warnings
+    assert lab.wg_dump("edge-a1").peers[cloud_key].endpoint is None
+    assert lab.is_up("edge-a1")
+
+    hosts.write_text(f"127.0.0.1 localhost\n{cloud_public} {CLOUD_NAME}\n")   # same inode: the mount shows it
+    lab.signal_up("edge-a1", signal.SIGHUP)
+    wait_for(lambda: lab.wg_dump("edge-a1").peers[cloud_key].endpoint == f"{cloud_public}:4500", timeout=15,
+             message="edge-a1 to re-resolve the cloud's name on SIGHUP")
+    wait_for(lambda: lab.wg_dump("edge-a1").peers[cloud_key].latest_handshake != 0, timeout=30,
+             message="the edge's handshake with the cloud")
+    assert not any(warning in w for w in lab.status("edge-a1").warnings)
+    res = lab.ping("edge-a1", lab.ip("cloud-1"), count=3, interval=0.2)
+    assert res.ok, res
