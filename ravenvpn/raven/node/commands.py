@@ -16,15 +16,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from ...device.uapi_server import socket_path
 from ...errors import RavenError
 from .agent import Agent
 from .down import down
 from .pidfile import running_pid
 from .records import DEFAULT_STATE_DIR, status_path
 from .statusfile import LivePeer, NodeStatus
-
-UAPI_DIR = "/var/run/wireguard"
-
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``up``, ``down`` and ``status`` to the ``ravenvpn`` command line's subparsers."""
@@ -110,7 +108,7 @@ def uapi_get(interface: str) -> dict[str, dict[str, Any]]:
     peers: dict[str, dict[str, Any]] = {}
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(5)
-        sock.connect(f"{UAPI_DIR}/{interface}.sock")
+        sock.connect(socket_path(interface))
         sock.sendall(b"get=1\n\n")
         data = b""
         while not data.endswith(b"\n\n"):
