@@ -24,7 +24,6 @@ import pytest
 import yaml
 
 from ravenvpn.raven.cluster import Cluster, ClusterError, load_cluster, load_cluster_file
-from ravenvpn.raven.cluster.hostnames import resolve_hostnames
 from ravenvpn.raven.plan.planner import Role, plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -338,6 +337,7 @@ def test_a_public_ip_that_is_neither_address_nor_hostname_skips_the_endpoint(tex
 
 
 def test_resolve_hostnames_uses_the_system_resolver_and_never_raises() -> None:
+    from ravenvpn.raven.cluster.hostnames import resolve_hostnames
     calls = []
 
     def fake(host: str, *args: Any) -> list[Any]:
