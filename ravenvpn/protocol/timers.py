@@ -183,7 +183,11 @@ def expired_zero_key_material(tunnel: TimerHost, peer: Peer, out: Output, now: f
 
 def expired_persistent_keepalive(tunnel: TimerHost, peer: Peer, out: Output, now: float) -> None:
     """The persistent keepalive interval passed without traffic: send a keepalive to keep NAT
-    mappings open (§6.5)."""
+    mappings open (§6.5); with no endpoint yet, look again an interval later."""
     peer.persistent_keepalive_at = None
     if peer.persistent_keepalive_interval and peer.endpoint is not None:
         tunnel._send_keepalive(peer, out, now)
+    elif peer.persistent_keepalive_interval:
+        # No endpoint yet (a peer that must call us, whose address is learnt later): try again in an
+        # interval, as wireguard-go's keepalive keeps re-arming, so one goes out soon after it is known.
+        peer.persistent_keepalive_at = now + peer.persistent_keepalive_interval

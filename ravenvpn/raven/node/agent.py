@@ -27,6 +27,7 @@ from typing import Any, Union
 
 from ...errors import ClusterError, RavenError
 from ...protocol import keys
+from ..cluster.hostnames import resolve_hostnames
 from ..cluster.loader import load_cluster, load_cluster_file, load_cluster_objects
 from ..cluster.model import Cluster
 from ..plan.nodeplan import NodePlan, Role
@@ -186,8 +187,8 @@ class Agent:
         return (st.st_mtime, st.st_size)
 
     def compute_plan(self) -> NodePlan:
-        """This node's plan for the cluster as it is now. Pure but for reading the source and the
-        drivers' MTUs.
+        """This node's plan for the cluster as it is now. Pure but for reading the source, resolving
+        ``publicIP`` hostnames and the drivers' MTUs.
 
         Raises:
             ClusterError: the cluster is unreadable or inconsistent, or names another public key for
@@ -196,11 +197,13 @@ class Agent:
                 node is an active gateway, or the MTU cannot be determined.
         """
         cluster = self.load()
+        # publicIP hostnames: resolved here, on every (re)plan, so the planner stays free of I/O.
+        resolved = resolve_hostnames(cluster.hostnames)
         public = keys.public_from_private(self.private_key) if self.private_key else None
         try:
             mtu = self.mtu if self.mtu is not None else min(self.vpn.mtu(), self.routes.mtu())
             plan = make_plan(cluster, self.node, local_public_key=public, mtu=mtu, listen_port=self.port,
-                             interface=self.interface)
+                             interface=self.interface, resolved=resolved)
         except ClusterError:
             raise
         except ValueError as exc:   # a bad --mtu / --interface: still one line, not a traceback
