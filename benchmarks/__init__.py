@@ -1,14 +1,11 @@
 """Performance benchmarks: ravenvpn against wireguard-go and the raw veth (see benchmarks/README.md).
 
-``python3 -m benchmarks.run [--quick]`` from the repository root.
+``python3 -m benchmarks.run [--quick]`` from the repository root (which ``-m`` puts on ``sys.path``, so
+the test support package ``tools`` imports as well).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# `tools` (the namespace test infrastructure) is not an installed package
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import REPO_ROOT
-from tools.netns import Node, WgInterface, iperf3, ping
+from tools.node import Node
+from tools.traffic import iperf3, ping
+from tools.wg import WgInterface
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -2,7 +2,7 @@
 
     python3 -m benchmarks.run [--quick] [--repeat N] [--out DIR] [--only NAME,...]
 
-Every setup gets two fresh nodes (network + mount namespaces from tools/netns.py) joined by a veth:
+Every setup gets two fresh nodes (network + mount namespaces from tools/node.py) joined by a veth:
 
   veth          A 198.18.0.1 -- B 198.18.0.2, traffic straight over the veth (the ceiling)
   wireguard-go  wireguard-go on both ends, traffic through the tunnel 10.99.0.1 -- 10.99.0.2
@@ -42,8 +42,10 @@ from . import REPO_ROOT
 from . import measure as M
 from .figures import FIGURES, applies, na_reason
 from .report import format_table, write_chart
-from tools.netns import (Node, WgInterface, WgPeer, cleanup_stale, own_script, ping, require_root, start_wg, veth,
-                         wg_dump)
+from tools.links import veth
+from tools.node import Node, cleanup_stale, require_root
+from tools.traffic import ping
+from tools.wg import WgInterface, WgPeer, own_script, start_wg, wg_dump
 
 PREFIX = "rvb"  # namespace prefix of benchmark nodes (tests use "rvt"); cleanup only touches ours
 UNDERLAY = ("198.18.0.1/24", "198.18.0.2/24")

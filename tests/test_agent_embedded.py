@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from tools.netns import Node, veth, wait_for
+from tools.links import veth
+from tools.node import Node
+from tools.process import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "cluster-three-domains.yaml"

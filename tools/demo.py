@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from tools import netns
 from tools.lab import DEFAULT_CLUSTER, INTERFACE, Lab
+from tools.traffic import capture
 
 PING_COUNT = 3
 
@@ -83,8 +83,8 @@ def run(cluster: Path, verbose: bool = False) -> int:
         hz_gw = next((n for n in lab.active_gateways() if n.startswith("hz")), "hz-1")
         qd_gw = next((n for n in lab.active_gateways() if n.startswith("qd")), "qd-1")
         _title("non-gateway hz-2 pings non-gateway qd-2 (tcpdump -i raven0 on both gateways)")
-        with netns.capture(lab.node(hz_gw), INTERFACE, "icmp") as cap_hz, \
-                netns.capture(lab.node(qd_gw), INTERFACE, "icmp") as cap_qd:
+        with capture(lab.node(hz_gw), INTERFACE, "icmp") as cap_hz, \
+                capture(lab.node(qd_gw), INTERFACE, "icmp") as cap_qd:
             _cmd("hz-2", f"ping {lab.ip('qd-2')} -c 4")
             res = lab.ping("hz-2", lab.ip("qd-2"), count=4, interval=1, wait=2)
             print(_indent(res.output, ""))

@@ -7,7 +7,7 @@ The Raven user guide (shared/seeds) shows the scenario users want to reproduce: 
 Hangzhou to a *non-gateway* node in Qingdao that crosses both gateways and the cloud relay, watched with
 ``tcpdump -i raven0`` on the gateways.  :class:`Lab` builds that cluster from the cluster YAML
 (``examples/cluster-three-domains.yaml``) with one namespace per host, so the README demo
-(``python3 -m tools.demo``) and the end-to-end tests (``tests/test_raven_lab.py``) share one topology::
+(``python3 -m tools.demo``) and the end-to-end tests (``tests/netns/test_raven_lab.py``) share one topology::
 
                          "internet" 198.51.100.0/24 (bridge br0 in its own namespace, .254)
          +---------------------------+------------------------------+
@@ -66,8 +66,11 @@ from ravenvpn.errors import RavenError
 from ravenvpn.raven.cluster import load_cluster
 from ravenvpn.raven.node.records import DEFAULT_STATE_DIR, status_path
 from ravenvpn.raven.node.statusfile import NodeStatus
-from tools import netns
-from tools.netns import Node, PingResult, veth, wait_for
+from tools import traffic, wg
+from tools.links import veth
+from tools.node import DEFAULT_PREFIX, Node, leftovers, require_root
+from tools.process import CommandError, wait_for
+from tools.traffic import PingResult
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CLUSTER = ROOT / "examples" / "cluster-three-domains.yaml"
@@ -76,7 +79,7 @@ STATE_DIR = Path(DEFAULT_STATE_DIR)  # ravenvpn's default; a private tmpfs in ev
 _STATE_DIR_MARKER = ".created-by-ravenvpn-lab"
 INTERFACE = "raven0"
 TUNNEL_PORT = 4500
-LAB_PREFIX = netns.DEFAULT_PREFIX
+LAB_PREFIX = DEFAULT_PREFIX
 _STATE_DIR_LOCK = threading.Lock()
 
 
@@ -252,7 +255,7 @@ class Lab:
         """Create every namespace, link, address, route, NAT rule of the topology."""
         if self._built:
             return
-        netns.require_root()
+        require_root()
         self._built = True
         self.dir = Path(tempfile.mkdtemp(prefix="ravenlab-"))
         os.chmod(self.dir, 0o755)
@@ -498,14 +501,14 @@ class Lab:
                 self._nodes[name].stop_process(up.proc)
                 raise RuntimeError(f"ravenvpn up in {name} still runs after `ravenvpn down`:\n{up.log()}")
         if res.returncode != 0:
-            raise netns.CommandError(res.returncode, ["ravenvpn", "down"], res.stdout, res.stderr)
+            raise CommandError(res.returncode, ["ravenvpn", "down"], res.stdout, res.stderr)
         return res
 
     def status(self, name: str) -> NodeStatus:
         """``ravenvpn status --json`` of node ``name`` (with the peers' live state on an active gateway)."""
         res = self.ravenvpn(name, "status", "--json")
         if res.returncode != 0:
-            raise netns.CommandError(res.returncode, ["ravenvpn", "status", "--json"], res.stdout, res.stderr)
+            raise CommandError(res.returncode, ["ravenvpn", "status", "--json"], res.stdout, res.stderr)
         return NodeStatus.from_json(res.stdout)
 
     def role(self, name: str) -> str | None:
@@ -521,9 +524,9 @@ class Lab:
     def active_gateways(self) -> list[str]:
         return [n for n in self.names if self.role(n) == "active-gateway"]
 
-    def wg_dump(self, name: str) -> netns.WgDump:
+    def wg_dump(self, name: str) -> wg.WgDump:
         """``wg show raven0 dump`` in node ``name`` (so through ravenvpn's UAPI socket)."""
-        return netns.wg_dump(self._nodes[name], INTERFACE)
+        return wg.wg_dump(self._nodes[name], INTERFACE)
 
     def tunnels_up(self) -> bool:
         """Every active gateway has completed a handshake with each of its peers."""
@@ -548,8 +551,8 @@ class Lab:
     # -- traffic ---------------------------------------------------------------------------------
 
     def ping(self, src: str | Node, dst: str, **kw: Any) -> PingResult:
-        """``ping`` from a cluster node name, ``pod:NAME``, an infra name or a Node; kw as netns.ping."""
-        return netns.ping(self._any(src), dst, **kw)
+        """``ping`` from a cluster node name, ``pod:NAME``, an infra name or a Node; kw as tools.traffic.ping."""
+        return traffic.ping(self._any(src), dst, **kw)
 
     def ping_many(self, pairs: Iterable[tuple[str | Node, str]], workers: int = 6, **kw: Any) -> list[PingResult]:
         """Several pings in parallel (results in the order of ``pairs``)."""
@@ -719,7 +722,7 @@ def _release_state_mountpoint() -> None:
         if not marker.exists():
             return
         with contextlib.suppress(OSError):
-            if netns.leftovers(LAB_PREFIX):
+            if leftovers(LAB_PREFIX):
                 return
             if [p.name for p in STATE_DIR.iterdir()] != [_STATE_DIR_MARKER]:
                 return

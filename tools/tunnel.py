@@ -15,7 +15,9 @@ import dataclasses
 import os
 from typing import Sequence
 
-from tools.netns import Node, Veth, WgInterface, WgPeer, format_endpoint, keypair, own_script, start_wg, veth
+from tools.links import Veth, veth
+from tools.node import Node
+from tools.wg import WgInterface, WgPeer, format_endpoint, keypair, own_script, start_wg
 
 #: implementation name -> command that is run with the interface name appended (daemonises)
 IMPLS: dict[str, list[str]] = {"wireguard-go": ["wireguard-go"], "ravenvpn": [own_script("ravenvpn-wg")]}

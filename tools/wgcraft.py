@@ -20,6 +20,7 @@ import os
 import struct
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -27,7 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 if TYPE_CHECKING:
-    from tools.netns import Node
+    from tools.node import Node
 
 CONSTRUCTION = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
 IDENTIFIER = b"WireGuard v1 zx2c4 Jason@zx2c4.com"
@@ -175,32 +176,8 @@ def malformed_datagrams(responder_public: bytes, known_receiver_index: int | Non
 
 # -- sending from inside a node -------------------------------------------------------------------
 
-_EXCHANGE_SCRIPT = r"""
-import json, socket, sys, time
-req = json.load(sys.stdin)
-fam = socket.AF_INET6 if ":" in req["dest"] else socket.AF_INET
-s = socket.socket(fam, socket.SOCK_DGRAM)
-s.bind((req.get("source") or ("::" if fam == socket.AF_INET6 else "0.0.0.0"), 0))
-local = s.getsockname()
-for d in req["datagrams"]:
-    s.sendto(bytes.fromhex(d), (req["dest"], req["port"]))
-    time.sleep(req["gap"])
-replies = []
-end = time.monotonic() + req["listen"]
-while True:
-    left = end - time.monotonic()
-    if left <= 0:
-        break
-    s.settimeout(left)
-    try:
-        data, addr = s.recvfrom(65535)
-    except socket.timeout:
-        break
-    replies.append({"data": data.hex(), "addr": addr[0], "port": addr[1]})
-    if req["until"] and len(replies) >= req["until"]:
-        break
-print(json.dumps({"local": [local[0], local[1]], "replies": replies}))
-"""
+#: Run by path inside the node (-P: without its directory on sys.path), so it needs nothing importable there.
+_EXCHANGE_SCRIPT = Path(__file__).with_name("udp_exchange.py")
 
 
 @dataclasses.dataclass
@@ -232,7 +209,7 @@ def udp_exchange(
         "source": source,
         "until": until_replies,
     }
-    proc = node.run(sys.executable, "-c", _EXCHANGE_SCRIPT, input=json.dumps(req), timeout=listen + 30)
+    proc = node.run(sys.executable, "-P", str(_EXCHANGE_SCRIPT), input=json.dumps(req), timeout=listen + 30)
     out = json.loads(proc.stdout)
     return Exchange(
         out["local"][0],

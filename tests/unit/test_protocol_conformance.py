@@ -15,7 +15,7 @@ from ravenvpn.protocol import crypto, keys
 from ravenvpn.protocol.constants import IDENTIFIER, LABEL_MAC1
 from ravenvpn.protocol.tai64n import tai64n
 from ravenvpn.protocol.tunnel import Tunnel
-from tests.protocol_harness import icmp
+from tests.unit.protocol_harness import icmp
 
 ENDPOINT = ("192.0.2.9", 4500)
 

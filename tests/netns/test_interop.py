@@ -26,9 +26,13 @@ import time
 
 import pytest
 
-from tools import netns, wgcraft
-from tools.netns import WgPeer, capture, genpsk, iperf3, keypair, ping, wait_for, wg_dump
+from tools import wgcraft
+from tools.links import veth
+from tools.node import Node
+from tools.process import process_alive, process_cmdline, wait_for
+from tools.traffic import Capture, PingResult, capture, iperf3, ping
 from tools.tunnel import IMPLS, Side, Tunnel
+from tools.wg import WgPeer, format_endpoint, genpsk, keypair, wg_dump
 
 pytestmark = pytest.mark.netns
 
@@ -60,7 +64,7 @@ def first_initiation(datagrams: list[wgcraft.UdpDatagram]) -> wgcraft.UdpDatagra
     return next((d for d in datagrams if d.msg_type == wgcraft.MSG_INITIATION), None)
 
 
-def check_underlay(cap: netns.Capture, t: Tunnel, mtu: int) -> list[wgcraft.UdpDatagram]:
+def check_underlay(cap: Capture, t: Tunnel, mtu: int) -> list[wgcraft.UdpDatagram]:
     """Everything on the underlay is WireGuard UDP between the two endpoints, well formed."""
     udp, other = wgcraft.split_capture(cap.packets())
     assert other == [], f"non-WireGuard packets on the underlay: {other[:5]}"
@@ -93,7 +97,7 @@ def assert_implementations(t: Tunnel) -> None:
         )
 
 
-def ping_ok(src: Side, dst_addr: str, what: str, count: int = 3, interval: float = 0.2) -> netns.PingResult:
+def ping_ok(src: Side, dst_addr: str, what: str, count: int = 3, interval: float = 0.2) -> PingResult:
     """Ping through the tunnel; the first echo may wait for the handshake, so allow it a long -W."""
     r = ping(src.node, dst_addr, count=count, interval=interval, wait=5)
     assert r.received >= count - 1 and r.received >= 1, f"{what}: {r}\n{r.output}"
@@ -224,7 +228,7 @@ def test_roaming(node_factory, impl_a, impl_b):
     a, b = node_factory("a"), node_factory("b")
     t = Tunnel(a, b, impl_a, impl_b, inner6=False).up()
     assert_implementations(t)
-    second = netns.veth(a, b, "198.18.1.1/24", "198.18.1.2/24", name_a="to-b2", name_b="to-a2")
+    second = veth(a, b, "198.18.1.1/24", "198.18.1.2/24", name_a="to-b2", name_b="to-a2")
     ping_ok(t.a, t.b.inner4, "before roaming")
     assert t.b.wg.peer_status(t.a.public_key).endpoint == t.a.endpoint
     count, interval = 40, 0.1
@@ -237,7 +241,7 @@ def test_roaming(node_factory, impl_a, impl_b):
     out, _ = stream.communicate(timeout=count * interval + 15)
     seqs = [int(x.split("icmp_seq=")[1].split()[0]) for x in out.splitlines() if "icmp_seq=" in x and "time=" in x]
     assert [s for s in seqs if s > count * 0.75], f"no replies in the last quarter, after the move:\n{out}"
-    new_ep = netns.format_endpoint(second.ip_a, t.a.listen_port)
+    new_ep = format_endpoint(second.ip_a, t.a.listen_port)
     ep = wait_for(lambda: (e := t.b.wg.peer_status(t.a.public_key).endpoint) == new_ep and e, timeout=5,
                   message=f"B to report A's new endpoint {new_ep}")
     back = ping_ok(t.b, t.a.inner4, "B->A after roaming", count=3, interval=0.1)
@@ -246,7 +250,7 @@ def test_roaming(node_factory, impl_a, impl_b):
 
 
 def _barrage(
-    attacker: netns.Node, target: Side, peer: Side, ghost: tuple[str, str], capture_udp: list[wgcraft.UdpDatagram]
+    attacker: Node, target: Side, peer: Side, ghost: tuple[str, str], capture_udp: list[wgcraft.UdpDatagram]
 ) -> str:
     """Throw malformed datagrams at ``target`` from a fresh socket on ``attacker``; returns a summary."""
     # the receiver index ``target`` uses for ``peer``, learnt from the peer's transport packets to it
@@ -334,14 +338,14 @@ def test_wg_quick(node_factory, impl):
     a.run("wg-quick", "up", str(conf), env=env, timeout=60)
     info = a.run("ip", "-d", "-j", "link", "show", "raven0").stdout
     assert '"info_kind":"tun"' in info.replace(" ", ""), "wg-quick did not use the userspace implementation"
-    daemons = [p for p in a.pids() if "raven0" in netns.process_cmdline(p)]
+    daemons = [p for p in a.pids() if "raven0" in process_cmdline(p)]
     assert daemons, "no daemon process for raven0"
     exes = [os.readlink(f"/proc/{p}/exe") for p in daemons]
     assert all(os.path.basename(e).startswith(IMPL_EXECUTABLE[impl]) for e in exes), exes
     r = ping_ok(t.a, t.b.inner4, "A (wg-quick) -> B")
     assert wg_dump(a, "raven0").peers[t.b.public_key].latest_handshake > 0
     a.run("wg-quick", "down", str(conf), env=env, timeout=60)
-    wait_for(lambda: not any(netns.process_alive(p) for p in daemons), timeout=10,
+    wait_for(lambda: not any(process_alive(p) for p in daemons), timeout=10,
              message=f"{impl} to exit after wg-quick down")
     assert not a.exists("/run/wireguard/raven0.sock")
     say(f"wg-quick with {impl}: {r}")

@@ -20,8 +20,9 @@ from typing import Iterator
 import pytest
 import yaml
 
-from tools import netns
 from tools.lab import INTERFACE, TUNNEL_PORT, Lab, snapshot_diff, without_field
+from tools.process import wait_for
+from tools.traffic import PingResult, capture
 
 pytestmark = pytest.mark.netns
 
@@ -87,7 +88,7 @@ def test_sighup_with_unchanged_file_changes_nothing(lab: Lab) -> None:
     handshakes = {gw: {k: p.latest_handshake for k, p in lab.wg_dump(gw).peers.items()} for gw in gateways}
     snaps = {name: lab.snapshot(name) for name in lab.names}
     logs = {name: lab.up_process(name).log() for name in lab.names}
-    result: dict[str, netns.PingResult] = {}
+    result: dict[str, PingResult] = {}
 
     def pinger() -> None:
         result["ping"] = lab.ping("pod:hz-2", lab.pod_ip("qd-2"), count=40, interval=0.05, wait=2)
@@ -116,11 +117,11 @@ def test_sighup_with_unchanged_file_changes_nothing(lab: Lab) -> None:
 def test_tcpdump_sees_crossing_traffic_on_raven0_and_only_udp_on_the_underlay(lab: Lab) -> None:
     hz_nat, qd_nat = lab.nat("gw-hangzhou"), lab.nat("gw-qingdao")
     src_pod, dst_pod = lab.pod_ip("hz-2"), lab.pod_ip("qd-2")
-    with netns.capture(lab.node(HZ_GW), INTERFACE, "icmp") as cap_hz, \
-            netns.capture(lab.node(QD_GW), INTERFACE, "icmp") as cap_qd, \
-            netns.capture(hz_nat, "wan0") as wan_hz, \
-            netns.capture(qd_nat, "wan0") as wan_qd, \
-            netns.capture(lab.infra("internet"), "br0") as internet:
+    with capture(lab.node(HZ_GW), INTERFACE, "icmp") as cap_hz, \
+            capture(lab.node(QD_GW), INTERFACE, "icmp") as cap_qd, \
+            capture(hz_nat, "wan0") as wan_hz, \
+            capture(qd_nat, "wan0") as wan_qd, \
+            capture(lab.infra("internet"), "br0") as internet:
         res_pod = lab.ping("pod:hz-2", dst_pod, count=4, interval=0.1, pattern=PATTERN)
         res_host = lab.ping("hz-2", lab.ip("qd-2"), count=4, interval=0.1, pattern=PATTERN)
     assert res_pod.ok and res_host.ok, f"{res_pod}\n{res_host}"
@@ -160,7 +161,7 @@ def test_hangzhou_qingdao_traffic_is_relayed_by_the_cloud_gateway(lab: Lab) -> N
     inet = lab.infra("internet")
     hz_up, qd_up = lab.domain("gw-hangzhou").uplink_ip, lab.domain("gw-qingdao").uplink_ip
     before = transfer()
-    with netns.capture(inet, "br0", f"host {hz_up} and host {qd_up}") as direct:
+    with capture(inet, "br0", f"host {hz_up} and host {qd_up}") as direct:
         results = lab.ping_many([("hz-2", lab.ip("qd-2")), ("pod:qd-2", lab.pod_ip("hz-2"))],
                                 count=count, interval=0.05, size=size, wait=2)
     after = transfer()
@@ -205,14 +206,14 @@ def test_failover_hz1_notready_makes_hz2_the_gateway(lab: Lab) -> None:
 
     try:
         assert not lab.ping("pod:hz-2", lab.pod_ip("qd-2"), count=2, interval=0.2, wait=1).ok
-        with netns.capture(hz_nat, "wan0", "ip") as uplink:
+        with capture(hz_nat, "wan0", "ip") as uplink:
             flood = threading.Thread(target=background, daemon=True)
             flood.start()
             t0 = lab.set_ready("hz-1", False)  # the node controller's verdict, in the file every `up` follows
             took = _first_reply(lab, "pod:hz-2", lab.pod_ip("qd-2"), t0)
             assert took is not None, f"no pod hz-2 -> pod qd-2 reply within 60 s of the failover\n{lab.debug_dump()}"
             print(f"\nfailover: first pod hz-2 -> pod qd-2 reply {took:.2f}s after hz-1 was marked NotReady")
-            netns.wait_for(lambda: lab.role("hz-1") == "standby" and lab.role("hz-2") == "active-gateway",
+            wait_for(lambda: lab.role("hz-1") == "standby" and lab.role("hz-2") == "active-gateway",
                            timeout=10, message="hz-2 active, hz-1 standby")
             time.sleep(0.5)
             stop.set()

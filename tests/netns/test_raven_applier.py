@@ -9,9 +9,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from tools.netns import Node, veth, wait_for
+from tools.links import veth
+from tools.node import Node
+from tools.process import wait_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = r"""
 import ipaddress, json, sys
 from ravenvpn.errors import RavenError

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from ravenvpn.raven.cluster import GATEWAY_LABEL, Cluster, ClusterError, load_cluster, load_cluster_file
 from ravenvpn.raven.plan.planner import NodePlan, PeerPlan, Role, Route, Rule, plan
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "cluster-three-domains.yaml"
 KEYS = ROOT / "examples" / "keys"
 

@@ -1,23 +1,23 @@
-"""Proves the real-network test infrastructure (tools/netns.py, tools/tunnel.py) does what tests rely on:
-namespaces that really are separate hosts, private /run/wireguard per node, a working WireGuard helper
-(validated with wireguard-go on both sides), and teardown that leaves nothing behind."""
+"""Proves the real-network test infrastructure (tools/node.py, links.py, traffic.py, wg.py, tunnel.py) does
+what tests rely on: namespaces that really are separate hosts, private /run/wireguard per node, a working
+WireGuard helper (validated with wireguard-go on both sides), and teardown that leaves nothing behind."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from tools import netns
-from tools.netns import Node, capture, iperf3, leftovers, ping, veth, wg_dump
+from tools import child_node
+from tools.links import veth
+from tools.node import Node, cleanup_stale, leftovers
+from tools.process import CommandError, pids_in_namespaces, process_alive
+from tools.traffic import capture, iperf3, ping
 from tools.tunnel import Tunnel
-
-ROOT = Path(__file__).resolve().parents[1]
+from tools.wg import wg_dump
 
 pytestmark = pytest.mark.netns
 
@@ -77,8 +77,17 @@ def test_wireguard_go_tunnel(node_factory):
     # wireguard-go exits when its link is deleted and removes its UAPI socket
     pids = t.a.wg.daemon_pids + t.b.wg.daemon_pids
     assert t.down() == (True, True)
-    assert not any(netns.process_alive(p) for p in pids)
+    assert not any(process_alive(p) for p in pids)
     assert not a.has_link("raven0") and not a.exists("/run/wireguard/raven0.sock")
+
+
+def test_ping_loss_is_a_result_failure_is_an_error(node_factory):
+    a, b = node_factory("a"), node_factory("b")
+    veth(a, b, "198.18.0.1/24", "198.18.0.2/24")
+    lost = ping(a, "198.18.0.99", count=1, wait=1)  # on the link, nobody there: exit 1, a result
+    assert lost.transmitted == 1 and not lost.ok
+    with pytest.raises(CommandError, match="Network is unreachable"):  # no route: exit 2, ping failed
+        ping(a, "203.0.113.1", count=1)
 
 
 def test_capture_sees_traffic(node_factory):
@@ -108,9 +117,9 @@ def test_teardown_leaves_nothing(netns_env):
             raise RuntimeError("boom")  # teardown must happen on failure too
     assert leftovers(names=names) == []
     for net_ino, mnt_ino in inodes:
-        assert netns.pids_in_namespaces(net_ino, mnt_ino) == []
+        assert pids_in_namespaces(net_ino, mnt_ino) == []
     assert all(p.poll() is not None for p in procs)
-    assert not any(netns.process_alive(p) for p in daemons)
+    assert not any(process_alive(p) for p in daemons)
     assert not any(d.exists() for d in tmpdirs)
     wg_after = sorted(os.listdir("/run/wireguard")) if os.path.isdir("/run/wireguard") else []
     assert wg_after == wg_before
@@ -121,45 +130,29 @@ def test_teardown_leaves_nothing(netns_env):
 def test_cleanup_stale_after_crash(netns_env):
     """A run killed with SIGKILL leaves namespaces behind; cleanup_stale removes them (and only them)."""
     prefix = f"rvc{os.getpid() % 10000}"
-    script = textwrap.dedent(f"""\
-        import os, sys
-        sys.path.insert(0, {str(ROOT)!r})
-        from tools.netns import Node
-        n = Node("crash", prefix={prefix!r})
-        n.run("sh", "-c", "setsid sleep 600 >/dev/null 2>&1 < /dev/null &")
-        print(n.name, n.netns_inode, n.mount_inode, flush=True)
-        os.kill(os.getpid(), 9)
-        """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert out.returncode == -9, out.stderr
-    name, net_ino, mnt_ino = out.stdout.split()
+    child = child_node.spawn("crash", prefix, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == -9, stderr
+    name, net_ino, mnt_ino = stdout.split()
     try:
         assert leftovers(names=[name]), "the crashed run should have left its node behind"
-        assert netns.pids_in_namespaces(int(net_ino), int(mnt_ino)), "its process should still run"
-        removed = netns.cleanup_stale(prefix)
+        assert pids_in_namespaces(int(net_ino), int(mnt_ino)), "its process should still run"
+        removed = cleanup_stale(prefix)
         assert removed == [name]
         assert leftovers(names=[name]) == []
-        assert netns.pids_in_namespaces(int(net_ino), int(mnt_ino)) == []
+        assert pids_in_namespaces(int(net_ino), int(mnt_ino)) == []
     finally:
-        netns.cleanup_stale(prefix)
+        cleanup_stale(prefix)
 
 
 def test_cleanup_stale_keeps_live_owner(netns_env):
     """A concurrently running session's nodes (owner alive) are left alone."""
     prefix = f"rvl{os.getpid() % 10000}"
-    script = textwrap.dedent(f"""\
-        import sys
-        sys.path.insert(0, {str(ROOT)!r})
-        from tools.netns import Node
-        with Node("live", prefix={prefix!r}) as n:
-            print(n.name, flush=True)
-            sys.stdin.read()
-        """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = child_node.spawn("live", prefix, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         name = proc.stdout.readline().strip()
         assert name.startswith(prefix)
-        assert netns.cleanup_stale(prefix) == []
+        assert cleanup_stale(prefix) == []
         assert leftovers(names=[name])
     finally:
         proc.stdin.close()

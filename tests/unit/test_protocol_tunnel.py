@@ -12,7 +12,7 @@ import pytest
 from ravenvpn.protocol import constants as C
 from ravenvpn.protocol import keys
 from ravenvpn.protocol.tunnel import Tunnel
-from tests.protocol_harness import Net, icmp
+from tests.unit.protocol_harness import Net, icmp
 
 
 def handshakes(net: Net) -> int:

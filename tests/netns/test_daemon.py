@@ -1,6 +1,6 @@
 """`ravenvpn-wg` for real: TUN + UAPI socket in fresh namespaces, driven by the unmodified `wg` and `wg-quick`.
 
-Each node (tools/netns.py) has a private /run/wireguard, so names cannot collide with other tests or
+Each node (tools/node.py) has a private /run/wireguard, so names cannot collide with other tests or
 daemons. The daemon runs from this checkout through a `ravenvpn-wg` wrapper on a private PATH.
 """
 from __future__ import annotations
@@ -16,11 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from tools import netns
-from tools.netns import Node, WgPeer, ping, start_wg, veth, wait_for, wg_dump
+from tools.links import veth
+from tools.node import Node
+from tools.process import process_alive, process_cmdline, wait_for
+from tools.traffic import ping
 from tools.tunnel import Tunnel
+from tools.wg import WgPeer, genkey, genpsk, pubkey, start_wg, wg_dump
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -57,25 +60,25 @@ def start(node: Node, name: str, env: dict[str, str], *extra: str) -> Path:
 
 
 def daemon_pid(node: Node, name: str) -> int:
-    pids = [p for p in node.pids() if name in netns.process_cmdline(p)]
+    pids = [p for p in node.pids() if name in process_cmdline(p)]
     assert len(pids) == 1, f"expected one daemon for {name}, found {pids}"
     return pids[0]
 
 
 def gone(node: Node, name: str, pid: int) -> bool:
-    return not netns.process_alive(pid) and not node.exists(sock(name)) and not node.has_link(name)
+    return not process_alive(pid) and not node.exists(sock(name)) and not node.has_link(name)
 
 
 def key_files(node: Node) -> tuple[str, str, str]:
     """(private key file, its public key, psk file), 0600 in the node's temp dir."""
-    private, psk = netns.genkey(), netns.genpsk()
+    private, psk = genkey(), genpsk()
     paths = []
     for label, value in (("priv", private), ("psk", psk)):
         path = node.tmpdir / f"{label}-{secrets.token_hex(2)}"
         path.write_text(value + "\n")
         path.chmod(0o600)
         paths.append(str(path))
-    return paths[0], netns.pubkey(private), paths[1]
+    return paths[0], pubkey(private), paths[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,7 +93,7 @@ def test_start_socket_mode_wg_set_show_and_link_delete(node_factory, env) -> Non
     assert stat.S_ISSOCK(int(node.run("stat", "-c", "%f", sock(name)).stdout, 16))
 
     priv, pub, psk = key_files(node)
-    peer1, peer2 = netns.pubkey(netns.genkey()), netns.pubkey(netns.genkey())
+    peer1, peer2 = pubkey(genkey()), pubkey(genkey())
     node.run("wg", "set", name, "private-key", priv, "listen-port", "51820", "fwmark", "0x42",
              "peer", peer1, "preshared-key", psk, "endpoint", "127.0.0.1:51999",
              "allowed-ips", "192.0.2.0/24,2001:db8::/64", "persistent-keepalive", "25",
@@ -130,11 +133,11 @@ def test_showconf_and_syncconf_round_trip(node_factory, env) -> None:
     node = node_factory("c")
     name = ifname()
     start(node, name, env)
-    keep, drop, new = (netns.pubkey(netns.genkey()) for _ in range(3))
+    keep, drop, new = (pubkey(genkey()) for _ in range(3))
     conf = node.tmpdir / "a.conf"
     conf.write_text(textwrap.dedent(f"""\
         [Interface]
-        PrivateKey = {netns.genkey()}
+        PrivateKey = {genkey()}
         ListenPort = 40001
 
         [Peer]
@@ -144,7 +147,7 @@ def test_showconf_and_syncconf_round_trip(node_factory, env) -> None:
 
         [Peer]
         PublicKey = {drop}
-        PresharedKey = {netns.genpsk()}
+        PresharedKey = {genpsk()}
         AllowedIPs = 2001:db8:1::/48
         PersistentKeepalive = 15
         """))
@@ -179,11 +182,11 @@ def test_showconf_and_syncconf_round_trip(node_factory, env) -> None:
 def test_wg_quick_up_down(node_factory, env) -> None:
     node = node_factory("q")
     name = ifname()
-    peer = netns.pubkey(netns.genkey())
+    peer = pubkey(genkey())
     conf = node.tmpdir / f"{name}.conf"
     conf.write_text(textwrap.dedent(f"""\
         [Interface]
-        PrivateKey = {netns.genkey()}
+        PrivateKey = {genkey()}
         Address = 198.18.10.1/24, fd00:rv::1/64
         ListenPort = 40010
         MTU = 1400
@@ -327,13 +330,13 @@ def test_two_ravenvpn_daemons_ping(node_factory, bindir, env) -> None:
     """End to end: two namespaces, ravenvpn-wg on both, IPv4 and IPv6 inside, IPv4 underlay."""
     a, b = node_factory("a"), node_factory("b")
     link = veth(a, b, "198.18.0.1/24", "198.18.0.2/24")
-    ka, kb = netns.genkey(), netns.genkey()
+    ka, kb = genkey(), genkey()
     cmd = [str(bindir / "ravenvpn-wg")]
     ia = start_wg(a, cmd, "rva", ka, 40100, ["198.18.100.1/24", "fd00:100::1/64"],
-                  [WgPeer(netns.pubkey(kb), ["198.18.100.2/32", "fd00:100::2/128"], f"{link.ip_b}:40200")],
+                  [WgPeer(pubkey(kb), ["198.18.100.2/32", "fd00:100::2/128"], f"{link.ip_b}:40200")],
                   env={"PYTHONPATH": str(ROOT)})
     ib = start_wg(b, cmd, "rvb", kb, 40200, ["198.18.100.2/24", "fd00:100::2/64"],
-                  [WgPeer(netns.pubkey(ka), ["198.18.100.1/32", "fd00:100::1/128"])],
+                  [WgPeer(pubkey(ka), ["198.18.100.1/32", "fd00:100::1/128"])],
                   env={"PYTHONPATH": str(ROOT)})
     t0 = time.time()
     r4 = ping(a, "198.18.100.2", count=3, interval=0.2, deadline=10)
@@ -356,7 +359,7 @@ def test_two_ravenvpn_daemons_ping(node_factory, bindir, env) -> None:
     assert ia.stop() and ib.stop()                   # link deletion ends both daemons
 
 
-def _cpu_seconds(node: netns.Node, pid: int) -> float:
+def _cpu_seconds(node: Node, pid: int) -> float:
     fields = node.run("cat", f"/proc/{pid}/stat").stdout.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -388,9 +391,9 @@ def test_wg_quick_full_tunnel_fwmark(node_factory, bindir, env) -> None:
     keeps the encrypted packets out of the tunnel itself."""
     a, b = node_factory("fa"), node_factory("fb")
     link = veth(a, b, "198.18.0.1/24", "198.18.0.2/24")
-    ka, kb = netns.genkey(), netns.genkey()
+    ka, kb = genkey(), genkey()
     ib = start_wg(b, [str(bindir / "ravenvpn-wg")], "rvb", kb, 40200, ["198.18.100.2/24"],
-                  [WgPeer(netns.pubkey(ka), ["198.18.100.1/32"])], env={"PYTHONPATH": str(ROOT)})
+                  [WgPeer(pubkey(ka), ["198.18.100.1/32"])], env={"PYTHONPATH": str(ROOT)})
     name = ifname()
     conf = a.tmpdir / f"{name}.conf"
     conf.write_text(textwrap.dedent(f"""\

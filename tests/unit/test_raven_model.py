@@ -18,7 +18,7 @@ from ravenvpn.raven.cluster import (
     GATEWAY_LABEL, PROXY, TUNNEL, Cluster, ClusterError, load_cluster, load_cluster_file,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "cluster-three-domains.yaml"
 KEYS = ROOT / "examples" / "keys"
 

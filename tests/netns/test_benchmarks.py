@@ -19,13 +19,13 @@ import pytest
 from benchmarks import run as bench_run
 from benchmarks.figures import FIGURES, applies
 from benchmarks.report import COLORS, SETUP_ORDER, format_table, write_chart
-from tools import netns
+from tools.node import leftovers
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _rvb_names() -> set[str]:
-    return {entry.split()[1] for entry in netns.leftovers(prefix="rvb")}
+    return {entry.split()[1] for entry in leftovers(prefix="rvb")}
 
 
 @pytest.mark.netns
