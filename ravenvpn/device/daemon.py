@@ -173,14 +173,18 @@ class Device:
             self.pump.wake()
 
     # -- lifecycle --
-    def open(self) -> None:
-        """Bring everything up; on failure close what was opened and raise StartupError."""
+    def open(self, listen_port: int | None = None, mtu: int | None = None) -> None:
+        """Bring everything up; on failure close what was opened and raise StartupError.
+
+        `listen_port`: bind exactly this UDP port (a busy one is a StartupError whose `errno` is
+        EADDRINUSE); None: 4500, else an ephemeral one (wireguard-go's behaviour before `wg set`).
+        `mtu`: the TUN MTU in bytes from the start (None: DEFAULT_MTU), so the first log line is true."""
         from ..protocol.tunnel import Tunnel   # imported late: `--help` must work without the core
 
         try:
             check_not_in_use(self.ifname)
             try:
-                self.tun = TunDevice(self.ifname, DEFAULT_MTU)
+                self.tun = TunDevice(self.ifname, DEFAULT_MTU if mtu is None else mtu)
             except OSError as exc:
                 raise StartupError(f"cannot create TUN device {self.ifname}: {exc.strerror or exc}") from None
             self.tunnel = tunnel = Tunnel(mtu=self.tun.get_mtu())
@@ -190,9 +194,15 @@ class Device:
                 tunnel.rekey_after_time = max(float(rekey), 1.0)
                 log.info("rekey after %.0f s (RAVENVPN_TEST_REKEY_AFTER_TIME)", tunnel.rekey_after_time)
             try:
-                self.udp.bind_default()
+                if listen_port is None:
+                    self.udp.bind_default()
+                else:
+                    self.udp.bind(listen_port)
             except OSError as exc:
-                raise StartupError(f"cannot open UDP socket: {exc.strerror or exc}") from None
+                port = "" if listen_port is None else f" on port {listen_port}"
+                error = StartupError(f"cannot open UDP socket{port}: {exc.strerror or exc}")
+                error.errno = exc.errno     # type: ignore[attr-defined]
+                raise error from None
             self._sync_tunnel()
             try:
                 self.monitor = LinkMonitor(self.tun.ifindex)
