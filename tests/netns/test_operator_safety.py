@@ -52,7 +52,10 @@ class Host:
     def wait_up(self, proc: subprocess.Popen[str], log: Path, interface: str = "raven0") -> None:
         def ready() -> bool:
             assert proc.poll() is None, log.read_text()
-            return (self.state / f"{interface}.status.json").exists()
+            try:        # this process's status (a crashed one may have left its own)
+                return json.loads((self.state / f"{interface}.status.json").read_text())["pid"] == proc.pid
+            except (OSError, ValueError, KeyError):
+                return False
         wait_for(ready, timeout=30, message="ravenvpn up to write its status")
 
     def ip(self, *args: str) -> str:
@@ -239,3 +242,18 @@ def test_mtu_log_shows_the_mtu_set_once_and_warns_above_the_underlay(host: Host)
            "will be fragmented or dropped" in lines
     res = host.ravenvpn("up", "--cluster", str(EXAMPLE), "--node", "cloud-1", "--mtu", "100")
     assert res.returncode == 1 and one_line(res) == "ravenvpn: --mtu 100: must be 576..65535"
+
+
+def test_the_next_up_after_a_crash_takes_over_its_records(host: Host) -> None:
+    proc, log = host.up()
+    host.wait_up(proc, log)
+    host.node.stop_process(proc, signal.SIGKILL)
+    wait_for(lambda: not host.node.has_link("raven0"), timeout=10, message="the TUN to go with its process")
+    again, log2 = host.up(log_name="up2.log")
+    host.wait_up(again, log2)
+    record = json.loads((host.state / "raven0.device.json").read_text())
+    ifindex = json.loads(host.ip("-j", "link", "show", "raven0"))[0]["ifindex"]
+    assert (record["pid"], record["ifindex"]) == (again.pid, ifindex)
+    res = host.ravenvpn("down")
+    assert res.stdout == f"stopped ravenvpn up (pid {again.pid})\n", res.stdout + res.stderr + log2.read_text()
+    assert list(host.state.iterdir()) == [] and "lookup 9028" not in host.ip("rule")

@@ -296,8 +296,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     """
     path = status_path(args.state_dir, args.interface)
     sdir = Path(args.state_dir)
-    if sdir.exists() and not os.access(sdir, os.R_OK | os.X_OK):
-        raise RavenError(f"need root: cannot read the state directory {sdir}")
+    try:
+        os.listdir(sdir)
+    except FileNotFoundError:
+        pass            # nothing ever ran here
+    except (PermissionError, NotADirectoryError) as exc:
+        raise RavenError(f"need root: cannot read the state directory {sdir}: {exc.strerror}") from None
     if running_pid(args.state_dir, args.interface) is None or not path.exists():
         raise RavenError(_not_running(args.state_dir, args.interface))
     try:

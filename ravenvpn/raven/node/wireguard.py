@@ -128,6 +128,7 @@ class WireGuardDriver:
                              "but the WireGuard driver has no private key")
         report = VpnReport()
         if self._device is None:
+            self._forget_stale_record()
             self._open(plan)
             report.created = True
             try:
@@ -147,6 +148,7 @@ class WireGuardDriver:
         report = VpnReport()
         device, self._device = self._device, None
         if device is None:
+            self._forget_stale_record()
             return report
         if device.pump is not None:
             device.pump.stop("ravenvpn up is stopping")
@@ -187,6 +189,20 @@ class WireGuardDriver:
         self._thread = threading.Thread(target=self._run, args=(device,), name=f"pump-{self.interface}",
                                         daemon=True)
         self._thread.start()
+
+    def _forget_stale_record(self) -> None:
+        """A record left by an earlier process of this interface (a crash): remove its device if it is
+        still that one (only then), then the record."""
+        if self.record_path is None or not self.record_path.exists():
+            return
+        from .down import remove_recorded_device
+        try:
+            result = remove_recorded_device(self.interface, self.record_path.parent)
+        except RavenError as exc:
+            log.warning("%s", exc)
+            return
+        if result:
+            log.info("an earlier ravenvpn up's device: %s", result)
 
     def _record(self) -> None:
         """Write the created device's identity (ifindex, TUN details) for ``ravenvpn down``."""
