@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ...device.uapi_server import socket_path
 from ...errors import RavenError
 from .agent import Agent
 from .down import down
@@ -27,7 +28,6 @@ from .pidfile import running_pid
 from .records import DEFAULT_STATE_DIR, DeviceRecord, device_path, pid_path, record_paths, status_path
 from .statusfile import LivePeer, NodeStatus
 
-UAPI_DIR = "/var/run/wireguard"
 MTU_MIN, MTU_MAX = 576, 65535    # the planner's range: IPv4's minimum datagram, the largest IP packet
 
 
@@ -226,7 +226,7 @@ def uapi_get(interface: str) -> dict[str, dict[str, Any]]:
     peers: dict[str, dict[str, Any]] = {}
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(5)
-        sock.connect(f"{UAPI_DIR}/{interface}.sock")
+        sock.connect(socket_path(interface))
         sock.sendall(b"get=1\n\n")
         data = b""
         while not data.endswith(b"\n\n"):
