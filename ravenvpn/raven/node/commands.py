@@ -22,8 +22,8 @@ from typing import Any
 from ...device.uapi_server import socket_path
 from ...errors import RavenError
 from .agent import Agent
-from .down import down
 from .applier import Applier
+from .down import down
 from .pidfile import running_pid
 from .records import DEFAULT_STATE_DIR, DeviceRecord, device_path, pid_path, record_paths, status_path
 from .statusfile import LivePeer, NodeStatus

@@ -206,12 +206,12 @@ class WireGuardDriver:
 
     def _record(self) -> None:
         """Write the created device's identity (ifindex, TUN details) for ``ravenvpn down``."""
-        if self.record_path is None or self._device is None or self._device.tun is None:
+        if self.record_path is None or self._device is None:
             return
-        ifindex = self._device.tun.ifindex
         try:
             with IPRoute() as ipr:
-                link = ipr.get_links(ifindex)[0]
+                # By name: the device was created under it a moment ago and holds it while it lives.
+                link = ipr.get_links(ipr.link_lookup(ifname=self.interface)[0])[0]
             self.record_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             DeviceRecord.from_link(link).write(self.record_path)
         except (NetlinkError, OSError, IndexError) as exc:
