@@ -151,15 +151,19 @@ class Device:
             self._pump.wake()
 
     # ------------------------------------------------------------------ lifecycle
-    def open(self) -> None:
-        """Create the TUN device, bind UDP (4500, else an ephemeral port) and the UAPI socket.
+    def open(self, listen_port: int | None = None, mtu: int | None = None) -> None:
+        """Create the TUN device, bind UDP and the UAPI socket.
 
-        The pump does not run yet: call `start()` (a thread of its own) or `run()` (this thread).
+        `listen_port`: bind exactly this UDP port; None: 4500, else an ephemeral one (wireguard-go's
+        behaviour before `wg set`). `mtu`: the TUN's MTU in bytes from the start (None: 1420), so the
+        first log line is true. The pump does not run yet: call `start()` (a thread of its own) or
+        `run()` (this thread).
 
         Raises:
             StartupError: one line naming what failed (interface name in use by another daemon,
-                no permission for /dev/net/tun, busy socket path, ...). Everything opened so far is
-                closed again, so nothing is left half-configured; the Device is then closed.
+                no permission for /dev/net/tun, busy socket path, a busy `listen_port` — then its
+                `errno` is EADDRINUSE, ...). Everything opened so far is closed again, so nothing is
+                left half-configured; the Device is then closed.
             RuntimeError: already open, or closed.
         """
         if self.closed:
@@ -171,15 +175,19 @@ class Device:
                 self._check_socket_free()
             if self._tun is None:
                 try:
-                    self._tun = TunDevice(self.ifname, DEFAULT_MTU)
+                    self._tun = TunDevice(self.ifname, DEFAULT_MTU if mtu is None else mtu)
                 except OSError as exc:
                     raise StartupError(f"cannot create TUN device {self.ifname}: {exc.strerror or exc}") from None
             with self.lock:
                 self.tunnel.mtu = self._tun.get_mtu()
             try:
-                self._udp.bind_default()
+                if listen_port is None:
+                    self._udp.bind_default()
+                else:
+                    self._udp.bind(listen_port)
             except OSError as exc:
-                raise StartupError(f"cannot open UDP socket: {exc.strerror or exc}") from None
+                port = "" if listen_port is None else f" on port {listen_port}"
+                raise StartupError(f"cannot open UDP socket{port}: {exc.strerror or exc}", exc.errno) from None
             try:
                 if not self._tun_given:
                     self._monitor = LinkMonitor(self._tun.ifindex, self._tun.fileno())

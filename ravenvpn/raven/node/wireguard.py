@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ...device.device import Device
-from ...errors import RavenError
+from ...errors import RavenError, StartupError
 from ..plan.nodeplan import NodePlan, Role
 from ..plan.planner import WIREGUARD_OVERHEAD
 from .links import underlay_mtu
+from .records import DeviceRecord, device_path
 
 if TYPE_CHECKING:
     from ...protocol.tunnel import Tunnel
@@ -64,16 +68,20 @@ class WireGuardDriver:
 
     ``private_key`` (32 bytes) is the node's static key; it is needed only while the plan makes the
     node the active gateway (:meth:`apply` raises without it). ``busy_poll`` is passed to the device
-    (seconds; None: from ``RAVENVPN_BUSY_POLL_US``).
+    (seconds; None: from ``RAVENVPN_BUSY_POLL_US``). With ``state_dir``, the identity of the device
+    it creates is recorded there (:class:`~ravenvpn.raven.node.records.DeviceRecord`) while it runs, so
+    ``ravenvpn down`` in another process can remove that device and no other.
 
     Not thread-safe by itself: one agent calls it, serialised. The device it runs is thread-safe for
     ``wg``/UAPI clients.
     """
 
-    def __init__(self, interface: str, private_key: bytes | None = None, *, busy_poll: float | None = None) -> None:
+    def __init__(self, interface: str, private_key: bytes | None = None, *, busy_poll: float | None = None,
+                 state_dir: str | os.PathLike[str] | None = None) -> None:
         self.interface = interface
         self.private_key = private_key
         self.busy_poll = busy_poll
+        self.record_path: Path | None = device_path(state_dir, interface) if state_dir is not None else None
         self._device: Device | None = None
         # The endpoint each peer was last *planned* with: a roamed endpoint is only overridden when
         # the plan's endpoint changes.
@@ -105,8 +113,9 @@ class WireGuardDriver:
 
         Raises:
             RavenError: no private key while the plan needs the interface; a busy or refused listen
-                port; the MTU cannot be set.
-            StartupError: the interface cannot be created; nothing is left behind.
+                port (the message names ``--port``); the MTU cannot be set.
+            StartupError: the interface cannot be created, or its UDP port is busy; nothing is left
+                behind.
         """
         if plan.role is not Role.ACTIVE_GATEWAY:
             return self.cleanup()
@@ -115,15 +124,17 @@ class WireGuardDriver:
                              "but the WireGuard driver has no private key")
         report = VpnReport()
         if self._device is None:
-            self._open()
+            self._forget_stale_record()
+            self._open(plan)
             report.created = True
             try:
+                self._record()
                 self._configure(plan, report)
             except BaseException:
                 self.cleanup()
                 raise
-            log.info("%s is the active gateway of %s: interface %s up", plan.node_name, plan.gateway,
-                     self.interface)
+            # The device logged "interface ... up (MTU, port)" itself: this line says why.
+            log.info("%s is the active gateway of %s", plan.node_name, plan.gateway)
         else:
             self._configure(plan, report)
         return report
@@ -133,10 +144,16 @@ class WireGuardDriver:
         report = VpnReport()
         device, self._device = self._device, None
         if device is None:
+            self._forget_stale_record()
             return report
         device.stop("ravenvpn up is stopping")
         device.close()
         self._endpoints.clear()
+        if self.record_path is not None:
+            try:
+                self.record_path.unlink()
+            except OSError:
+                pass
         report.removed = True
         return report
 
@@ -148,10 +165,46 @@ class WireGuardDriver:
         return self._device.stop_reason or "the packet pump ended"
 
     # ------------------------------------------------------------------ device
-    def _open(self) -> None:
+    def _open(self, plan: NodePlan) -> None:
         device = Device(self.interface, busy_poll=self.busy_poll or 0.0)
-        device.start()                          # StartupError: it closed what it opened
+        try:
+            # Exactly the planned port and MTU from the start: no fallback to an ephemeral port when it
+            # is busy (remote gateways would not find us there), and a first log line that is true.
+            device.open(listen_port=plan.listen_port, mtu=plan.mtu)   # StartupError: it closed what it opened
+        except StartupError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(_busy_port(plan.listen_port)) from None
+            raise
         self._device = device
+        device.start()                          # the pump, in a thread the device owns
+
+    def _forget_stale_record(self) -> None:
+        """A record left by an earlier process of this interface (a crash): remove its device if it is
+        still that one (only then), then the record."""
+        if self.record_path is None or not self.record_path.exists():
+            return
+        from .down import remove_recorded_device
+        try:
+            result = remove_recorded_device(self.interface, self.record_path.parent)
+        except RavenError as exc:
+            log.warning("%s", exc)
+            return
+        if result:
+            log.info("an earlier ravenvpn up's device: %s", result)
+
+    def _record(self) -> None:
+        """Write the created device's identity (ifindex, TUN details) for ``ravenvpn down``."""
+        if self.record_path is None or self._device is None:
+            return
+        try:
+            with IPRoute() as ipr:
+                # By name: the device was created under it a moment ago and holds it while it lives.
+                link = ipr.get_links(ipr.link_lookup(ifname=self.interface)[0])[0]
+            self.record_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            DeviceRecord.from_link(link).write(self.record_path)
+        except (NetlinkError, OSError, IndexError) as exc:
+            raise RavenError(f"cannot record interface {self.interface} in {self.record_path}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
 
     @contextlib.contextmanager
     def _tunnel(self) -> Iterator[Tunnel]:
@@ -171,7 +224,9 @@ class WireGuardDriver:
             try:
                 device.set_listen_port(plan.listen_port)
             except OSError as exc:
-                raise RavenError(f"UDP port {plan.listen_port}: {exc.strerror}") from None
+                if exc.errno == errno.EADDRINUSE:
+                    raise RavenError(_busy_port(plan.listen_port)) from None
+                raise RavenError(f"--port {plan.listen_port}: UDP port {plan.listen_port}: {exc.strerror}") from None
             report.settings_changed.append(f"listen port {plan.listen_port}")
         try:
             with IPRoute() as ipr:
@@ -180,7 +235,7 @@ class WireGuardDriver:
                     raise RavenError(f"interface {self.interface} disappeared")
                 ipr.link("set", index=found[0], mtu=plan.mtu, state="up")
         except NetlinkError as exc:
-            raise RavenError(f"cannot set MTU {plan.mtu} on {self.interface}: {exc}") from None
+            raise RavenError(f"--mtu {plan.mtu}: cannot set MTU {plan.mtu} on {self.interface}: {exc}") from None
         with self._tunnel() as tunnel:
             if tunnel.mtu != plan.mtu:
                 report.settings_changed.append(f"mtu {plan.mtu}")
@@ -214,3 +269,8 @@ class WireGuardDriver:
                     report.peers_added.append(want.gateway)
                 elif changed:
                     report.peers_changed.append(want.gateway)
+
+
+def _busy_port(port: int) -> str:
+    return (f"--port {port}: UDP port {port} is in use (by another ravenvpn or WireGuard?); "
+            "pick another with --port")
