@@ -36,6 +36,12 @@ USAGE = f"usage: {PROG} [-f|--foreground] [--log-file PATH] IFNAME"
 HELP_TEST_ONLY = """test-only (never in production):
   --test-clock scale=S,wall-offset=SECONDS   multiply every protocol timer by S (0 < S <= 10) and shift
                               the wall clock of handshake timestamps by SECONDS"""
+HELP_DESCRIPTION = f"""
+A userspace WireGuard interface (a drop-in for wireguard-go): creates TUN device IFNAME and the UAPI
+socket /var/run/wireguard/IFNAME.sock, then daemonises; configure it with `wg`/`wg-quick`, stop it with
+`ip link del IFNAME`. Needs root (or CAP_NET_ADMIN). Listens on UDP 4500 until `wg set IFNAME
+listen-port N` (an ephemeral port if 4500 is taken). {PROG} --version prints the version.
+"""
 HELP_ENVIRONMENT = """environment:
   WG_PROCESS_FOREGROUND=1     stay in the foreground (as with wireguard-go)
   LOG_LEVEL=silent|error|info|verbose|debug   how much to log (default info)
@@ -89,6 +95,7 @@ def parse_args(argv: list[str]) -> Options:
             clock_spec = arg.split("=", 1)[1]
         elif arg in ("-h", "--help"):
             print(USAGE)
+            print(HELP_DESCRIPTION)
             print(HELP_ENVIRONMENT)
             print(HELP_TEST_ONLY)
             raise SystemExit(0)

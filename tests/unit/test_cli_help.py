@@ -86,3 +86,14 @@ def test_readme_key_recipe_gives_a_key_up_accepts_and_no_warning(tmp_path: Path)
     from ravenvpn.raven.node.keyfile import read_private_key
     assert len(read_private_key(tmp_path / "key")) == 32          # mode 0600: accepted
     assert len((tmp_path / "key.pub").read_text().strip()) == 44
+
+
+def test_ravenvpn_wg_help_says_what_it_is() -> None:
+    res = subprocess.run([sys.executable, "-m", "ravenvpn.device.daemon", "--help"], capture_output=True,
+                         text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("usage: ravenvpn-wg")
+    described = " ".join(lines[1:8])
+    for words in ("userspace WireGuard interface", "wireguard-go", "ip link del IFNAME", "root"):
+        assert words in described, res.stdout
