@@ -42,7 +42,14 @@ class ApplyError(RavenError):
 
 
 class StartupError(RavenError):
-    """The daemon could not bring its interface up; nothing is left behind."""
+    """The daemon could not bring its interface up; nothing is left behind.
+
+    ``errno`` is the OS error behind it when there is one (EADDRINUSE: the UDP port is busy), else None.
+    """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 class UapiError(RavenError):

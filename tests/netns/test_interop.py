@@ -26,6 +26,7 @@ import time
 
 import pytest
 
+from ravenvpn.protocol.constants import REKEY_AFTER_TIME
 from tools import wgcraft
 from tools.links import veth
 from tools.node import Node
@@ -50,6 +51,8 @@ PATTERN = "5241564e2d534543524554"  # "RAVN-SECRET"
 IMPL_EXECUTABLE = {"wireguard-go": "wireguard-go", "ravenvpn": "python"}
 #: how much more one side may have received than the other sent, for reads racing a keepalive
 COUNTER_SLACK = 1024
+#: ``--test-clock`` timer scale of the rekey test: REKEY_AFTER_TIME (120 s) becomes 6 s
+REKEY_SCALE = 6 / REKEY_AFTER_TIME
 
 
 def say(msg: str) -> None:
@@ -175,10 +178,11 @@ def test_tunnel(node_factory, impl_a, impl_b, psk):
 
 @pytest.mark.parametrize("impl_b", ["wireguard-go", "ravenvpn"])
 def test_traffic_across_rekeys(node_factory, impl_b):
-    """ravenvpn initiates and rekeys every ~6 s (a test knob: the protocol's 120 s is too slow for CI)
-    while pings and TCP run; the peer - a real wireguard-go, too - must follow every new session."""
+    """ravenvpn initiates and rekeys every ~6 s (the test-only `--test-clock scale=0.05` makes every
+    protocol timer 20 times shorter: the protocol's 120 s is too slow for CI) while pings and TCP run;
+    the peer - a real wireguard-go, too - must follow every new session."""
     a, b = node_factory("a"), node_factory("b")
-    t = Tunnel(a, b, "ravenvpn", impl_b, env_a={"RAVENVPN_TEST_REKEY_AFTER_TIME": "6"}).up()
+    t = Tunnel(a, b, "ravenvpn", impl_b, cmd_a=IMPLS["ravenvpn"] + ["--test-clock", f"scale={REKEY_SCALE}"]).up()
     assert_implementations(t)
     # capture only handshake initiations: a full capture of the TCP run would be hundreds of MB
     with capture(a, t.link.name_a, bpf_filter="udp and udp[8] = 1") as under:
@@ -195,6 +199,30 @@ def test_traffic_across_rekeys(node_factory, impl_b):
     assert hs_last > hs_first, "the peer never completed a second handshake"
     assert steady.received >= 196, f"pings lost across rekeys: {steady}"
     assert tcp["bits_per_second"] > 0 and first.received
+
+
+@pytest.mark.parametrize("impl_b", ["wireguard-go", "ravenvpn"])
+def test_restart_back_in_time_is_refused(node_factory, impl_b):
+    """A restarted ravenvpn whose wall clock is an hour behind (the test-only `--test-clock
+    wall-offset=-3600`; the host clock is untouched) sends initiations with an older TAI64N
+    timestamp than the peer last accepted: the peer must refuse them as replays (whitepaper §5.1),
+    and take the same daemon restarted on the real clock."""
+    a, b = node_factory("a"), node_factory("b")
+    t = Tunnel(a, b, "ravenvpn", impl_b, inner6=False).up()
+    ping_ok(t.a, t.b.inner4, "A->B before the restart")
+    hs_first = t.b.wg.peer_status(t.a.public_key).latest_handshake
+    real_clock = t.a.impl_cmd
+    t.stop(t.a)
+    t.a.impl_cmd = real_clock + ["--test-clock", "wall-offset=-3600"]
+    t.start(t.a)
+    late = ping(a, t.b.inner4, count=3, interval=0.5, wait=2)
+    assert late.received == 0, f"the peer accepted an initiation from an hour ago: {late}"
+    assert t.b.wg.peer_status(t.a.public_key).latest_handshake == hs_first
+    t.stop(t.a)
+    t.a.impl_cmd = real_clock
+    t.start(t.a)
+    ping_ok(t.a, t.b.inner4, "A->B after a restart on the real clock")
+    assert t.b.wg.peer_status(t.a.public_key).latest_handshake >= hs_first
 
 
 @pytest.mark.parametrize("impl_a,impl_b", PAIRS, ids=PAIR_IDS)

@@ -164,3 +164,41 @@ def test_underlay_mtu_leaves_out_our_own_tunnel_whatever_its_name(gw: tuple[Node
                    env={**os.environ, "PYTHONPATH": str(REPO)})
     # counted as underlay, a tunnel named wg7 would shrink the planned MTU by 80 on every reconcile
     assert out.stdout.split() == ["1500", "1420"]
+
+
+# --- ownership: only what was recorded (issue 13, H1/H4) -----------------------------------------
+
+def test_teardown_removes_only_the_entries_it_added(gw: tuple[Node, Any]) -> None:
+    """Another agent's route and rule in Raven's table 9028, and a sysctl changed since, stay."""
+    node, _ = gw
+    apply(node, SPEC)
+    node.run("ip", "route", "add", "10.250.9.0/24", "dev", "eth1", "table", "9028")
+    node.run("ip", "rule", "add", "priority", "102", "lookup", "9028")
+    node.run("sysctl", "-w", "net.ipv4.conf.all.rp_filter=1")     # someone else's value now
+    report = apply(node, {}, "teardown")
+    assert len(report["routes_removed"]) == 4 and len(report["rules_removed"]) == 3
+    assert report["sysctls_set"] == ["net.ipv4.ip_forward=0"]
+    assert node.run("ip", "route", "show", "table", "9028").stdout.split() == \
+        ["10.250.9.0/24", "dev", "eth1", "scope", "link"]
+    assert "102:\tfrom all lookup 9028" in node.run("ip", "rule").stdout
+    assert node.run("sysctl", "-n", "net.ipv4.conf.all.rp_filter").stdout.strip() == "1"
+    node.run("ip", "route", "del", "10.250.9.0/24", "table", "9028")
+    node.run("ip", "rule", "del", "priority", "102")
+
+
+@pytest.mark.parametrize("taken, message", [
+    (("ip", "route", "add", "10.244.2.0/24", "dev", "eth1", "table", "9028"),
+     "table 9028: a route to 10.244.2.0/24 is already installed, not by ravenvpn"),
+    (("ip", "rule", "add", "priority", "101", "lookup", "9028"),
+     "rule ipv4 priority 101 lookup 9028 is already installed, not by ravenvpn"),
+])
+def test_an_entry_another_agent_installed_is_not_taken_over(gw: tuple[Node, Any], taken: tuple[str, ...],
+                                                            message: str) -> None:
+    node, _ = gw
+    node.run(*taken)
+    before = snapshot(node)
+    result = apply(node, SPEC)
+    assert message in result["error"] and "stop it first" in result["error"], result
+    assert snapshot(node) == before
+    apply(node, {}, "teardown")             # nothing of ours recorded: the other agent's entry stays
+    assert snapshot(node) == before

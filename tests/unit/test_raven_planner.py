@@ -138,8 +138,9 @@ def test_relay_gateway_peers_with_everybody_and_forwards(cluster: Cluster) -> No
     hz, qd = peer(cloud, "gw-hangzhou"), peer(cloud, "gw-qingdao")
     assert nets(hz.allowed_ips) == HANGZHOU and nets(qd.allowed_ips) == QINGDAO
     assert hz.public_key == public_key_of("hz-1") and qd.public_key == public_key_of("qd-1")
-    # No public IP on the NAT'd side: the private IP stands in (lab underlay; roaming fixes it).
-    assert hz.endpoint == ("192.168.1.11", 4500) and qd.endpoint == ("192.168.2.11", 4500)
+    # Changed on purpose (issue 14 kind 7, F14b): under NAT without a public IP there is no endpoint
+    # until the edge calls in; its private IP (it was used here) means nothing in the cloud's domain.
+    assert hz.endpoint is None and qd.endpoint is None
     assert hz.persistent_keepalive == 5 and hz.relays_for == ()
 
 
@@ -166,28 +167,57 @@ def test_no_keepalive_between_gateways_without_nat() -> None:
     assert peer(node_plan, "gw-hangzhou").persistent_keepalive == 5
 
 
-def test_relay_is_the_last_non_nat_gateway_by_active_node_name() -> None:
+def test_relay_is_the_exposed_gateway_then_the_first_by_gateway_name() -> None:
+    # Changed on purpose (issue 14 kind 9): it was the last non-NAT gateway by active node name.
     documents = docs()
-    # "bj-1" sorts before "cloud-1": the cloud stays the relay.
-    add_gateway(documents, "gw-beijing", "bj-1", "172.17.0.11", "10.244.6.0/24",
-                under_nat=False, seed=9, public_ip="198.51.100.9")
-    cluster = load(documents)
-    assert plan(cluster, "hz-1").relay_gateway == "gw-cloud"
-    assert plan(cluster, "bj-1").relay is False and plan(cluster, "cloud-1").relay is True
-    # The non-NAT beijing gateway gets a direct peer from hangzhou, without qingdao's prefixes.
-    hz = plan(cluster, "hz-1")
-    assert [p.gateway for p in hz.peers] == ["gw-beijing", "gw-cloud"]
-    assert nets(peer(hz, "gw-beijing").allowed_ips) == ["10.244.6.0/24", "172.17.0.11/32"]
-
-    # "shanghai-1" sorts after "cloud-1": shanghai becomes the relay.
+    # gw-shanghai has a public IP but no exposeType; its node "shanghai-1" sorts after "cloud-1",
+    # which made it the relay by Raven's rule. The exposed gw-cloud stays the relay.
     add_gateway(documents, "gw-shanghai", "shanghai-1", "172.18.0.11", "10.244.7.0/24",
                 under_nat=False, seed=10, public_ip="198.51.100.10")
     cluster = load(documents)
     hz = plan(cluster, "hz-1")
-    assert hz.relay_gateway == "gw-shanghai"
-    assert peer(hz, "gw-shanghai").relays_for == ("gw-qingdao",)
-    assert peer(hz, "gw-cloud").relays_for == ()
-    assert plan(cluster, "shanghai-1").relay is True and plan(cluster, "cloud-1").relay is False
+    assert hz.relay_gateway == "gw-cloud"
+    assert peer(hz, "gw-cloud").relays_for == ("gw-qingdao",) and peer(hz, "gw-shanghai").relays_for == ()
+    assert plan(cluster, "cloud-1").relay is True and plan(cluster, "shanghai-1").relay is False
+    # The non-NAT shanghai gateway gets a direct peer from hangzhou, without qingdao's prefixes.
+    assert [p.gateway for p in hz.peers] == ["gw-cloud", "gw-shanghai"]
+    assert nets(peer(hz, "gw-shanghai").allowed_ips) == ["10.244.7.0/24", "172.18.0.11/32"]
+
+    # Two exposed gateways: the first by Gateway name ("gw-beijing" < "gw-cloud").
+    add_gateway(documents, "gw-beijing", "bj-1", "172.17.0.11", "10.244.6.0/24",
+                under_nat=False, seed=9, public_ip="198.51.100.9")
+    find(documents, "Gateway", "gw-beijing")["spec"]["exposeType"] = "LoadBalancer"
+    cluster = load(documents)
+    assert plan(cluster, "hz-1").relay_gateway == "gw-beijing"
+    assert plan(cluster, "bj-1").relay is True and plan(cluster, "cloud-1").relay is False
+
+    # Without any exposed gateway: the first non-NAT gateway by name, whatever its node is called.
+    for d in documents:
+        if d["kind"] == "Gateway":
+            d["spec"].pop("exposeType", None)
+    assert plan(load(documents), "hz-1").relay_gateway == "gw-beijing"
+
+
+def test_a_failover_inside_the_relay_gateway_keeps_the_relay() -> None:
+    documents = docs()
+    # gw-idc's node "cloud-1b" sorts between cloud-1 and cloud-2: by Raven's rule (last active node
+    # name) the relay was gw-idc before and gw-cloud after cloud-1 -> cloud-2 (field case N04b).
+    add_gateway(documents, "gw-idc", "cloud-1b", "172.17.0.11", "10.244.6.0/24",
+                under_nat=False, seed=9, public_ip="198.51.100.9")
+    find(documents, "Gateway", "gw-idc")["spec"]["exposeType"] = "PublicIP"
+    before = load(documents)
+    set_ready(documents, "cloud-1", False)
+    find(documents, "Gateway", "gw-cloud")["spec"]["endpoints"].append(
+        {"nodeName": "cloud-2", "type": "tunnel", "port": 4500, "publicIP": "198.51.100.2",
+         "config": {"publicKey": key(11)}})
+    after = load(documents)
+    for cluster in (before, after):
+        assert {plan(cluster, n).relay_gateway for n in ("hz-1", "qd-1", "cloud-1b")} == {"gw-cloud"}
+    assert plan(after, "cloud-2").role is Role.ACTIVE_GATEWAY and plan(after, "cloud-2").relay is True
+    # The relayed prefixes stay on the same Gateway's peer: only its key and endpoint change.
+    hz_before, hz_after = plan(before, "hz-1"), plan(after, "hz-1")
+    assert peer(hz_before, "gw-cloud").relays_for == peer(hz_after, "gw-cloud").relays_for == ("gw-qingdao",)
+    assert peer(hz_after, "gw-idc") == peer(hz_before, "gw-idc")
 
 
 def test_without_a_non_nat_gateway_nat_pairs_are_unreachable_with_a_warning() -> None:
@@ -348,10 +378,10 @@ def test_failover_when_the_active_node_goes_not_ready(cluster: Cluster) -> None:
     assert old_gateway.role is Role.STANDBY and old_gateway.peers == ()
     assert {r.gateway for r in old_gateway.routes} == {ip_address("192.168.1.12")}
 
-    # Remote gateways now talk to hz-2's key at hz-2's address.
+    # Remote gateways now talk to hz-2's key, at the address hz-2 calls in from (under NAT).
     cloud_peer = peer(plan(after, "cloud-1"), "gw-hangzhou")
     assert cloud_peer.public_key == public_key_of("hz-2")
-    assert cloud_peer.endpoint == ("192.168.1.12", 4500) and cloud_peer.node_name == "hz-2"
+    assert cloud_peer.endpoint is None and cloud_peer.node_name == "hz-2"
     # Qingdao still reaches hangzhou through the cloud, with unchanged prefixes.
     assert plan(after, "qd-1").peers == plan(cluster, "qd-1").peers
 

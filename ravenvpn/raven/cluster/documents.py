@@ -3,8 +3,9 @@
 Accepts what operators and agents actually have at hand: a multi-document file, the
 ``kind: List`` that ``kubectl get gateways,nodes -o yaml`` prints, typed lists
 (``GatewayList``, ``NodeList``) or any mix.  Unrelated kinds (ConfigMaps, the
-Kubernetes Gateway API's ``gateway.networking.k8s.io`` Gateways, ...) are skipped;
-malformed documents and unsupported versions of *our* kinds are errors.
+Kubernetes Gateway API's ``gateway.networking.k8s.io`` Gateways, ...) are skipped
+silently; malformed documents and unsupported versions of *our* kinds are skipped
+with a warning (only unparseable YAML is an error).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 
 from ...errors import ClusterError
+from .problems import OBJECT_SKIPPED, Problems
 
 RAVEN_GROUP = "raven.openyurt.io"
 RAVEN_VERSIONS = ("v1beta1", "v1alpha1")
@@ -69,53 +71,58 @@ def parse_yaml(text: str) -> list[Any]:
         raise ClusterError(f"YAML error: {exc}") from None
 
 
-def read_objects(text: str) -> list[KubeObject]:
+def read_objects(text: str, problems: Problems) -> list[KubeObject]:
     """The Raven Gateways and core Nodes of a YAML stream, in document order.
 
+    A document that is not a usable object (no kind, an unsupported version of our
+    kinds, ...) is skipped with a warning in ``problems``.
+
     Raises:
-        ClusterError: a YAML syntax error (with line and column), a document that is no Kubernetes
-            object, or an unsupported apiVersion of a Gateway or Node.
+        ClusterError: a YAML syntax error (with line and column).
     """
-    return collect_objects(parse_yaml(text), "document")
+    return collect_objects(parse_yaml(text), problems, "document")
 
 
-def collect_objects(documents: Iterable[Any], unit: str = "object") -> list[KubeObject]:
+def collect_objects(documents: Iterable[Any], problems: Problems, unit: str = "object") -> list[KubeObject]:
     """The Raven Gateways and core Nodes among parsed documents, in order, lists flattened.
 
     ``documents``: dicts as ``yaml.safe_load`` or ``json.loads`` return them (a ``kind: List``,
-    a typed list or single objects); ``None`` entries (empty YAML documents) are skipped. Errors name
-    an object by its position: ``{unit} 2 items[3]``. The mappings are read, never changed.
-
-    Raises:
-        ClusterError: an entry that is no Kubernetes object, or an unsupported apiVersion of a
-            Gateway or Node.
+    a typed list or single objects); ``None`` entries (empty YAML documents) are skipped. Warnings
+    name an object by its position: ``{unit} 2 items[3]``. The mappings are read, never changed.
+    An entry that is no Kubernetes object, or an unsupported apiVersion of a Gateway or Node, is
+    skipped with a warning in ``problems``.
     """
     objects: list[KubeObject] = []
     for number, doc in enumerate((d for d in documents if d is not None), start=1):
-        _collect(doc, f"{unit} {number}", None, None, objects)
+        _collect(doc, f"{unit} {number}", None, None, objects, problems)
     return objects
 
 
 def _collect(doc: Any, where: str, list_kind: str | None, list_api: str | None,
-             out: list[KubeObject]) -> None:
+             out: list[KubeObject], problems: Problems) -> None:
     if not isinstance(doc, dict):
-        raise ClusterError(f"{where}: expected a Kubernetes object (a mapping), "
-                           f"got {type(doc).__name__}")
+        problems.skip(f"{where}: expected a Kubernetes object (a mapping), got {type(doc).__name__}",
+                      OBJECT_SKIPPED)
+        return
     # Items of a typed list (GatewayList) may omit kind/apiVersion, as API servers return them.
     kind = doc.get("kind", list_kind)
     api_version = doc.get("apiVersion", list_api)
     if not isinstance(kind, str) or not kind:
-        raise ClusterError(f"{where}: kind: missing")
+        problems.skip(f"{where}: kind: missing", OBJECT_SKIPPED, node=_name_of(doc, "Node"))
+        return
     if not isinstance(api_version, str) or not api_version:
-        raise ClusterError(f"{where} (kind {kind}): apiVersion: missing")
+        problems.skip(f"{where} (kind {kind}): apiVersion: missing", OBJECT_SKIPPED,
+                      node=_name_of(doc, kind))
+        return
 
     if kind == "List" or (kind.endswith("List") and "items" in doc):
         items = doc.get("items") or []
         if not isinstance(items, list):
-            raise ClusterError(f"{where} (kind {kind}): items: expected a list")
+            problems.skip(f"{where} (kind {kind}): items: expected a list", OBJECT_SKIPPED)
+            return
         item_kind = kind[: -len("List")] or None
         for i, item in enumerate(items):
-            _collect(item, f"{where} items[{i}]", item_kind, api_version if item_kind else None, out)
+            _collect(item, f"{where} items[{i}]", item_kind, api_version if item_kind else None, out, problems)
         return
 
     obj = KubeObject(kind, api_version, doc, where)
@@ -123,12 +130,21 @@ def _collect(doc: Any, where: str, list_kind: str | None, list_api: str | None,
     if kind == "Gateway" and group == RAVEN_GROUP:
         if version not in RAVEN_VERSIONS:
             expected = " or ".join(f"{RAVEN_GROUP}/{v}" for v in RAVEN_VERSIONS)
-            raise ClusterError(f"{obj.label}: apiVersion: unsupported {api_version!r} "
-                               f"(expected {expected})")
+            problems.skip(f"{obj.label}: apiVersion: unsupported {api_version!r} (expected {expected})",
+                          OBJECT_SKIPPED)
+            return
         out.append(obj)
     elif kind == "Node" and group == "":
         # Core group; a CRD that happens to be called Node lives in another group.
         if version != "v1":
-            raise ClusterError(f"{obj.label}: apiVersion: unsupported {api_version!r} "
-                               "(expected v1)")
+            problems.skip(f"{obj.label}: apiVersion: unsupported {api_version!r} (expected v1)",
+                          OBJECT_SKIPPED, node=obj.name)
+            return
         out.append(obj)
+
+
+def _name_of(doc: dict[str, Any], kind: Any) -> str | None:
+    """The name of a Node document we cannot read otherwise: its own plan is then impossible."""
+    if kind != "Node":
+        return None
+    return KubeObject("Node", "", doc, "").name

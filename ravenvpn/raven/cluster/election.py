@@ -15,26 +15,27 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from ...errors import ClusterError
 from .gateway_parser import ParsedGateway, StatusEndpoint
 from .model import PROXY, TUNNEL, Endpoint, Node, NodeInfo
+from .problems import Problems
 
 
-def derive_members(gw: ParsedGateway, nodes: Iterable[Node]) -> tuple[NodeInfo, ...]:
+def derive_members(gw: ParsedGateway, nodes: Iterable[Node], problems: Problems) -> tuple[NodeInfo, ...]:
     """``status.nodes`` for a gateway whose status was not written: the nodes labelled
     ``raven.openyurt.io/gateway=<gw>``, with privateIP = first InternalIP and subnets = pod CIDRs,
     sorted by node name (as yurt-manager's gateway-pickup controller computes them).
 
-    Raises:
-        ClusterError: a labelled node without an InternalIP.
+    A labelled node without InternalIP cannot be routed to: it is left out with a
+    warning in ``problems``, and its own plan is an error.
     """
     members = []
     for node in nodes:
         if node.gateway_label != gw.name:
             continue
         if node.internal_ip is None:
-            raise ClusterError(f"Node {node.name}: status.addresses: no InternalIP "
-                               f"(needed as privateIP in Gateway {gw.name} status.nodes)")
+            problems.skip(f"Node {node.name}: status.addresses: no InternalIP (needed as privateIP "
+                          f"in Gateway {gw.name} status.nodes)", "not a member", node=node.name)
+            continue
         members.append(NodeInfo(node.name, node.internal_ip, node.pod_cidrs))
     return tuple(sorted(members, key=lambda n: n.node_name))
 
@@ -79,12 +80,15 @@ def _with_observations(spec_ep: Endpoint, current: StatusEndpoint) -> Endpoint:
 
     Raven agents fill in the discovered public address (and NAT mapping) of the
     active endpoint in the status; the spec may hold an older or empty value.
-    Keys are configuration, not observation: a differing one is an error (checks).
+    Keys are configuration, not observation: an entry with a differing one was dropped (checks).
     """
     seen = current.endpoint
+    # An address observed in the status (IP or hostname) replaces the spec's.
+    address = seen if seen.public_ip or seen.public_host else spec_ep
     return replace(
         spec_ep,
-        public_ip=seen.public_ip or spec_ep.public_ip,
+        public_ip=address.public_ip,
+        public_host=address.public_host,
         public_port=seen.public_port or spec_ep.public_port,
         nat_type=seen.nat_type or spec_ep.nat_type,
     )

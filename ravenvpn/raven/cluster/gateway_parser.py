@@ -1,6 +1,6 @@
 """raven.openyurt.io Gateway dict -> :class:`ParsedGateway` (spec plus the status as given).
 
-The status is kept as written; :mod:`.election` decides what of it still holds.
+The status is kept as written; :mod:`.election` and :mod:`.checks` decide what of it still holds.
 Field names are Raven's ``raven.openyurt.io/v1beta1`` (v1alpha1 read as OpenYurt's conversion
 webhook converts it).
 """
@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
+from typing import Any
 
+from .addresses import parse_ip
 from .documents import KubeObject
+from ...errors import ClusterError
 from .fields import Field
 from .model import DEFAULT_PROXY_PORT, DEFAULT_TUNNEL_PORT, PROXY, TUNNEL, Endpoint, NodeInfo
+from .problems import OBJECT_SKIPPED, Problems
 
 ENDPOINT_TYPES = (TUNNEL, PROXY)
+EXPOSE_TYPES = ("PublicIP", "LoadBalancer")   # Raven's ExposeType values
 DEFAULT_PORTS = {TUNNEL: DEFAULT_TUNNEL_PORT, PROXY: DEFAULT_PROXY_PORT}
 WG_KEY_LEN = 32
 
@@ -44,38 +50,72 @@ class ParsedGateway:
     status_active: tuple[StatusEndpoint, ...]
 
 
-def parse_gateway(obj: KubeObject) -> ParsedGateway:
-    """Parse a ``raven.openyurt.io`` Gateway: metadata.name, spec (exposeType, nodeSelector,
-    tunnelConfig.Replicas, proxyConfig.Replicas, endpoints) and status (nodes, activeEndpoints).
+def parse_gateway(obj: KubeObject, problems: Problems) -> ParsedGateway | None:
+    """The Gateway as written, or None (with a warning) when it has no usable name.
 
-    Raises:
-        ClusterError: the first malformed field, named by its path.
+    A malformed field is skipped with a warning naming it: a malformed endpoint
+    (or status entry) is left out whole, since half an endpoint is guesswork; a
+    malformed setting falls back to its default.  A tunnel endpoint left out makes
+    its node's own plan an error (see :mod:`.problems`).
     """
     root = Field(obj.label, "", obj.data)
-    name = root.child("metadata").child("name").required_string()
+    name = problems.attempt(lambda: root.child("metadata").child("name").required_string(), None,
+                            OBJECT_SKIPPED)
+    if name is None:
+        return None
     alpha = obj.api_version.endswith("/v1alpha1")
-    spec, status = root.child("spec"), root.child("status")
+    spec = problems.mapping(root.child("spec"))
+    status = problems.mapping(root.child("status"))
 
     # Raven's JSON tag is `Replicas` (capital R); accept the conventional spelling too.
-    tunnel_cfg = spec.child("tunnelConfig")
-    replicas = tunnel_cfg.first_child("Replicas", "replicas")
-    if alpha and not replicas.present:
-        replicas = spec.first_child("Replicas", "replicas")  # one v1alpha1 revision had it here
-    proxy_replicas = spec.child("proxyConfig").first_child("Replicas", "replicas")
+    def replicas_field() -> Field:
+        field = spec.child("tunnelConfig").first_child("Replicas", "replicas")
+        if alpha and not field.present:
+            field = spec.first_child("Replicas", "replicas")  # one v1alpha1 revision had it here
+        return field
 
     return ParsedGateway(
         name=name,
         label=obj.label,
         api_version=obj.api_version,
-        expose_type=spec.child("exposeType").string("") or "",
-        node_selector=_match_labels(spec.child("nodeSelector")),
-        tunnel_replicas=replicas.integer(1),
-        proxy_replicas=proxy_replicas.integer(1),
-        endpoints=tuple(parse_endpoint(f, i, alpha, in_status=False)
-                        for i, f in enumerate(spec.child("endpoints").items())),
-        status_nodes=_status_nodes(status.child("nodes")),
-        status_active=_status_active(status),
+        expose_type=problems.attempt(lambda: _expose_type(spec.child("exposeType")), "", "ignored"),
+        node_selector=problems.attempt(lambda: _match_labels(spec.child("nodeSelector")), (), "ignored"),
+        tunnel_replicas=problems.attempt(lambda: replicas_field().integer(1), 1, "1 used"),
+        proxy_replicas=problems.attempt(
+            lambda: spec.child("proxyConfig").first_child("Replicas", "replicas").integer(1), 1, "1 used"),
+        endpoints=_spec_endpoints(spec.child("endpoints"), alpha, problems),
+        status_nodes=_status_nodes(status.child("nodes"), problems),
+        status_active=_status_active(status, problems),
     )
+
+
+def _expose_type(field: Field) -> str:
+    text = (field.string("") or "").strip()
+    if text and text not in EXPOSE_TYPES:
+        raise field.error(f"unknown exposeType {text!r} (expected {' or '.join(EXPOSE_TYPES)})")
+    return text
+
+
+def _spec_endpoints(field: Field, alpha: bool, problems: Problems) -> tuple[Endpoint, ...]:
+    endpoints = []
+    for i, entry in enumerate(problems.attempt(field.items, [], "Gateway has no endpoints")):
+        try:
+            endpoints.append(parse_endpoint(entry, i, alpha, in_status=False))
+        except ClusterError as exc:
+            problems.skip(str(exc), "endpoint skipped", node=_tunnel_node(entry, alpha))
+    return tuple(endpoints)
+
+
+def _tunnel_node(entry: Field, alpha: bool) -> str | None:
+    """The node of an unreadable endpoint that may be its tunnel endpoint (it then cannot plan)."""
+    raw = entry.value if isinstance(entry.value, dict) else {}
+    node, etype = raw.get("nodeName"), raw.get("type")
+    if etype is None and alpha:
+        etype = TUNNEL
+    # A proxy endpoint, or one of a type we do not know, is not this node's tunnel.
+    if etype is not None and etype != TUNNEL:
+        return None
+    return node.strip() if isinstance(node, str) and node.strip() else None
 
 
 def parse_endpoint(field: Field, index: int, alpha: bool, *, in_status: bool) -> Endpoint:
@@ -107,7 +147,7 @@ def parse_endpoint(field: Field, index: int, alpha: bool, *, in_status: bool) ->
         port=DEFAULT_PORTS[etype] if _is_zero(port.value) else port.port(DEFAULT_PORTS[etype]),
         under_nat=field.child("underNAT").boolean(False),
         nat_type=field.child("natType").string("") or "",
-        public_ip=field.child("publicIP").ip(),
+        **_public_address(field.child("publicIP")),
         # publicPort 0 is Go's zero value for "unknown".
         public_port=None if _is_zero(public_port.value) else public_port.port(),
         config=config,
@@ -115,6 +155,32 @@ def parse_endpoint(field: Field, index: int, alpha: bool, *, in_status: bool) ->
                                required=etype == TUNNEL and not in_status),
         index=index,
     )
+
+
+def _public_address(field: Field) -> dict[str, Any]:
+    """``publicIP`` as Raven writes it (an address) or as an operator may (a DNS name, as for
+    ``wg``'s endpoints): {"public_ip": ...} or {"public_host": ...}; {} when absent."""
+    text = (field.string("") or "").strip()
+    if not text:
+        return {}
+    try:
+        return {"public_ip": parse_ip(text)}
+    except ValueError:
+        pass
+    if not is_hostname(text):
+        raise field.error(f"invalid IP address or hostname {text!r}")
+    return {"public_host": text.rstrip(".").lower()}
+
+
+def is_hostname(text: str) -> bool:
+    """RFC 1123 host name syntax (letters, digits, inner hyphens; labels of 1-63, 253 in all); a
+    last label of digits only is a mistyped IPv4 address (``198.51.100.300``), not a name."""
+    labels = text.rstrip(".").split(".")
+    return (0 < len(text.rstrip(".")) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+            and not labels[-1].isdigit())
+
+
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 def _public_key(field: Field, *, required: bool) -> bytes | None:
@@ -150,28 +216,38 @@ def _match_labels(field: Field) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((str(k), labels.keyed(str(k)).string("") or "") for k in mapping))
 
 
-def _status_nodes(field: Field) -> tuple[NodeInfo, ...] | None:
-    entries = field.items()
+def _status_nodes(field: Field, problems: Problems) -> tuple[NodeInfo, ...] | None:
+    entries = problems.attempt(field.items, [], "status.nodes ignored")
     if not entries:  # omitempty: an empty list means "not computed yet"
         return None
-    return tuple(
-        NodeInfo(
+    infos = []
+    for entry in entries:
+        info = problems.attempt(lambda: NodeInfo(
             node_name=entry.child("nodeName").required_string(),
             private_ip=entry.child("privateIP").required_ip(),
-            subnets=entry.child("subnets").cidr_list(),
-        )
-        for entry in entries
-    )
+        ), None, "entry skipped")
+        if info is None:
+            continue
+        # yurt-manager writes `subnets: [""]` for a node without spec.podCIDR: skip the entry
+        # of the list, keep the node (its own IP is still routed).
+        subnets = problems.attempt(entry.child("subnets").items, [], "skipped")
+        parsed = (problems.attempt(s.cidr, None, "skipped") for s in subnets)
+        infos.append(replace(info, subnets=tuple(c for c in parsed if c is not None)))
+    return tuple(infos)
 
 
-def _status_active(status: Field) -> tuple[StatusEndpoint, ...]:
+def _status_active(status: Field, problems: Problems) -> tuple[StatusEndpoint, ...]:
     plural, singular = status.child("activeEndpoints"), status.child("activeEndpoint")
     if plural.present and singular.present:
-        raise singular.error("given together with status.activeEndpoints; keep one")
+        problems.skip(str(singular.error("given together with status.activeEndpoints")), "ignored")
     # v1alpha1 had a single activeEndpoint; the seeds also show v1alpha1 with the plural.
-    fields = plural.items() if plural.present else ([singular] if singular.present else [])
-    return tuple(StatusEndpoint(parse_endpoint(f, i, alpha=False, in_status=True), f.path)
-                 for i, f in enumerate(fields))
+    fields = (problems.attempt(plural.items, [], "ignored") if plural.present
+              else [singular] if singular.present else [])
+    # Status entries only say who is active now; election re-checks them, so a bad one is dropped.
+    parsed = (problems.attempt(lambda: StatusEndpoint(parse_endpoint(f, i, alpha=False, in_status=True),
+                                                      f.path), None, "entry ignored")
+              for i, f in enumerate(fields))
+    return tuple(p for p in parsed if p is not None)
 
 
 def _is_zero(value: object) -> bool:

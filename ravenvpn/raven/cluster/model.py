@@ -2,8 +2,8 @@
 
 Everything here is an immutable, already-validated snapshot.  A :class:`Cluster`
 only comes out of :func:`~ravenvpn.raven.cluster.loader.load_cluster` (and its
-siblings in :mod:`.loader`), which either return a fully consistent cluster or
-raise a one-line :class:`~ravenvpn.errors.ClusterError`.  This module imports
+siblings in :mod:`.loader`), which return a consistent cluster of what could be
+used, with a warning for each part that was skipped (:attr:`Cluster.warnings`).  This module imports
 nothing that builds these classes: the loader depends on the model, never the
 other way round.
 
@@ -42,6 +42,7 @@ class Endpoint:
     under_nat: bool = False
     nat_type: str = ""
     public_ip: IPAddress | None = None
+    public_host: str | None = None   # publicIP given as a hostname: resolved by the node runtime
     public_port: int | None = None   # NAT-mapped port; None when not known
     config: tuple[tuple[str, str], ...] = ()
     public_key: bytes | None = None  # decoded config.publicKey (32 bytes) if present
@@ -60,11 +61,13 @@ class NodeInfo:
     node_name: str
     private_ip: IPAddress
     subnets: tuple[IPNetwork, ...] = ()
+    ip_routed: bool = True           # False: private_ip overlaps another gateway's prefix (warned)
 
     @property
     def prefixes(self) -> tuple[IPNetwork, ...]:
         """What the rest of the cluster must route to this node: pod subnets and its own IP."""
-        return sorted_networks((*self.subnets, host_network(self.private_ip)))
+        own = (host_network(self.private_ip),) if self.ip_routed else ()
+        return sorted_networks((*self.subnets, *own))
 
 
 @dataclass(frozen=True)
@@ -95,8 +98,8 @@ class Gateway:
 
     @property
     def under_nat(self) -> bool:
-        """``spec.endpoints[].underNAT``: the domain is behind NAT (the loader guarantees that all
-        endpoints of a gateway agree)."""
+        """``spec.endpoints[].underNAT``: the domain is behind NAT (the loader makes all endpoints of a
+        gateway agree: one saying true makes them all true)."""
         return any(ep.under_nat for ep in self.endpoints)
 
     @property
@@ -121,10 +124,22 @@ class Gateway:
 
 @dataclass(frozen=True)
 class Cluster:
-    """Every Gateway and Node of the input, validated together; immutable, comparable, hashable."""
+    """The usable part of a cluster file, and what was left out of it; immutable, comparable, hashable.
+
+    ``warnings``: one line per skipped object or field, naming both (sorted, so the
+    same objects in any document order give the same cluster).  ``node_errors``:
+    (node name, problem) for nodes whose own Node or tunnel endpoint was unusable;
+    planning such a node is an error, every other node plans.
+    """
 
     gateways: tuple[Gateway, ...]   # sorted by name
     nodes: tuple[Node, ...]         # sorted by name
+    warnings: tuple[str, ...] = ()
+    node_errors: tuple[tuple[str, str], ...] = ()   # sorted by node name
+
+    def node_error(self, name: str) -> str | None:
+        """Why ``name``'s own objects could not be used, or None."""
+        return next((problem for node, problem in self.node_errors if node == name), None)
 
     def gateway(self, name: str) -> Gateway | None:
         """The Gateway called ``name``, if any."""
@@ -133,6 +148,15 @@ class Cluster:
     def node(self, name: str) -> Node | None:
         """The Node called ``name``, if any."""
         return next((n for n in self.nodes if n.name == name), None)
+
+    @property
+    def hostnames(self) -> tuple[str, ...]:
+        """The hostnames given as ``publicIP`` of tunnel endpoints, sorted: what a node runtime
+        resolves (:func:`~ravenvpn.raven.cluster.hostnames.resolve_hostnames`) and passes to the
+        planner, which stays free of I/O."""
+        return tuple(sorted({ep.public_host for gw in self.gateways
+                             for ep in (*gw.tunnel_endpoints, *gw.active_endpoints)
+                             if ep.type == TUNNEL and ep.public_host is not None}))
 
     def gateway_of(self, node_name: str) -> Gateway | None:
         """The gateway whose status.nodes contains the node (at most one, by validation)."""

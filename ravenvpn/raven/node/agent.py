@@ -14,6 +14,7 @@ forks or needs the main thread: that belongs to its caller (``ravenvpn up`` maps
 from __future__ import annotations
 
 import copy
+import difflib
 import logging
 import os
 import select
@@ -27,6 +28,7 @@ from typing import Any, Union
 
 from ...errors import ClusterError, RavenError
 from ...protocol import keys
+from ..cluster.hostnames import resolve_hostnames
 from ..cluster.loader import load_cluster, load_cluster_file, load_cluster_objects
 from ..cluster.model import Cluster
 from ..plan.nodeplan import NodePlan, Role
@@ -76,7 +78,8 @@ class Agent:
             when given, so the caller may change its own afterwards.
         node: this node's name (``metadata.name`` of its Node object).
         private_key / private_key_path: the node's 32-byte WireGuard key, or a base64 key file of
-            mode 0600 (at most one). Needed while the node is an active gateway.
+            mode 0600 (at most one). Needed when the node is a tunnel (or proxy) endpoint of any
+            Gateway: a standby without its key could not take over (:meth:`compute_plan` refuses).
         interface: the tunnel interface (also names the records under ``state_dir``).
         port: the UDP listen port of the tunnel. mtu: the tunnel MTU in bytes; None: the smallest
             of the drivers' :meth:`~ravenvpn.raven.node.drivers.VpnDriver.mtu`.
@@ -111,9 +114,10 @@ class Agent:
         self.mtu = mtu
         self.state_dir = Path(state_dir)
         self.poll_interval = poll_interval
+        self.private_key_path = os.fspath(private_key_path) if private_key_path else None
         self.private_key = read_private_key(private_key_path) if private_key_path else private_key
-        self.vpn: VpnDriver = (vpn if vpn is not None
-                               else WireGuardDriver(interface, self.private_key, state_dir=str(self.state_dir)))
+        self.vpn: VpnDriver = vpn if vpn is not None else WireGuardDriver(interface, self.private_key,
+                                                                           state_dir=self.state_dir)
         self.routes: RouteDriver = routes if routes is not None else Applier(interface, str(self.state_dir))
         self.plan: NodePlan | None = None      # the last plan applied in full
         self._source_lock = threading.Lock()
@@ -131,6 +135,7 @@ class Agent:
         self._ran = False          # run() was called
         self._looping = False
         self._closed = False
+        self._mtu_warned = False
 
     # ----------------------------------------------------------------- cluster
     def _set_source(self, cluster: ClusterSource) -> None:
@@ -160,20 +165,35 @@ class Agent:
         self._set_source(cluster)
         self.reload()
 
+    @property
+    def source_name(self) -> str:
+        """How messages name the cluster source: its path, ``standard input`` or ``the cluster objects``."""
+        with self._source_lock:
+            path, text = self._path, self._text
+        return path if path is not None else "standard input" if text is not None else "the cluster objects"
+
     def load(self) -> Cluster:
         """The cluster as the source holds it now.
 
         Raises:
-            ClusterError: the cluster is unreadable or inconsistent.
+            ClusterError: the cluster is unreadable or inconsistent; read from a file or standard input,
+                the message starts with the file's name (``cluster.yaml: YAML syntax error at line 2...``).
         """
         with self._source_lock:
             path, text, objects = self._path, self._text, self._objects
         if objects is not None:
             return load_cluster_objects(objects)
-        if text is not None:
-            return load_cluster(text)
-        assert path is not None
-        return load_cluster_file(path)
+        name = path if path is not None else "standard input"
+        try:
+            if text is not None:
+                return load_cluster(text)
+            assert path is not None
+            return load_cluster_file(path)
+        except ClusterError as exc:
+            # In a long-running log (and with several files at hand) the file name matters.
+            if str(exc).startswith(f"{name}:"):
+                raise
+            raise ClusterError(f"{name}: {exc}") from None
 
     def _source_signature(self) -> tuple[float, int] | None:
         with self._source_lock:
@@ -187,21 +207,26 @@ class Agent:
         return (st.st_mtime, st.st_size)
 
     def compute_plan(self) -> NodePlan:
-        """This node's plan for the cluster as it is now. Pure but for reading the source and the
-        drivers' MTUs.
+        """This node's plan for the cluster as it is now. Pure but for reading the source, resolving
+        ``publicIP`` hostnames and the drivers' MTUs.
 
         Raises:
-            ClusterError: the cluster is unreadable or inconsistent, or names another public key for
-                this node than the private key's.
+            ClusterError: the cluster is unreadable or inconsistent, has no Gateway objects, does not
+                name this node (the message lists the nodes it has and a close match), or names
+                another public key for this node than the private key's (a private key that *is* a
+                public key of the cluster is named as such).
             RavenError: bad agent parameters (MTU, port, interface), no private key although the
-                node is an active gateway, or the MTU cannot be determined.
+                node is a tunnel or proxy endpoint of a Gateway, or the MTU cannot be determined.
         """
         cluster = self.load()
+        self._check_cluster(cluster)
+        # publicIP hostnames: resolved here, on every (re)plan, so the planner stays free of I/O.
+        resolved = resolve_hostnames(cluster.hostnames)
         public = keys.public_from_private(self.private_key) if self.private_key else None
         try:
             mtu = self.mtu if self.mtu is not None else min(self.vpn.mtu(), self.routes.mtu())
             plan = make_plan(cluster, self.node, local_public_key=public, mtu=mtu, listen_port=self.port,
-                             interface=self.interface)
+                             interface=self.interface, resolved=resolved)
         except ClusterError:
             raise
         except ValueError as exc:   # a bad --mtu / --interface: still one line, not a traceback
@@ -210,6 +235,48 @@ class Agent:
             raise RavenError(f"node {self.node} is the active tunnel endpoint of {plan.gateway}: "
                              "--private-key is required")
         return plan
+
+    def _check_cluster(self, cluster: Cluster) -> None:
+        """What the planner cannot say as well: an empty source, an unknown node (with the names it
+        has), a public key given as the private key, an endpoint without a key."""
+        src = self.source_name
+        if not cluster.gateways:
+            skipped = [w for w in cluster.warnings if w.startswith("Gateway ")]
+            if skipped:       # there were Gateways, each one broken: say why, not "no Gateways"
+                raise ClusterError(f"{src}: no usable Gateway object: " + "; ".join(skipped[:3]))
+            if not cluster.nodes and cluster.warnings:   # nothing usable, for the reasons warned
+                raise ClusterError(f"{src}: " + "; ".join(cluster.warnings[:3]))
+            if not cluster.nodes:
+                raise ClusterError(f"{src}: no objects of the kinds ravenvpn reads (raven.openyurt.io "
+                                   "Gateways, v1 Nodes); expected what 'kubectl get gateways,nodes -o yaml' prints")
+            raise ClusterError(f"{src}: no raven.openyurt.io Gateway objects, only Nodes "
+                               "(did you run 'kubectl get gateways,nodes -o yaml'?)")
+        if cluster.node(self.node) is None:
+            names = [n.name for n in cluster.nodes]
+            shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+            close = difflib.get_close_matches(self.node, names, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            own = [w for w in cluster.warnings if w.startswith(f"Node {self.node}:")]
+            if own:           # it was there, but broken: that is the news
+                hint += "; skipped: " + "; ".join(own)
+            raise ClusterError(f"Node {self.node}: not found in {src} (its Nodes: {shown or 'none'}){hint}")
+        if self.private_key is not None:
+            for gw in cluster.gateways:
+                for ep in gw.endpoints:
+                    if ep.public_key is not None and ep.public_key == self.private_key:
+                        key = self.private_key_path or "the private key"
+                        raise ClusterError(
+                            f"{key} holds the public key of Gateway {gw.name}'s endpoint {ep.node_name} "
+                            f"(spec.endpoints[{ep.index}].config.publicKey), not a private key: "
+                            "--private-key needs the node's private key (ravenvpn genkey)")
+        else:
+            for gw in cluster.gateways:
+                for ep in gw.endpoints:
+                    if ep.node_name == self.node:
+                        raise RavenError(
+                            f"Gateway {gw.name}: node {self.node} is a {ep.type} endpoint "
+                            f"(spec.endpoints[{ep.index}]): --private-key is required, or automatic "
+                            "failover to it cannot work")
 
     # -------------------------------------------------------------- applying
     def reconcile(self) -> ReconcileReport:
@@ -234,6 +301,10 @@ class Agent:
             plan = self.compute_plan()
             for warning in plan.warnings:
                 log.warning("%s", warning)
+            if plan.role is Role.NONE and (self.plan is None or self.plan.role is not Role.NONE):
+                log.warning("node %s belongs to no Gateway (no raven.openyurt.io/gateway label, in no "
+                            "Gateway's status.nodes): nothing to do", self.node)
+            self._warn_mtu()
             if plan.role is Role.ACTIVE_GATEWAY:
                 vpn_report = self.vpn.apply(plan)
                 try:
@@ -255,6 +326,16 @@ class Agent:
             self.plan = plan
             self._write_status(plan)
             return report
+
+    def _warn_mtu(self) -> None:
+        """Once: a configured MTU above what the underlay carries fragments or loses large packets."""
+        if self.mtu is None or self._mtu_warned:
+            return
+        self._mtu_warned = True
+        limit, underlay = min(self.vpn.mtu(), self.routes.mtu()), self.routes.mtu()
+        if self.mtu > limit:
+            log.warning("--mtu %d exceeds the underlay MTU %d - %d (WireGuard's overhead) = %d: large packets "
+                        "will be fragmented or dropped", self.mtu, underlay, underlay - limit, limit)
 
     def _start(self) -> None:
         """Before the first change to the host: check the drivers, then claim the pid file."""

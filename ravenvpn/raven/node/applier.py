@@ -4,11 +4,14 @@ A :class:`~ravenvpn.raven.node.drivers.RouteDriver` (Raven's ``routedriver``). I
 kernel through pyroute2, never by shelling out to `ip`. It reads what is installed, computes the
 difference to the plan and changes only that, so a second apply of the same plan changes nothing.
 
-Ownership: the routing tables named in the plan (and in earlier plans) belong to
-ravenvpn wholly; rules are ours when they point at one of those tables or are
-recorded in the state file. Sysctls are changed only after their original values
-are saved, and `teardown` restores them. The state file lives under the run
-directory so `ravenvpn down` in another process can undo an `up`.
+Ownership: the applier owns exactly the routes and rules it recorded adding, and the sysctls whose
+original values it recorded, in the state file ``<state_dir>/<interface>.state.json``. The record is
+written *before* each change (a crash in between leaves at most a record of something that is not
+there, which cleanup skips), and :meth:`Applier.cleanup` (also from ``ravenvpn down`` in another
+process) removes a route or rule only when the kernel still holds exactly the recorded one, and
+restores a sysctl only while it still has the value the applier set. Raven's tables (9027, 9028) and
+rule priorities are shared by every Raven agent of a network namespace, so an entry the plan wants
+that is already there, unrecorded, belongs to another agent: apply refuses rather than take it over.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ...errors import ApplyError, RavenError
 from ..plan.nodeplan import MAIN_TABLE, NodePlan, Route, Rule
 from .links import underlay_mtu
-from .records import DEFAULT_STATE_DIR, state_path
+from .records import DEFAULT_STATE_DIR, current_netns, state_path
 
 __all__ = ["Applier", "ApplyReport", "ApplyError", "RouteKey", "RuleKey", "read_sysctl", "write_sysctl"]
 
@@ -98,7 +101,18 @@ class _InstalledRoute:
         return args
 
     def delete(self, ipr: IPRoute) -> None:
-        ipr.route("del", dst=self.dst, table=self.table, family=self.family)
+        """Delete exactly this route (destination, table and next hop or device)."""
+        args: dict[str, Any] = {"dst": self.dst, "table": self.table, "family": self.family}
+        if self.gateway:
+            args["gateway"] = self.gateway
+        elif self.oif is not None:
+            args["oif"] = self.oif
+        ipr.route("del", **args)
+
+    def key(self) -> RouteKey:
+        """The :class:`RouteKey` of this route (the device counts only for a route without a next hop)."""
+        return RouteKey(self.dst, self.oif if not self.gateway else None, self.gateway, self.table, self.mtu,
+                        self.prefsrc)
 
     def describe(self) -> str:
         return f"{self.dst} table {self.table}"
@@ -183,6 +197,17 @@ class Applier:
         """
         return underlay_mtu(self.interface)
 
+    def recorded(self) -> tuple[int, int, int]:
+        """How many routes, rules and sysctls the state file records as installed or changed.
+
+        Raises:
+            RavenError: the state file exists but cannot be read or parsed.
+        """
+        self.init()
+        assert self._state is not None
+        return (len(self._state["routes"]) + (1 if self._state.get("legacy_tables") else 0),
+                len(self._state["rules"]), len(self._state["sysctls"]))
+
     def apply(self, plan: NodePlan) -> ApplyReport:
         """Make the kernel match ``plan``; only the difference changes (idempotent).
 
@@ -191,8 +216,10 @@ class Applier:
         sysctls an earlier plan installed and this one does not want are removed or restored.
 
         Raises:
-            ApplyError: the kernel refused a change (or a route names a missing device); every change
-                of this call has been undone. The message names the node and the problem.
+            ApplyError: the kernel refused a change (or a route names a missing device), or a route
+                or rule the plan wants is already in the kernel and was not installed by this
+                applier (another Raven agent uses the tables); every change of this call has been
+                undone. The message names the node and the problem.
             RavenError: the state file is unreadable (first call only, if :meth:`init` was not called).
         """
         self.init()
@@ -200,18 +227,31 @@ class Applier:
         assert state is not None
         report = ApplyReport()
         undo: list[Callable[[], Any]] = []
-        # Never claim the main table: only the dedicated tables are wholly ours.
-        tables = ({r.table for r in plan.routes} | set(state["tables"])) - {MAIN_TABLE}
         try:
             with IPRoute() as ipr:
                 try:
                     ifindex = {link.get("ifname"): link["index"] for link in ipr.get_links()}
+                    desired_routes = {self._route_key(r, ifindex): r for r in plan.routes}
+                    desired_rules = {self._rule_key(r): r for r in plan.rules}
+                    recorded = self._recorded_routes(ipr)
+                    known = self._known_rules()
+                    # Never read the main table: only routes in the dedicated tables are compared.
+                    tables = ({k.table for k in desired_routes} | {k.table for k in recorded}) - {MAIN_TABLE}
+                    installed = self._installed_routes(ipr, tables)
+                    installed_rules = self._installed_rules(ipr)
+                    self._check_not_taken(installed, recorded, desired_routes, installed_rules, known,
+                                          desired_rules)
+                    # Record first: a crash after a change must not leave it unrecorded.
+                    state["routes"] = _route_records(recorded | set(desired_routes))
+                    state["rules"] = _rule_records(known | set(desired_rules))
+                    state.pop("legacy_tables", None)
+                    self._save_state()
                     self._apply_sysctls(plan, report, undo)
                     # Make before break: new routes and rules go in before old ones go away, so traffic
                     # to remote prefixes never falls through to the main table (whose default route
                     # would carry it in plaintext over the underlay) while a role changes.
-                    stale = self._apply_routes(ipr, plan, tables, ifindex, report, undo)
-                    self._apply_rules(ipr, plan, tables, report, undo)
+                    stale = self._apply_routes(ipr, desired_routes, installed, recorded, report, undo)
+                    self._apply_rules(ipr, desired_rules, installed_rules & known, report, undo)
                     self._remove_routes(ipr, stale, report)
                 except (NetlinkError, OSError, ApplyError):
                     # Undo while the netlink socket is still open: the steps use `ipr`.
@@ -222,16 +262,23 @@ class Applier:
                             pass
                     raise
         except (NetlinkError, OSError, ApplyError) as exc:
+            # The record keeps what this call may have added: cleanup skips what is not there.
+            self._try_save_state()
+            raise ApplyError(f"applying the plan for {plan.node_name} failed: "
+                             f"{exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}") from None
+        state["routes"] = _route_records(set(desired_routes))
+        state["rules"] = _rule_records(set(desired_rules))
+        try:
             self._save_state()
-            raise ApplyError(f"applying the plan for {plan.node_name} failed: {exc}") from None
-        state["tables"] = sorted({r.table for r in plan.routes if r.table != MAIN_TABLE})
-        state["rules"] = sorted((list(astuple(self._rule_key(r))) for r in plan.rules), key=lambda k: str(tuple(k)))
-        self._save_state()
+        except OSError as exc:
+            raise ApplyError(f"cannot write the state file {self.state_path}: {exc.strerror or exc}") from None
         return report
 
     def cleanup(self) -> ApplyReport:
-        """Remove every route and rule in our tables (and the rules recorded as ours), restore saved
-        sysctls and delete the state file. Idempotent; what is already gone is skipped.
+        """Remove the routes and rules recorded as installed (where the kernel still holds exactly
+        them), restore the sysctls recorded as changed (where they still have the value set) and
+        delete the state file. Idempotent; what is already gone, or was changed since by someone
+        else, is left as it is. Without a state file nothing changes.
 
         Raises:
             RavenError: the state file is unreadable (first call only, if :meth:`init` was not called).
@@ -241,24 +288,29 @@ class Applier:
         state = self._state
         assert state is not None
         report = ApplyReport()
-        tables = set(state["tables"])
+        if not self.state_path.exists() and not any(state[k] for k in ("routes", "rules", "sysctls")):
+            return report
         with IPRoute() as ipr:
-            for key in self._installed_rules(ipr, tables, self._known_rules()):
+            recorded = self._recorded_routes(ipr)
+            for key in self._installed_rules(ipr) & self._known_rules():
                 try:
                     self._del_rule(ipr, key)
                     report.rules_removed.append(key.describe())
                 except NetlinkError:
                     pass
-            for route in self._installed_routes(ipr, tables).values():
+            tables = {k.table for k in recorded} - {MAIN_TABLE}
+            for key, route in self._installed_routes(ipr, tables).items():
+                if key not in recorded:
+                    continue
                 try:
                     route.delete(ipr)
                     report.routes_removed.append(route.describe())
                 except NetlinkError:
                     pass
-        for key, value in state["sysctls"].items():
-            self._restore_sysctl(key, value)
-            report.sysctls_set.append(f"{key}={value}")
-        self._state = {"tables": [], "sysctls": {}}
+        for key, original in list(state["sysctls"].items()):
+            if self._restore_sysctl(key):
+                report.sysctls_set.append(f"{key}={original}")
+        self._state = self._empty_state()
         try:
             self.state_path.unlink()
         except FileNotFoundError:
@@ -266,17 +318,30 @@ class Applier:
         return report
 
     # ----------------------------------------------------------------- state
+    @staticmethod
+    def _empty_state() -> dict[str, Any]:
+        return {"routes": [], "rules": [], "sysctls": {}, "sysctls_set": {}, "netns": current_netns()}
+
     def _load_state(self) -> dict[str, Any]:
         try:
             state = json.loads(self.state_path.read_text())
         except FileNotFoundError:
-            return {"tables": [], "sysctls": {}}
+            return self._empty_state()
         except (OSError, ValueError) as exc:
-            raise RavenError(f"{self.state_path}: unreadable state file: {exc}") from None
+            raise RavenError(f"{self.state_path}: unreadable state file: "
+                             f"{exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}") from None
         if not isinstance(state, dict):
             raise RavenError(f"{self.state_path}: unreadable state file: not a JSON object")
-        state.setdefault("tables", [])
-        state.setdefault("sysctls", {})
+        if "tables" in state:
+            # Written by a version that owned its tables wholly: their routes are cleaned up as before.
+            state["legacy_tables"] = state.pop("tables")
+        for key, default in self._empty_state().items():
+            state.setdefault(key, default)
+        try:
+            state["routes"] = [list(astuple(RouteKey(*r))) for r in state["routes"]]
+            state["rules"] = [list(astuple(RuleKey(*r))) for r in state["rules"]]
+        except TypeError:
+            raise RavenError(f"{self.state_path}: unreadable state file: malformed routes or rules") from None
         return state
 
     def _save_state(self) -> None:
@@ -284,6 +349,12 @@ class Applier:
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self._state, indent=1, sort_keys=True))
         os.replace(tmp, self.state_path)
+
+    def _try_save_state(self) -> None:
+        try:
+            self._save_state()
+        except OSError:
+            pass
 
     # ------------------------------------------------------------ read kernel
     @staticmethod
@@ -300,13 +371,12 @@ class Applier:
                     mtu = metrics.get("RTAX_MTU") if metrics else None
                     route = _InstalledRoute(net, table, family, msg.get("oif"), msg.get("gateway"), mtu,
                                             msg.get("prefsrc"))
-                    found[RouteKey(net, route.oif if not route.gateway else None, route.gateway, table, mtu,
-                                   route.prefsrc)] = route
+                    found[route.key()] = route
         return found
 
     @staticmethod
-    def _installed_rules(ipr: IPRoute, tables: set[int], known: set[RuleKey]) -> set[RuleKey]:
-        """Rules that are ours: they point at one of our tables, or we recorded adding them."""
+    def _installed_rules(ipr: IPRoute) -> set[RuleKey]:
+        """Every ``ip rule`` of both families, as keys."""
         found: set[RuleKey] = set()
         for version, family in _FAMILIES.items():
             for msg in ipr.get_rules(family=family):
@@ -315,14 +385,38 @@ class Applier:
                     continue
                 sport_range = msg.get("sport_range")
                 sport = int(sport_range.split(":")[0]) if sport_range else None
-                key = RuleKey(version, priority, msg.get("table"), msg.get("ip_proto"), sport)
-                if key.table in tables or key in known:
-                    found.add(key)
+                found.add(RuleKey(version, priority, msg.get("table"), msg.get("ip_proto"), sport))
         return found
+
+    def _recorded_routes(self, ipr: IPRoute) -> set[RouteKey]:
+        """The routes recorded as ours (with, from an older version's record, its whole tables)."""
+        assert self._state is not None
+        recorded = {RouteKey(*r) for r in self._state["routes"]}
+        legacy = set(self._state.get("legacy_tables") or []) - {MAIN_TABLE}
+        if legacy:
+            recorded |= set(self._installed_routes(ipr, legacy))
+        return recorded
 
     def _known_rules(self) -> set[RuleKey]:
         assert self._state is not None
-        return {RuleKey(*k) for k in self._state.get("rules", [])}
+        return {RuleKey(*k) for k in self._state["rules"]}
+
+    @staticmethod
+    def _check_not_taken(installed: dict[RouteKey, _InstalledRoute], recorded: set[RouteKey],
+                         desired_routes: dict[RouteKey, Route], installed_rules: set[RuleKey],
+                         known: set[RuleKey], desired_rules: dict[RuleKey, Rule]) -> None:
+        """Refuse to take over a route or rule someone else installed where the plan wants ours."""
+        hint = ("another Raven agent (or ravenvpn up on another interface) uses Raven's tables "
+                "and rule priorities in this network namespace: stop it first")
+        slots = {(k.dst, k.table) for k in desired_routes}
+        for key in installed:
+            if (key.dst, key.table) in slots and key not in recorded:
+                raise ApplyError(f"table {key.table}: a route to {key.dst} is already installed, not by "
+                                 f"ravenvpn on this interface; {hint}")
+        for rule in desired_rules:
+            if rule in installed_rules and rule not in known:
+                raise ApplyError(f"rule {rule.describe()} is already installed, not by ravenvpn on this "
+                                 f"interface; {hint}")
 
     # ----------------------------------------------------------- desired keys
     @staticmethod
@@ -347,41 +441,54 @@ class Applier:
     def _apply_sysctls(self, plan: NodePlan, report: ApplyReport, undo: list[Callable[[], Any]]) -> None:
         assert self._state is not None
         saved: dict[str, str] = self._state["sysctls"]
+        ours: dict[str, str] = self._state["sysctls_set"]
         desired = dict(plan.sysctls)
         # Sysctls an earlier plan needed but this one does not go back to their original values.
         for key in [k for k in saved if k not in desired]:
-            self._restore_sysctl(key, saved.pop(key))
-            report.sysctls_set.append(key)
+            if self._restore_sysctl(key):
+                report.sysctls_set.append(key)
+        changes: list[tuple[str, str, str]] = []
         for key, value in desired.items():
             try:
                 current = read_sysctl(key)
             except FileNotFoundError:
                 raise ApplyError(f"sysctl {key} does not exist") from None
-            if current == value:
-                continue
-            saved.setdefault(key, current)
+            if current != value:
+                changes.append((key, current, value))
+                saved.setdefault(key, current)
+                ours[key] = value
+        if changes:
+            self._save_state()      # the original values are on disk before anything changes
+        for key, current, value in changes:
             write_sysctl(key, value)
             undo.append(lambda k=key, v=current: write_sysctl(k, v))
             report.sysctls_set.append(f"{key}={value}")
 
-    @staticmethod
-    def _restore_sysctl(key: str, value: str) -> None:
+    def _restore_sysctl(self, key: str) -> bool:
+        """Put ``key`` back to its recorded original value if it still has the value we set; forget
+        the record either way. True when it was written."""
+        assert self._state is not None
+        original = self._state["sysctls"].pop(key)
+        ours = self._state["sysctls_set"].pop(key, None)
         try:
-            write_sysctl(key, value)
+            if ours is not None and read_sysctl(key) != ours:
+                return False        # changed by someone else since: theirs now
+            write_sysctl(key, original)
         except FileNotFoundError:
-            pass  # per-interface keys vanish with their interface
+            return False            # per-interface keys vanish with their interface
+        return True
 
-    def _apply_routes(self, ipr: IPRoute, plan: NodePlan, tables: set[int], ifindex: dict[str, int],
-                      report: ApplyReport, undo: list[Callable[[], Any]]) -> list[_InstalledRoute]:
-        """Add the missing routes; return the installed ones the plan no longer wants (removed later)."""
-        installed = self._installed_routes(ipr, tables)
-        desired = {self._route_key(r, ifindex): r for r in plan.routes}
-        replaced = {(str(r.dst), r.table) for r in plan.routes}
+    @staticmethod
+    def _apply_routes(ipr: IPRoute, desired: dict[RouteKey, Route], installed: dict[RouteKey, _InstalledRoute],
+                      recorded: set[RouteKey], report: ApplyReport,
+                      undo: list[Callable[[], Any]]) -> list[_InstalledRoute]:
+        """Add the missing routes; return the installed ones of ours the plan no longer wants (removed later)."""
+        replaced = {(k.dst, k.table) for k in desired}
         # A route whose dst and table stay is overwritten in place by "replace" below: deleting it
-        # afterwards by dst/table would delete the new one.
+        # afterwards would delete the new one.
         stale = [route for key, route in installed.items()
-                 if key not in desired and (route.dst, route.table) not in replaced]
-        previous = {(route.dst, route.table): route for route in installed.values()}
+                 if key in recorded and key not in desired and (route.dst, route.table) not in replaced]
+        previous = {(route.dst, route.table): route for key, route in installed.items() if key in recorded}
         for key, route in desired.items():
             if key in installed:
                 continue
@@ -404,17 +511,15 @@ class Applier:
             route.delete(ipr)
             report.routes_removed.append(route.describe())
 
-    def _apply_rules(self, ipr: IPRoute, plan: NodePlan, tables: set[int], report: ApplyReport,
+    def _apply_rules(self, ipr: IPRoute, desired: dict[RuleKey, Rule], ours: set[RuleKey], report: ApplyReport,
                      undo: list[Callable[[], Any]]) -> None:
-        installed = self._installed_rules(ipr, tables, self._known_rules())
-        desired = {self._rule_key(r): r for r in plan.rules}
         for key in desired:
-            if key in installed:
+            if key in ours:
                 continue
             self._add_rule(ipr, key)
             undo.append(lambda k=key: self._del_rule(ipr, k))
             report.rules_added.append(key.describe())
-        for key in installed:
+        for key in ours:
             if key not in desired:
                 self._del_rule(ipr, key)
                 report.rules_removed.append(key.describe())
@@ -426,3 +531,11 @@ class Applier:
     @staticmethod
     def _del_rule(ipr: IPRoute, key: RuleKey) -> None:
         ipr.rule("del", **key.args())
+
+
+def _route_records(keys: set[RouteKey]) -> list[list[Any]]:
+    return sorted((list(astuple(k)) for k in keys), key=lambda r: str(r))
+
+
+def _rule_records(keys: set[RuleKey]) -> list[list[Any]]:
+    return sorted((list(astuple(k)) for k in keys), key=lambda r: str(r))

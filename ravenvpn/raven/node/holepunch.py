@@ -613,7 +613,7 @@ def _initiate_now(peer: Peer, now: float) -> None:
     one-per-REKEY_TIMEOUT limit (the punching schedule caps the rate instead)."""
     peer.handshake.last_sent_initiation = None
     peer.handshake_attempts = 0
-    peer.retransmit_handshake_at = now
+    peer.retransmit_handshake_at = float("-inf")   # due at the next tick, whatever its clock
 
 
 def _silence(peer: Peer) -> None:

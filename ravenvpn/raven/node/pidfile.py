@@ -9,14 +9,15 @@ have ``ravenvpn`` in its command line, as before.
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
 
 from ...errors import RavenError
-from .records import pid_path
+from .records import current_netns, pid_path, state_path
 
-__all__ = ["claim", "release", "running_pid", "process_alive"]
+__all__ = ["claim", "release", "running_pid", "process_alive", "other_instance"]
 
 # pid files claimed by agents of this process: a second Agent for the same interface in the same
 # process is refused too, though the pid file names a live process (ours).
@@ -71,14 +72,66 @@ def running_pid(state_dir: str | Path, interface: str) -> int | None:
     return pid if _start_time(pid) == recorded_start else None
 
 
+def _netns_of(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def other_instance(state_dir: str | Path, interface: str) -> str | None:
+    """Why an agent for ``interface`` must not start beside another one, or None.
+
+    Raven's tables (9027, 9028) and rule priorities are fixed, so two agents in one network namespace
+    would install into the same table and one's teardown would break the other. Another agent is one
+    running for another interface (its pid file under ``state_dir``, its process in this network
+    namespace, or an agent of this very process), or the records of one that stopped without cleaning
+    up (its state file, from this network namespace).
+    """
+    sdir = Path(state_dir)
+    here = current_netns()
+    for path in sorted(_claimed):
+        other = path.name[:-len(".pid")]
+        if path.parent == sdir and other != interface:
+            return (f"an agent of this process already runs {other}: a second one for {interface} would "
+                    "share Raven's routing tables 9027/9028 and rule priorities with it")
+    try:
+        entries = sorted(sdir.iterdir())
+    except OSError:
+        return None
+    for path in entries:
+        if path.name.endswith(".pid"):
+            other = path.name[:-len(".pid")]
+            pid = running_pid(sdir, other) if other != interface else None
+            if pid is not None and (here is None or _netns_of(pid) in (None, here)):
+                return (f"ravenvpn up is already running on {other} (pid {pid}); a second one for "
+                        f"{interface} would share Raven's routing tables 9027/9028 and rule priorities "
+                        f"with it: one per network namespace (stop it first: "
+                        f"'ravenvpn down --interface {other}')")
+    for path in entries:
+        if path.name.endswith(".state.json"):
+            other = path.name[:-len(".state.json")]
+            if other == interface or running_pid(sdir, other) is not None:
+                continue
+            try:
+                netns = json.loads(path.read_text()).get("netns")
+            except (OSError, ValueError, AttributeError):
+                netns = None
+            if netns is None or here is None or netns == here:
+                return (f"a stopped ravenvpn up on {other} left routes and rules in Raven's tables "
+                        f"({state_path(sdir, other)}): run 'ravenvpn down --interface {other}' first")
+    return None
+
+
 def claim(state_dir: str | Path, interface: str) -> None:
     """Write this process's pid file for ``interface``, creating the state directory (mode 0700).
 
     Thread-safe. Pair with :func:`release`.
 
     Raises:
-        RavenError: another process, or another agent of this process, runs ``interface``; or the
-            state directory cannot be written.
+        RavenError: another process, or another agent of this process, runs ``interface``, or
+            another agent runs (or left records) in this network namespace (:func:`other_instance`);
+            or the state directory cannot be written.
     """
     path = pid_path(state_dir, interface)
     with _claimed_lock:
@@ -87,6 +140,9 @@ def claim(state_dir: str | Path, interface: str) -> None:
         other = running_pid(state_dir, interface)
         if other is not None:
             raise RavenError(f"ravenvpn up is already running for {interface} (pid {other})")
+        reason = other_instance(state_dir, interface)
+        if reason is not None:
+            raise RavenError(reason)
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.tmp")

@@ -1,8 +1,8 @@
 """The WireGuard VPN driver: ravenvpn's own userspace device, embedded in the agent's process.
 
 A :class:`~ravenvpn.raven.node.drivers.VpnDriver`. On an active gateway it runs one
-:class:`~ravenvpn.device.daemon.Device` (TUN ``raven0``, UDP socket, packet pump, UAPI socket for
-``wg``) in a thread of its own, with one WireGuard peer per remote gateway; on any other role it runs
+:class:`~ravenvpn.device.device.Device` (TUN ``raven0``, UDP socket, packet pump, UAPI socket for
+``wg``) in a thread the device owns, with one WireGuard peer per remote gateway; on any other role it runs
 none. Peers that stay across applies keep their sessions, and an endpoint learnt by roaming
 (WireGuard whitepaper §2.1) is only overridden when the planned endpoint itself changes.
 """
@@ -10,29 +10,31 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import logging
-import threading
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ...errors import RavenError
+from ...device.device import Device
+from ...errors import RavenError, StartupError
 from ..plan.nodeplan import NodePlan, Role
 from ..plan.planner import WIREGUARD_OVERHEAD
 from .holepunch import DirectPaths
 from .links import underlay_mtu
+from .records import DeviceRecord, device_path
 
 if TYPE_CHECKING:
-    from ...device.daemon import Device
     from ...protocol.tunnel import Tunnel
 
 __all__ = ["WireGuardDriver", "VpnReport"]
 
 log = logging.getLogger("ravenvpn.agent")
-STOP_TIMEOUT = 5.0   # seconds to wait for the device's pump thread to end
 
 
 @dataclass
@@ -67,22 +69,23 @@ class WireGuardDriver:
 
     ``private_key`` (32 bytes) is the node's static key; it is needed only while the plan makes the
     node the active gateway (:meth:`apply` raises without it). ``busy_poll`` is passed to the device
-    (seconds; None: from ``RAVENVPN_BUSY_POLL_US``).
+    (seconds; None: from ``RAVENVPN_BUSY_POLL_US``). With ``state_dir``, the identity of the device
+    it creates is recorded there (:class:`~ravenvpn.raven.node.records.DeviceRecord`) while it runs, so
+    ``ravenvpn down`` in another process can remove that device and no other.
 
     Not thread-safe by itself: one agent calls it, serialised. The device it runs is thread-safe for
     ``wg``/UAPI clients.
     """
 
     def __init__(self, interface: str, private_key: bytes | None = None, *, busy_poll: float | None = None,
-                 state_dir: str | None = None) -> None:
+                 state_dir: str | os.PathLike[str] | None = None) -> None:
         self.interface = interface
         self.private_key = private_key
         self.busy_poll = busy_poll
-        self.state_dir = state_dir      # for the direct-path status file (holepunch.py); None: none
-        self.direct: DirectPaths | None = None   # direct edge<->edge paths while the device runs
+        self.record_path: Path | None = device_path(state_dir, interface) if state_dir is not None else None
+        self.state_dir = state_dir
+        self.direct: DirectPaths | None = None   # direct edge<->edge paths (holepunch.py) while the device runs
         self._device: Device | None = None
-        self._thread: threading.Thread | None = None
-        self._stopped_reason: str | None = None
         # The endpoint each peer was last *planned* with: a roamed endpoint is only overridden when
         # the plan's endpoint changes.
         self._endpoints: dict[bytes, tuple[str, int] | None] = {}
@@ -113,8 +116,9 @@ class WireGuardDriver:
 
         Raises:
             RavenError: no private key while the plan needs the interface; a busy or refused listen
-                port; the MTU cannot be set.
-            StartupError: the interface cannot be created; nothing is left behind.
+                port (the message names ``--port``); the MTU cannot be set.
+            StartupError: the interface cannot be created, or its UDP port is busy; nothing is left
+                behind.
         """
         if plan.role is not Role.ACTIVE_GATEWAY:
             return self.cleanup()
@@ -123,15 +127,17 @@ class WireGuardDriver:
                              "but the WireGuard driver has no private key")
         report = VpnReport()
         if self._device is None:
-            self._open()
+            self._forget_stale_record()
+            self._open(plan)
             report.created = True
             try:
+                self._record()
                 self._configure(plan, report)
             except BaseException:
                 self.cleanup()
                 raise
-            log.info("%s is the active gateway of %s: interface %s up", plan.node_name, plan.gateway,
-                     self.interface)
+            # The device logged "interface ... up (MTU, port)" itself: this line says why.
+            log.info("%s is the active gateway of %s", plan.node_name, plan.gateway)
         else:
             self._configure(plan, report)
         if self.direct is not None and plan.direct is not None:
@@ -146,42 +152,72 @@ class WireGuardDriver:
             self.direct = None
         device, self._device = self._device, None
         if device is None:
+            self._forget_stale_record()
             return report
-        if device.pump is not None:
-            device.pump.stop("ravenvpn up is stopping")
-        if self._thread is not None:
-            self._thread.join(timeout=STOP_TIMEOUT)
-            self._thread = None
+        device.stop("ravenvpn up is stopping")
         device.close()
         self._endpoints.clear()
+        if self.record_path is not None:
+            try:
+                self.record_path.unlink()
+            except OSError:
+                pass
         report.removed = True
         return report
 
     @property
     def stopped(self) -> str | None:
         """Why the running interface stopped on its own (its pump thread ended), else None."""
-        if self._device is None or self._thread is None or self._thread.is_alive():
+        if self._device is None or self._device.running:
             return None
-        return self._stopped_reason or "the packet pump ended"
+        return self._device.stop_reason or "the packet pump ended"
 
     # ------------------------------------------------------------------ device
-    def _open(self) -> None:
-        from ...device.daemon import Device    # the device layer, embedded as a library
-        device = Device(self.interface, busy_poll=self.busy_poll)
-        device.open()                           # StartupError: it closed what it opened
+    def _open(self, plan: NodePlan) -> None:
+        device = Device(self.interface, busy_poll=self.busy_poll or 0.0)
+        try:
+            # Exactly the planned port and MTU from the start: no fallback to an ephemeral port when it
+            # is busy (remote gateways would not find us there), and a first log line that is true.
+            device.open(listen_port=plan.listen_port, mtu=plan.mtu)   # StartupError: it closed what it opened
+        except StartupError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(_busy_port(plan.listen_port)) from None
+            raise
         self._device = device
-        self._stopped_reason = None
-        self._thread = threading.Thread(target=self._run, args=(device,), name=f"pump-{self.interface}",
-                                        daemon=True)
-        self._thread.start()
+        device.start()                          # the pump, in a thread the device owns
 
-    def _run(self, device: Device) -> None:
-        self._stopped_reason = device.run()
+    def _forget_stale_record(self) -> None:
+        """A record left by an earlier process of this interface (a crash): remove its device if it is
+        still that one (only then), then the record."""
+        if self.record_path is None or not self.record_path.exists():
+            return
+        from .down import remove_recorded_device
+        try:
+            result = remove_recorded_device(self.interface, self.record_path.parent)
+        except RavenError as exc:
+            log.warning("%s", exc)
+            return
+        if result:
+            log.info("an earlier ravenvpn up's device: %s", result)
+
+    def _record(self) -> None:
+        """Write the created device's identity (ifindex, TUN details) for ``ravenvpn down``."""
+        if self.record_path is None or self._device is None:
+            return
+        try:
+            with IPRoute() as ipr:
+                # By name: the device was created under it a moment ago and holds it while it lives.
+                link = ipr.get_links(ipr.link_lookup(ifname=self.interface)[0])[0]
+            self.record_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            DeviceRecord.from_link(link).write(self.record_path)
+        except (NetlinkError, OSError, IndexError) as exc:
+            raise RavenError(f"cannot record interface {self.interface} in {self.record_path}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
 
     @contextlib.contextmanager
     def _tunnel(self, wake: bool = True) -> Iterator[Tunnel]:
         """The running device's Tunnel, under the device's lock; the pump learns of the change on exit
-        (unless not ``wake``).
+        (unless not ``wake``: a look or a change that needs no action of the pump).
 
         The one place the driver reaches into the device.
 
@@ -189,12 +225,30 @@ class WireGuardDriver:
             RavenError: no device runs (it was cleaned up meanwhile).
         """
         device = self._device
-        if device is None or device.pump is None:
+        if device is None:
             raise RavenError(f"{self.interface}: no device runs")
-        with device.lock:
-            yield device.pump.tunnel
         if wake:
-            device.config_changed()
+            with device.configure() as tunnel:
+                yield tunnel
+        else:
+            with device.lock:
+                yield device.tunnel
+
+    def _send_underlay(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
+        """Send datagrams from the tunnel's own UDP port (so through its NAT mapping)."""
+        device = self._device
+        if device is not None:
+            device.send_underlay(datagrams)
+
+    def _direct_paths(self, plan: NodePlan) -> DirectPaths | None:
+        """The direct-path manager (holepunch.py) following ``plan``; made on first need. Called
+        with the device lock held."""
+        if self.direct is None and plan.direct is not None and self.private_key is not None:
+            self.direct = DirectPaths(self.interface, self.private_key, self._tunnel, state_dir=self.state_dir,
+                                      underlay=self._send_underlay)
+        if self.direct is not None:
+            self.direct.update(plan.direct)
+        return self.direct
 
     def _configure(self, plan: NodePlan, report: VpnReport) -> None:
         """Converge the running device to the plan; unchanged peers keep their sessions."""
@@ -204,7 +258,9 @@ class WireGuardDriver:
             try:
                 device.set_listen_port(plan.listen_port)
             except OSError as exc:
-                raise RavenError(f"UDP port {plan.listen_port}: {exc.strerror}") from None
+                if exc.errno == errno.EADDRINUSE:
+                    raise RavenError(_busy_port(plan.listen_port)) from None
+                raise RavenError(f"--port {plan.listen_port}: UDP port {plan.listen_port}: {exc.strerror}") from None
             report.settings_changed.append(f"listen port {plan.listen_port}")
         try:
             with IPRoute() as ipr:
@@ -213,7 +269,7 @@ class WireGuardDriver:
                     raise RavenError(f"interface {self.interface} disappeared")
                 ipr.link("set", index=found[0], mtu=plan.mtu, state="up")
         except NetlinkError as exc:
-            raise RavenError(f"cannot set MTU {plan.mtu} on {self.interface}: {exc}") from None
+            raise RavenError(f"--mtu {plan.mtu}: cannot set MTU {plan.mtu} on {self.interface}: {exc}") from None
         with self._tunnel() as tunnel:
             if tunnel.mtu != plan.mtu:
                 report.settings_changed.append(f"mtu {plan.mtu}")
@@ -253,20 +309,7 @@ class WireGuardDriver:
             if direct is not None:
                 direct.converge(tunnel)
 
-    def _send_underlay(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
-        """Send datagrams from the tunnel's own UDP socket (its port, so through its NAT mapping)."""
-        device = self._device
-        if device is None:
-            return
-        with device.lock:
-            device.udp.send_batch(datagrams)
 
-    def _direct_paths(self, plan: NodePlan) -> DirectPaths | None:
-        """The direct-path manager (holepunch.py) following ``plan``; made on first need. Called
-        with the device lock held."""
-        if self.direct is None and plan.direct is not None and self.private_key is not None:
-            self.direct = DirectPaths(self.interface, self.private_key, self._tunnel, state_dir=self.state_dir,
-                                      underlay=self._send_underlay)
-        if self.direct is not None:
-            self.direct.update(plan.direct)
-        return self.direct
+def _busy_port(port: int) -> str:
+    return (f"--port {port}: UDP port {port} is in use (by another ravenvpn or WireGuard?); "
+            "pick another with --port")

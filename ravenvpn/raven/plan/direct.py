@@ -55,7 +55,8 @@ def has_port_forward(gw: Gateway) -> bool:
     """A gateway under NAT whose active tunnel endpoint gives ``publicIP`` and ``publicPort``: its
     NAT forwards that port to it, so it is reachable without punching (Raven field semantics)."""
     ep = gw.active_tunnel
-    return gw.under_nat and ep is not None and ep.public_ip is not None and ep.public_port is not None
+    return (gw.under_nat and ep is not None and ep.public_port is not None
+            and (ep.public_ip is not None or getattr(ep, "public_host", None) is not None))
 
 
 def _norm(nat_type: str) -> str:

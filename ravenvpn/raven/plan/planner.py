@@ -10,11 +10,14 @@ for routes, rules and sysctls.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from ...errors import ClusterError
+from ..cluster.addresses import IPAddress
 from ..cluster.model import Cluster, Endpoint, Gateway
+from ..cluster.problems import OBJECT_SKIPPED
 from .nodeplan import NodePlan, PeerPlan, Role, Route, Rule
 from .routing import gateway_routes, lookup_rules, member_routes, sysctls_for, tunnel_bypass_rules
 from .direct import plan_direct
@@ -38,7 +41,7 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
          mtu: int | None = None, underlay_mtu: int = 1500, listen_port: int = 4500,
          interface: str = DEFAULT_INTERFACE, gateway_table: int = GATEWAY_TABLE,
          member_table: int = MEMBER_TABLE, rule_priority: int = RULE_PRIORITY,
-         keepalive: int = KEEPALIVE) -> NodePlan:
+         keepalive: int = KEEPALIVE, resolved: Mapping[str, IPAddress | str] | None = None) -> NodePlan:
     """The plan for ``node_name``.
 
     ``local_public_key`` is the public half of the key the node's daemon will use;
@@ -49,21 +52,37 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
     ``listen_port`` is the tunnel's UDP port, ``keepalive`` the persistent keepalive (seconds) toward
     peers with a NAT on the path (Raven's KeepAliveInterval), the tables and rule priority Raven's.
 
+    ``resolved`` maps the hostnames of ``Cluster.hostnames`` (``publicIP`` given as a DNS name) to
+    their addresses, or to why they have none (a warning; the peer then has no endpoint): the
+    caller resolves (:func:`~ravenvpn.raven.cluster.hostnames.resolve_hostnames`), the planner
+    does no I/O.  A hostname missing from it counts as not resolved.
+
+    The plan's ``warnings`` start with the cluster's (what the loader skipped), so
+    every node shows what is stale in the shared file.
+
     Raises:
         ValueError: a parameter out of range (MTU 576-65535, port, table, interface name, key size).
-        ClusterError: ``node_name`` is not in the cluster, or the cluster names another public key
-            for it than ``local_public_key``.
+        ClusterError: this node's own plan is impossible: its Node is missing or was
+            unusable, its own tunnel endpoint was unusable (the loader's
+            ``Cluster.node_errors``), or its endpoint's key is not ``local_public_key``.
     """
     tunnel_mtu = mtu if mtu is not None else underlay_mtu - WIREGUARD_OVERHEAD
     _check_parameters(tunnel_mtu, listen_port, interface, gateway_table, member_table,
                       rule_priority, keepalive, local_public_key)
+    own_error = cluster.node_error(node_name)
+    if own_error is not None:
+        raise ClusterError(own_error)
     if cluster.node(node_name) is None:
-        raise ClusterError(f"Node {node_name}: not found in the cluster")
+        # The Node may be one of the objects the loader could not read: say which were skipped.
+        skipped = [w for w in cluster.warnings if w.endswith(f"({OBJECT_SKIPPED})")]
+        hint = f" (objects skipped: {'; '.join(skipped[:3])}{'; ...' if len(skipped) > 3 else ''})" if skipped else ""
+        raise ClusterError(f"Node {node_name}: not found in the cluster{hint}")
     base = NodePlan(node_name=node_name, role=Role.NONE, gateway=None, interface=interface,
-                    listen_port=listen_port, mtu=tunnel_mtu)
+                    listen_port=listen_port, mtu=tunnel_mtu, warnings=cluster.warnings)
     gw = cluster.gateway_of(node_name)
     if gw is None:
-        return base
+        return replace(base, warnings=(*cluster.warnings, f"Node {node_name} is in no Gateway: role none "
+                                       "(Raven leaves it alone)"))
 
     own = next((ep for ep in gw.tunnel_endpoints if ep.node_name == node_name), None)
     active = gw.active_tunnel
@@ -74,9 +93,9 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
             f"Gateway {gw.name}: spec.endpoints[{own.index}].config.publicKey: {own.public_key_b64} "
             f"does not match the local public key {base64.b64encode(local_public_key).decode()}")
 
-    peer_set = plan_peers(cluster, gw, keepalive)
+    peer_set = plan_peers(cluster, gw, keepalive, resolved)
     ipv6 = any(p.version == 6 for p in (*gw.prefixes, *peer_set.remote_prefixes))
-    warnings = list(peer_set.warnings)
+    warnings = [*cluster.warnings, *peer_set.warnings]
     if tunnel_mtu < 1280 and ipv6:
         warnings.append(f"MTU {tunnel_mtu} is below IPv6's minimum of 1280")
     common: dict[str, Any] = dict(role=role, gateway=gw.name, public_key=own.public_key if own else None,

@@ -5,19 +5,26 @@ reach each other, so (like Raven) their traffic goes through a *relay* gateway: 
 edge adds the other NAT'd gateways' prefixes to the relay peer's AllowedIPs, and the
 relay, which peers with everybody, forwards between its peers.
 
-Relay choice, as Raven's ``FindCentralGwFn``: among gateways with an active tunnel
-endpoint and not under NAT, the one whose active endpoint's node name sorts last.
-Every node computes the same answer from the same cluster, with no coordination.
-Direct edge<->edge paths between NAT'd gateways (hole punching, the relay as rendezvous) are
-planned in :mod:`.direct` and opened at run time by :mod:`ravenvpn.raven.node.holepunch`; the
-relayed peers planned here stay the fallback.
+Relay choice (deliberately not Raven's): among gateways not under NAT that have an
+active tunnel endpoint, a Gateway with ``spec.exposeType`` (PublicIP or LoadBalancer)
+first, then the first by Gateway name.  Raven's ``FindCentralGwFn`` takes the last
+non-NAT *active endpoint* by node name, which (a) makes any branch site that merely has
+a public IP everyone's relay (field case N04a) and (b) depends on which candidate of a
+gateway is active, so a failover inside one exposed gateway moved every relayed
+NAT<->NAT flow of the cluster to another gateway (N04b).  Here the choice depends on
+Gateways only: a failover inside a domain keeps the relay, and with it every other
+domain's relayed paths.  Every node computes the same answer from the same cluster,
+with no coordination.  Direct edge<->edge paths between NAT'd gateways (hole punching,
+the relay as rendezvous) are planned in :mod:`.direct` and opened at run time by
+:mod:`ravenvpn.raven.node.holepunch`; the relayed peers planned here stay the fallback.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..cluster.addresses import IPNetwork, sorted_networks
+from ..cluster.addresses import IPAddress, IPNetwork, sorted_networks
 from ..cluster.model import Cluster, Gateway
 from .direct import has_port_forward
 from .nodeplan import PeerPlan
@@ -43,11 +50,18 @@ def find_relay(cluster: Cluster) -> Gateway | None:
     candidates = [gw for gw in cluster.gateways if gw.active_tunnel and not gw.under_nat]
     if not candidates:
         return None
-    return max(candidates, key=lambda gw: gw.active_tunnel.node_name)  # type: ignore[union-attr]
+    # Gateway-level keys only: which node of a gateway is active must not move the relay.
+    return min(candidates, key=lambda gw: (not gw.expose_type, gw.name))
 
 
-def plan_peers(cluster: Cluster, local: Gateway, keepalive: int) -> PeerSet:
-    """The WireGuard peers of ``local``'s active node (also the routes its members need)."""
+def plan_peers(cluster: Cluster, local: Gateway, keepalive: int,
+               resolved: Mapping[str, IPAddress | str] | None = None) -> PeerSet:
+    """The WireGuard peers of ``local``'s active node (also the routes its members need).
+
+    ``resolved``: the addresses of publicIP hostnames (or why there is none), see
+    :func:`~ravenvpn.raven.cluster.hostnames.resolve_hostnames`.
+    """
+    resolved = resolved or {}
     relay = find_relay(cluster)
     warnings: list[str] = []
     direct: list[Gateway] = []
@@ -73,28 +87,50 @@ def plan_peers(cluster: Cluster, local: Gateway, keepalive: int) -> PeerSet:
         # The relay is always a direct peer: it is not under NAT.
         through = relayed if relay is not None and remote.name == relay.name else []
         extra = [p for g in through for p in g.prefixes]
-        peers.append(_peer(local, remote, extra, tuple(g.name for g in through), keepalive))
+        endpoint = _endpoint(remote, resolved, warnings)
+        peers.append(_peer(local, remote, endpoint, extra, tuple(g.name for g in through), keepalive))
 
     nat_gateways = [g for g in cluster.gateways if g.active_tunnel and g.under_nat]
     relaying = relay is not None and relay.name == local.name and len(nat_gateways) >= 2
     return PeerSet(tuple(sorted(peers, key=lambda p: p.gateway)), relay, relaying, tuple(warnings))
 
 
-def _peer(local: Gateway, remote: Gateway, extra: list[IPNetwork],
+def _endpoint(remote: Gateway, resolved: Mapping[str, IPAddress | str],
+              warnings: list[str]) -> tuple[str, int] | None:
+    """Where to send to ``remote``'s active endpoint, None to wait for it to call in."""
+    active = remote.active_tunnel
+    assert active is not None
+    member = remote.member(active.node_name)
+    assert member is not None  # the loader checked endpoint nodes are members
+    port = active.public_port or active.port
+    if active.public_ip is not None:
+        return (str(active.public_ip), port)
+    if active.public_host is not None:
+        address = resolved.get(active.public_host, "not resolved")
+        if isinstance(address, str):
+            # A warning for this endpoint, not a failure: it may still call in (roaming).
+            warnings.append(f"Gateway {remote.name}: spec.endpoints[{active.index}].publicIP: cannot resolve "
+                            f"{active.public_host!r} ({address}): no endpoint until it calls in")
+            return None
+        return (str(address), port)
+    if remote.under_nat:
+        # Behind NAT with no known public address: its private IP means nothing (or another
+        # host) in our domain.  No endpoint: the peer calls in (it has ours and keeps the NAT
+        # mapping open with keepalives) and WireGuard learns its address from that handshake.
+        return None
+    # Not under NAT but no publicIP: its node IP is its address (domains share an underlay).
+    return (str(member.private_ip), port)
+
+
+def _peer(local: Gateway, remote: Gateway, endpoint: tuple[str, int] | None, extra: list[IPNetwork],
           relays_for: tuple[str, ...], keepalive: int) -> PeerPlan:
     active = remote.active_tunnel
     assert active is not None and active.public_key is not None
-    member = remote.member(active.node_name)
-    assert member is not None  # the loader checked endpoint nodes are members
-    # No public IP: assume one underlay for all domains (a lab) and use the private IP.
-    # If the remote is really behind NAT, WireGuard roaming corrects it when it calls in.
-    host = active.public_ip or member.private_ip
-    port = active.public_port or active.port
     # A NAT mapping on the path expires without traffic; Raven keeps it open at 5 s.
     nat_on_path = local.under_nat or remote.under_nat
     return PeerPlan(
         public_key=active.public_key,
-        endpoint=(str(host), port),
+        endpoint=endpoint,
         allowed_ips=sorted_networks((*remote.prefixes, *extra)),
         persistent_keepalive=keepalive if nat_on_path else 0,
         gateway=remote.name,
