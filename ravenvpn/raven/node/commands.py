@@ -38,7 +38,9 @@ environment:
   RAVENVPN_BUSY_POLL_US=N    after traffic, poll for N microseconds instead of sleeping (0..1000000,
                              default 0): lower latency, one busy core while traffic flows
   RAVENVPN_UDP_GSO=0         no UDP segmentation offload (for A/B measurements)
-  RAVENVPN_TUN_OFFLOAD=0|rx|full   TUN offloads (default rx; for A/B measurements)"""
+  RAVENVPN_TUN_OFFLOAD=0|rx|full   TUN offloads (default rx; for A/B measurements)
+  RAVENVPN_FORCE_RELAY=all|GW,...  no direct edge-to-edge paths (hole punching) for all or these
+                             gateways: their traffic stays on the relay"""
 
 UP_DESCRIPTION = """\
 Run this node's Raven agent in the foreground: plan the node from the cluster YAML (its role: active
@@ -62,6 +64,7 @@ files (STATE_DIR, default {DEFAULT_STATE_DIR}):
   IFACE.state.json    the routes, rules and sysctls it installed or changed (what 'ravenvpn down' undoes)
   IFACE.device.json   the identity of the tunnel device it created
   IFACE.status.json   role, peers and routes (what 'ravenvpn status' shows)
+  IFACE.direct.json   direct edge-to-edge paths: each pair's state (relayed, punching, direct...)
 
 {ENVIRONMENT}"""
 

@@ -19,8 +19,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ...errors import RavenError
 from .applier import Applier
 from .pidfile import process_alive, running_pid
-from .records import (DEFAULT_STATE_DIR, DeviceRecord, device_path, pid_path, record_paths, state_path,
-                      status_path)
+from .records import (DEFAULT_STATE_DIR, DeviceRecord, device_path, direct_status_path, pid_path, record_paths,
+                      state_path, status_path)
 
 __all__ = ["down", "remove_recorded_device"]
 
@@ -99,7 +99,8 @@ def down(interface: str = "raven0", state_dir: str | os.PathLike[str] = DEFAULT_
                 raise RavenError(f"ravenvpn up (pid {pid}) did not stop within {timeout:.0f} s")
             time.sleep(0.05)
         if not state_path(sdir, interface).exists() and not device_path(sdir, interface).exists():
-            for path in (status_path(sdir, interface), pid_path(sdir, interface)):
+            for path in (status_path(sdir, interface), direct_status_path(sdir, interface),
+                         pid_path(sdir, interface)):
                 _unlink(path)
             return f"stopped ravenvpn up (pid {pid})"
         # It died without its cleanup: do it here.
@@ -115,7 +116,7 @@ def down(interface: str = "raven0", state_dir: str | os.PathLike[str] = DEFAULT_
     except NetlinkError as exc:
         raise RavenError(f"cannot undo the routes of {interface}: {exc}") from None
     device = remove_recorded_device(interface, sdir)
-    for path in (status_path(sdir, interface), pid_path(sdir, interface)):
+    for path in (status_path(sdir, interface), direct_status_path(sdir, interface), pid_path(sdir, interface)):
         _unlink(path)
     what = report.summary() + (f"; {device}" if device else "")
     if pid is not None:

@@ -37,7 +37,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ContextManager
 
@@ -49,11 +49,12 @@ from ..plan.direct import CONTROL_PORT, DirectPair, DirectPlan, control_address
 from ..plan.nodeplan import PeerPlan
 from . import rendezvous as rv
 from .punch import Actions, PairMachine, PairState, Timing
+from .records import direct_status_path
 
 if TYPE_CHECKING:
     from ...protocol.tunnel import Peer, Tunnel
 
-__all__ = ["DirectPaths", "direct_status_path", "forced_relay_from_env", "FORCE_RELAY_ENV"]
+__all__ = ["DirectPaths", "forced_relay_from_env", "read_direct_status", "describe_direct", "FORCE_RELAY_ENV"]
 
 log = logging.getLogger("ravenvpn.direct")
 FORCE_RELAY_ENV = "RAVENVPN_FORCE_RELAY"
@@ -70,11 +71,6 @@ NAT_OPENER = b""
 
 #: (wake the pump on exit) -> the running tunnel under the device lock.
 TunnelAccess = Callable[[bool], ContextManager["Tunnel"]]
-
-
-def direct_status_path(state_dir: str | os.PathLike[str], interface: str) -> Path:
-    """``<state dir>/<interface>.direct.json``: the direct-path status file."""
-    return Path(state_dir) / f"{interface}.direct.json"
 
 
 def read_direct_status(state_dir: str | os.PathLike[str], interface: str) -> dict[str, Any] | None:

@@ -43,15 +43,21 @@ def status_path(state_dir: str | Path, interface: str) -> Path:
     return Path(state_dir) / f"{interface}.status.json"
 
 
+def direct_status_path(state_dir: str | Path, interface: str) -> Path:
+    """The direct-path status file (holepunch.py): ``<state_dir>/<interface>.direct.json``."""
+    return Path(state_dir) / f"{interface}.direct.json"
+
+
 def device_path(state_dir: str | Path, interface: str) -> Path:
     """The VPN driver's record of the device it created: ``<state_dir>/<interface>.device.json``."""
     return Path(state_dir) / f"{interface}.device.json"
 
 
 def record_paths(state_dir: str | Path, interface: str) -> list[Path]:
-    """Every record file of ``interface`` that exists now (state, device, status, pid file)."""
+    """Every record file of ``interface`` that exists now (state, device, status, direct status, pid file)."""
     return [p for p in (state_path(state_dir, interface), device_path(state_dir, interface),
-                        status_path(state_dir, interface), pid_path(state_dir, interface)) if p.exists()]
+                        status_path(state_dir, interface), direct_status_path(state_dir, interface),
+                        pid_path(state_dir, interface)) if p.exists()]
 
 
 def current_netns() -> int | None:
