@@ -25,17 +25,337 @@ The table (scenario, load held, faults injected, inputs tried, result) is printe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
+import os
+import re
+import struct
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from . import REPO_ROOT
+from tools.netns import (CommandError, IperfError, Node, WgPeer, capture, cleanup_stale, iperf3, keypair, own_script,
+                         ping, require_root, start_wg, veth, wait_for)
+from tools.tunnel import Tunnel
 
 RESULTS_DIR = REPO_ROOT / "results"
+PREFIX = "rvr"  # namespace prefix of this command's nodes (tests use "rvt"); cleanup only touches ours
+# What a daemon log must never contain: a Python traceback, or the pump's "a core call failed" lines.
+LOG_PROBLEM = re.compile(r"Traceback|core \w+ failed|housekeeping job .* failed|writing the output of core")
+MakeNode = Callable[[str], Node]
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers shared by the scenarios and the CI tests
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def nodes(prefix: str = PREFIX) -> Iterator[MakeNode]:
+    """``make(label)`` creates a Node; all are closed when the block ends (tests pass node_factory)."""
+    made: list[Node] = []
+
+    def make(label: str) -> Node:
+        node = Node(label, prefix=prefix)
+        made.append(node)
+        return node
+
+    try:
+        yield make
+    finally:
+        for node in reversed(made):
+            with contextlib.suppress(Exception):
+                node.close()
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """RSS (KiB) and open file descriptors of a process; {} once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return {}
+    rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+    return {"rss_kib": rss, "fds": fds}
+
+
+def log_problems(text: str) -> list[str]:
+    """The lines of a daemon log that show an exception (empty: clean)."""
+    return [line for line in text.splitlines() if LOG_PROBLEM.search(line)]
+
+
+def run_tool(node: Node, module: str, cfg: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """``python3 -m MODULE CONFIG.json`` in ``node`` (this interpreter, the repository as cwd); its JSON."""
+    path = node.tmpdir / f"{module.rsplit('.', 1)[-1]}-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(cfg))
+    proc = node.run(sys.executable, "-m", module, str(path), timeout=timeout, cwd=REPO_ROOT)
+    return json.loads(proc.stdout)
+
+
+def popen_tool(node: Node, module: str, cfg: dict[str, Any]) -> Any:
+    """The same in the background: returns the Popen; :func:`tool_result` collects its JSON."""
+    import subprocess
+
+    path = node.tmpdir / f"{module.rsplit('.', 1)[-1]}-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(cfg))
+    return node.popen(sys.executable, "-m", module, str(path), cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE)
+
+
+def tool_result(proc: Any, timeout: float) -> dict[str, Any]:
+    out, err = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"tool exited {proc.returncode}: {err.strip()[-400:]}")
+    return json.loads(out)
+
+
+class Background:
+    """Repeats ``job`` in a thread until stopped; keeps each result and the first exception."""
+
+    def __init__(self, job: Callable[[], Any]) -> None:
+        self.job = job
+        self.results: list[Any] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.results.append(self.job())
+            except Exception as exc:  # noqa: BLE001 - reported by the scenario
+                self.errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                self._stop.wait(0.5)
+
+    def __enter__(self) -> "Background":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
+def udp_payloads(pcap: Path) -> list[tuple[str, int, bytes]]:
+    """(source address, source port, UDP payload) of each IPv4 UDP packet of an Ethernet pcap file."""
+    data = pcap.read_bytes()
+    out = []
+    off = 24
+    while off + 16 <= len(data):
+        incl = struct.unpack_from("<I", data, off + 8)[0]
+        frame = data[off + 16:off + 16 + incl]
+        off += 16 + incl
+        if len(frame) < 42 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+            continue
+        ihl = (frame[14] & 0x0F) * 4
+        udp = 14 + ihl
+        src = ".".join(str(b) for b in frame[26:30])
+        out.append((src, struct.unpack_from(">H", frame, udp)[0], frame[udp + 8:]))
+    return out
+
+
+def wire_corpus(pcap: Path) -> dict[str, list[str]]:
+    """Real WireGuard messages of a capture, by kind (hex), plus cookie-reply-shaped ones for the live
+    receiver indices seen (a cookie reply needs a responder under load, so the capture rarely has one)."""
+    corpus: dict[str, list[str]] = {"initiation": [], "response": [], "cookie": [], "transport": [], "keepalive": []}
+    indices = set()
+    for _, _, payload in udp_payloads(pcap):
+        if not payload:
+            continue
+        kind = {1: "initiation", 2: "response", 3: "cookie"}.get(payload[0])
+        if kind is None and payload[0] == 4:
+            kind = "keepalive" if len(payload) == 32 else "transport"
+            indices.add(payload[4:8])
+        if kind and len(corpus[kind]) < 32:
+            corpus[kind].append(payload[:1500].hex())
+    for idx in sorted(indices):
+        corpus["cookie"].append((b"\x03\x00\x00\x00" + idx + os.urandom(56)).hex())
+    return corpus
+
+
+# ---------------------------------------------------------------------------------------------
+# scenario: live fuzz
+# ---------------------------------------------------------------------------------------------
+
+
+def live_fuzz(make: MakeNode, count: int = 1_000_000, rate: float = 0.0, peer_impl: str = "wireguard-go",
+              sources: int = 8) -> dict[str, Any]:
+    """``count`` random and mutated datagrams at ravenvpn-wg (A)'s UDP port from B's namespace, while the
+    A-B tunnel carries ping and iperf3 TCP in a loop. Returns figures and the checks' outcomes."""
+    a, b = make("lfa"), make("lfb")
+    t = Tunnel(a, b, impl_a="ravenvpn", impl_b=peer_impl, env_a={"LOG_LEVEL": "debug"})
+    with capture(a, t.link.name_a, "udp", snaplen=1600) as cap:
+        t.up()
+        first = ping(b, t.a.inner4, count=3, interval=0.2, wait=3)   # B initiates, A responds
+        ping(a, t.b.inner4, count=3, interval=0.2)
+    if not first.ok:
+        raise RuntimeError(f"the tunnel did not come up: {first}")
+    corpus = wire_corpus(cap.path)
+    attackers = [f"198.18.0.{100 + i}" for i in range(sources)]
+    for addr in attackers:
+        b.add_addr(t.link.name_b, addr + "/24")
+    pid = t.a.wg.daemon_pids[0]
+    before = proc_status(pid)
+    samples = [before]
+    cfg = {"mode": "garbage", "dest": t.a.underlay_ip, "port": t.a.listen_port, "sources": attackers,
+           "count": count, "rate": rate, "corpus": corpus, "seed": 12}
+    flood = popen_tool(b, "tools.flood", cfg)
+    pings = Background(lambda: ping(b, t.a.inner4, count=10, interval=0.1, wait=2))
+    tcp = Background(lambda: iperf3(b, a, t.a.inner4, seconds=2))
+    with pings, tcp:
+        while flood.poll() is None:
+            time.sleep(1.0)
+            samples.append(proc_status(pid))
+    sent = tool_result(flood, 60)
+    after_ping = ping(b, t.a.inner4, count=5, interval=0.2, wait=2)
+    final_tcp = iperf3(b, a, t.a.inner4, seconds=2)
+    after = proc_status(pid)
+    log = t.a.wg.log_text()
+    rss = [s["rss_kib"] for s in samples if s]
+    p_tx = sum(r.transmitted for r in pings.results)
+    p_rx = sum(r.received for r in pings.results)
+    res = {
+        "sent": sent, "corpus": {k: len(v) for k, v in corpus.items()},
+        "daemon_alive": t.a.wg.daemon_alive(), "log_problems": log_problems(log)[:10],
+        "ping_during": {"transmitted": p_tx, "received": p_rx}, "ping_after": str(after_ping),
+        "ping_after_ok": after_ping.received >= 4,
+        "tcp_runs": len(tcp.results), "tcp_errors": tcp.errors[:5],
+        "tcp_during_mbps": [round(r["bits_per_second"] / 1e6, 1) for r in tcp.results],
+        "tcp_after_mbps": round(final_tcp["bits_per_second"] / 1e6, 1),
+        "rss_kib_before": before.get("rss_kib"), "rss_kib_max": max(rss), "rss_kib_after": after.get("rss_kib"),
+        "fds_before": before.get("fds"), "fds_after": after.get("fds"),
+    }
+    t.down()
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# scenario: handshake flood
+# ---------------------------------------------------------------------------------------------
+
+CLOSED_PORT = 9  # discard: nothing listens there in the victim's namespace
+
+
+def handshake_flood(make: MakeNode, rate: float = 5000.0, seconds: float = 10.0, sources: int = 64,
+                    peer_impl: str = "wireguard-go", new_peer_impl: str = "ravenvpn") -> dict[str, Any]:
+    """A = ravenvpn-wg (victim, iperf3 server), B = its peer (iperf3 client through the tunnel), F = the
+    flooder on its own link to A with ``sources`` addresses, C = a new peer that starts mid-flood.
+
+    Baseline: the flooder sends ``rate`` forged initiations/s at a closed port of A while B->A TCP runs for
+    ``seconds``; attack: the same at A's WireGuard port. Mid-attack, C (configured on A beforehand) pings A
+    through its tunnel: the time from its start to the first reply covers its handshake, cookie round trip
+    included. Returns figures; the caller decides what to assert.
+    """
+    a, b, f, c = make("hfa"), make("hfb"), make("hff"), make("hfc")
+    t = Tunnel(a, b, impl_a="ravenvpn", impl_b=peer_impl, env_a={"LOG_LEVEL": "verbose"})
+    t.up()
+    if not ping(b, t.a.inner4, count=3, interval=0.2, wait=3).ok:
+        raise RuntimeError("the A-B tunnel did not come up")
+    flink = veth(a, f, "198.19.0.1/24", "198.19.0.2/24")
+    attackers = [f"198.19.{1 + i // 200}.{1 + i % 200}" for i in range(sources)]
+    f.run("ip", "addr", "flush", "dev", flink.name_b)
+    a.run("ip", "addr", "add", "198.19.0.1/16", "dev", flink.name_a)
+    for addr in attackers:
+        f.add_addr(flink.name_b, addr + "/16")
+    clink = veth(a, c, "198.20.0.1/24", "198.20.0.2/24")
+    c_priv, c_pub = keypair()
+    t.a.wg.set_peer(WgPeer(c_pub, ["10.99.0.3/32"]))
+    pid = t.a.wg.daemon_pids[0]
+
+    def flood_cfg(port: int) -> dict[str, Any]:
+        return {"mode": "initiations", "dest": "198.19.0.1", "port": port, "rate": rate,
+                "seconds": seconds + 2.0, "sources": attackers, "responder_public_key": t.a.public_key,
+                "seed": 7}
+
+    def tcp() -> float:
+        return iperf3(b, a, t.a.inner4, seconds=seconds)["bits_per_second"]
+
+    # baseline: same flooder, same rate, closed port
+    fl = popen_tool(f, "tools.flood", flood_cfg(CLOSED_PORT))
+    time.sleep(1.0)
+    base_bps = tcp()
+    base_flood = tool_result(fl, 60)
+    # attack
+    rss_before = proc_status(pid)
+    fl = popen_tool(f, "tools.flood", flood_cfg(t.a.listen_port))
+    time.sleep(1.0)
+    newpeer: dict[str, Any] = {}
+
+    def new_peer() -> None:
+        time.sleep(seconds / 3)
+        impl = [own_script("ravenvpn-wg")] if new_peer_impl == "ravenvpn" else ["wireguard-go"]
+        iface = start_wg(c, impl, "raven0", c_priv, 51830, ["10.99.0.3/24"],
+                         [WgPeer(t.a.public_key, ["10.99.0.1/32"], endpoint=f"198.20.0.1:{t.a.listen_port}")])
+        start = time.monotonic()
+        r = ping(c, t.a.inner4, count=1, deadline=20, interval=0.2)
+        newpeer.update(ok=r.ok, seconds=time.monotonic() - start if r.ok else None, ping=str(r),
+                       log_tail=iface.log_text()[-600:])
+
+    th = threading.Thread(target=new_peer, daemon=True)
+    th.start()
+    attack_bps = tcp()
+    th.join(40)
+    attack_flood = tool_result(fl, 60)
+    rss_after = proc_status(pid)
+    after = ping(b, t.a.inner4, count=5, interval=0.2, wait=2)
+    log = t.a.wg.log_text()
+    res = {
+        "rate_target": rate, "sources": sources,
+        "baseline_flood": base_flood, "attack_flood": attack_flood,
+        "baseline_mbps": round(base_bps / 1e6, 1), "attack_mbps": round(attack_bps / 1e6, 1),
+        "ratio": attack_bps / base_bps if base_bps else 0.0,
+        "new_peer": newpeer, "daemon_alive": t.a.wg.daemon_alive(), "log_problems": log_problems(log)[:10],
+        "ping_after": str(after), "ping_after_ok": after.received >= 4,
+        "rss_kib_before": rss_before.get("rss_kib"), "rss_kib_after": rss_after.get("rss_kib"),
+    }
+    t.down()
+    return res
+
+
+def scenario_flood(quick: bool) -> dict[str, Any]:
+    with nodes() as make:
+        r = handshake_flood(make, rate=5000, seconds=6 if quick else 15)
+    fl = r["attack_flood"]
+    ok = (r["daemon_alive"] and not r["log_problems"] and r["ping_after_ok"] and r["new_peer"].get("ok")
+          and fl["cookie_replies"] > 0)
+    return {
+        "scenario": "handshake flood (valid mac1)",
+        "load": f"iperf3 TCP {r['baseline_mbps']} Mbit/s with the flood at a closed port",
+        "faults": f"{fl['rate']:.0f} initiations/s from {r['sources']} addresses",
+        "inputs": fl["sent"],
+        "ok": ok,
+        "result": (f"TCP kept {r['ratio']:.0%} ({r['attack_mbps']} Mbit/s), {fl['cookie_replies']} cookie replies, "
+                   f"{fl['responses']} responses; new peer's first ping after "
+                   f"{r['new_peer'].get('seconds') or 0:.1f} s; {len(r['log_problems'])} tracebacks"),
+        "details": r,
+    }
+
+
+def scenario_live_fuzz(quick: bool) -> dict[str, Any]:
+    count = 100_000 if quick else 1_000_000
+    with nodes() as make:
+        # paced so that the daemon, not the kernel's socket buffer, sees (nearly) all of them
+        r = live_fuzz(make, count=count, rate=20_000)
+    ok = (r["daemon_alive"] and not r["log_problems"] and r["ping_after_ok"] and not r["tcp_errors"]
+          and r["rss_kib_max"] - r["rss_kib_before"] < 64 * 1024)
+    return {
+        "scenario": "live fuzz (ravenvpn-wg vs wireguard-go)",
+        "load": f"ping + {len(r['tcp_during_mbps'])} iperf3 TCP runs "
+                f"(median {sorted(r['tcp_during_mbps'])[len(r['tcp_during_mbps']) // 2] if r['tcp_during_mbps'] else 0} Mbit/s)",
+        "faults": f"random/mutated datagrams at {r['sent']['rate']:.0f}/s",
+        "inputs": r["sent"]["sent"],
+        "ok": ok,
+        "result": (f"{'alive' if r['daemon_alive'] else 'DIED'}, {len(r['log_problems'])} tracebacks, ping during "
+                   f"{r['ping_during']['received']}/{r['ping_during']['transmitted']}, after {r['ping_after']}, "
+                   f"RSS {r['rss_kib_before'] // 1024}->{r['rss_kib_max'] // 1024} MiB max, "
+                   f"fds {r['fds_before']}->{r['fds_after']}"),
+        "details": r,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,6 +392,8 @@ def scenario_fuzz(seconds: float = 120.0) -> dict[str, Any]:
 
 SCENARIOS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "fuzz": lambda quick: scenario_fuzz(30 if quick else 300),
+    "live-fuzz": scenario_live_fuzz,
+    "flood": scenario_flood,
 }
 
 
@@ -125,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default="", help="comma-separated scenario names (with 'all')")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = p.parse_args(argv)
+    require_root()
+    cleanup_stale(PREFIX)
     if args.command == "fuzz":
         return run(["fuzz"], False, args.out, {"fuzz": lambda: scenario_fuzz(args.seconds)})
     if args.command == "soak":
