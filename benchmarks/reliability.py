@@ -336,6 +336,155 @@ def scenario_flood(quick: bool) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# scenario: impaired underlay
+# ---------------------------------------------------------------------------------------------
+
+_RECEIVER = r"""
+import hashlib, json, socket, sys, time
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], int(sys.argv[2]))); srv.listen(1)
+print("listening", flush=True)
+conn, _ = srv.accept(); h = hashlib.sha256(); n = 0; t0 = time.monotonic(); last = t0
+while chunk := conn.recv(1 << 16):
+    h.update(chunk); n += len(chunk); last = time.monotonic()
+print(json.dumps({"bytes": n, "sha256": h.hexdigest(), "accepted": t0, "last_byte": last,
+                  "eof": time.monotonic()}), flush=True)
+"""
+_SENDER = r"""
+import json, socket, sys, time
+t0 = time.monotonic()
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[4]))
+t1 = time.monotonic(); s.sendall(open(sys.argv[3], "rb").read()); s.shutdown(socket.SHUT_WR)
+t2 = time.monotonic(); s.recv(1)
+print(json.dumps({"start": t0, "connected": t1, "sent": t2, "closed": time.monotonic()}))
+"""
+
+
+def send_file(sender: Node, receiver: Node, receiver_ip: str, size: int, timeout: float,
+              port: int = 5001) -> dict[str, Any]:
+    """``size`` random bytes over one TCP connection; sha256 on both ends and the time it took."""
+    import hashlib
+    import subprocess
+
+    data = os.urandom(size)
+    path = sender.tmpdir / "payload.bin"
+    path.write_bytes(data)
+    rx = receiver.popen(sys.executable, "-c", _RECEIVER, receiver_ip, str(port), stdout=subprocess.PIPE)
+    assert rx.stdout is not None
+    if rx.stdout.readline().strip() != "listening":
+        raise RuntimeError("the file receiver did not start")
+    start = time.monotonic()
+    try:
+        proc = sender.run(sys.executable, "-c", _SENDER, receiver_ip, str(port), str(path), str(timeout),
+                          timeout=timeout + 10, check=False)
+        out, _ = rx.communicate(timeout=15)
+    finally:
+        receiver.stop_process(rx)
+    got = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"bytes": 0, "sha256": ""}
+    sent = json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else {}
+    res = {"bytes": size, "sha256": hashlib.sha256(data).hexdigest(), "received_bytes": got["bytes"],
+           "received_sha256": got["sha256"], "seconds": time.monotonic() - start,
+           "sender_error": proc.stderr.strip()[-300:] if proc.returncode else ""}
+    if sent and "last_byte" in got:
+        # monotonic clocks are the host's in every namespace: the phases of the transfer
+        res.update(connect_s=sent["connected"] - sent["start"], data_s=got["last_byte"] - sent["connected"],
+                   fin_s=got["eof"] - got["last_byte"], seconds=got["eof"] - sent["start"])
+    return res
+
+
+def impaired_transfer(make: MakeNode, size: int = 5 << 20, loss: float = 0.30, reorder: float = 0.25,
+                      duplicate: float = 0.05, delay: float = 0.100, jitter: float = 0.050,
+                      timeout: float = 120.0, rto_min: str = "") -> dict[str, Any]:
+    """A (ravenvpn-wg) -- M (tools/impair.py + iptables statistic loss) -- B (ravenvpn-wg); A sends a file
+    of ``size`` bytes to B over TCP through the tunnel. Returns the transfer and the replay accounting
+    (B's and A's ``wg show`` rx_bytes against what the relay delivered: see tools/impair.py)."""
+    import subprocess
+
+    a, m, b = make("ima"), make("imm"), make("imb")
+    veth(a, m, "198.18.1.1/24", "198.18.1.2/24")
+    veth(m, b, "198.18.2.1/24", "198.18.2.2/24")
+    (ka, pa), (kb, pb) = keypair(), keypair()
+    env = {**os.environ, "LOG_LEVEL": "verbose"}
+    wa = start_wg(a, [own_script("ravenvpn-wg")], "raven0", ka, 51820, ["10.99.0.1/24"],
+                  [WgPeer(pb, ["10.99.0.2/32"], endpoint="198.18.1.2:51821")], env=env)
+    wb = start_wg(b, [own_script("ravenvpn-wg")], "raven0", kb, 51821, ["10.99.0.2/24"],
+                  [WgPeer(pa, ["10.99.0.1/32"], endpoint="198.18.2.1:51820")], env=env)
+    stats = m.tmpdir / "impair-stats.json"
+    cfg = {"a": {"listen": ["198.18.1.2", 51821], "peer": ["198.18.1.1", 51820]},
+           "b": {"listen": ["198.18.2.1", 51820], "peer": ["198.18.2.2", 51821]},
+           "delay": delay, "jitter": jitter, "reorder": reorder, "hold": 0.06, "duplicate": duplicate,
+           "loss": 0.0, "seed": 5, "stats": str(stats)}
+    cfg_path = m.tmpdir / "impair.json"
+    cfg_path.write_text(json.dumps(cfg))
+    relay = m.popen(sys.executable, "-m", "tools.impair", str(cfg_path), cwd=REPO_ROOT, stdout=subprocess.PIPE)
+    assert relay.stdout is not None
+    if relay.stdout.readline().strip() != "relaying":
+        raise RuntimeError("tools.impair did not start")
+    if loss:
+        m.run("iptables", "-A", "INPUT", "-p", "udp", "-m", "statistic", "--mode", "random",
+              "--probability", f"{loss:g}", "-j", "DROP")
+    congestion = a.run("cat", "/proc/sys/net/ipv4/tcp_congestion_control").stdout.strip()
+    if rto_min:
+        # the sender's retransmission timer floor (Linux: 200 ms); its SYN timeout stays 1 s
+        a.run("ip", "route", "replace", "10.99.0.0/24", "dev", "raven0", "proto", "kernel", "scope", "link",
+              "src", "10.99.0.1", "rto_min", rto_min)
+    first = ping(a, "10.99.0.2", count=40, interval=0.2, deadline=30, wait=2)
+    if not first.ok:
+        raise RuntimeError(f"no ping through the impaired tunnel: {first}")
+    transfer = send_file(a, b, "10.99.0.2", size, timeout)
+    time.sleep(1.0)  # let the relay's queue drain (delays are < 0.3 s)
+    m.stop_process(relay)
+    relayed = json.loads(stats.read_text())
+    dump_b, dump_a = wb.dump().peers[pa], wa.dump().peers[pb]
+    drops = m.run("iptables", "-L", "INPUT", "-v", "-x", "-n").stdout
+    ipt = [int(line.split()[0]) for line in drops.splitlines() if "statistic" in line]
+
+    both_initiated = relayed["to_a"]["initiations"] > 0 and relayed["to_b"]["initiations"] > 0
+
+    def window(rx: int, d: dict[str, Any]) -> dict[str, Any]:
+        """rx_bytes against the relay's accounting (tools/impair.py): never above unique + handshake bytes
+        (no duplicate accepted); at least the unique bytes (every reordered one accepted) unless both sides
+        initiated, when a session may be dropped with messages in flight."""
+        no_dup = rx <= d["unique_bytes"] + d["handshake_bytes"]
+        all_reordered = rx >= d["unique_bytes"]
+        return {"rx_bytes": rx, "unique_bytes": d["unique_bytes"], "handshake_bytes": d["handshake_bytes"],
+                "duplicate_bytes": d["duplicate_bytes"], "duplicates": d["duplicates"],
+                "reordered": d["reordered"], "beyond_window": d["beyond_window"],
+                "no_duplicate_accepted": no_dup, "reordered_accepted": all_reordered if not both_initiated else None,
+                "exact": no_dup and (all_reordered or both_initiated)}
+
+    res = {
+        "transfer": transfer, "intact": transfer["received_sha256"] == transfer["sha256"],
+        "relay": relayed, "iptables_dropped": sum(ipt), "congestion_control": congestion,
+        "both_initiated": both_initiated,
+        "replay_b": window(dump_b.rx_bytes, relayed["to_b"]), "replay_a": window(dump_a.rx_bytes, relayed["to_a"]),
+        "log_problems": log_problems(wa.log_text() + wb.log_text())[:10],
+        "daemons_alive": wa.daemon_alive() and wb.daemon_alive(),
+    }
+    wa.stop()
+    wb.stop()
+    return res
+
+
+def scenario_impair(quick: bool) -> dict[str, Any]:
+    with nodes() as make:
+        r = impaired_transfer(make, size=(1 << 20) if quick else (5 << 20))
+    tr, rb = r["transfer"], r["replay_b"]
+    ok = r["intact"] and tr["seconds"] <= 120 and rb["exact"] and r["replay_a"]["exact"] and not r["log_problems"]
+    return {
+        "scenario": "impaired underlay (relay + iptables)",
+        "load": f"{tr['bytes'] >> 20} MiB file over 1 TCP connection ({r['congestion_control']})",
+        "faults": "30% loss, 25% reorder, 5% dup, 100±50 ms",
+        "inputs": r["relay"]["to_b"]["received"] + r["relay"]["to_a"]["received"] + r["iptables_dropped"],
+        "ok": ok,
+        "result": (f"sha256 {'ok' if r['intact'] else 'MISMATCH'} in {tr['seconds']:.0f} s; B accepted "
+                   f"{rb['reordered']} reordered, dropped {rb['duplicates']} duplicates "
+                   f"(rx_bytes {'exact' if rb['exact'] else 'OFF'}); iptables dropped {r['iptables_dropped']}"),
+        "details": r,
+    }
+
+
 def scenario_live_fuzz(quick: bool) -> dict[str, Any]:
     count = 100_000 if quick else 1_000_000
     with nodes() as make:
@@ -394,6 +543,7 @@ SCENARIOS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "fuzz": lambda quick: scenario_fuzz(30 if quick else 300),
     "live-fuzz": scenario_live_fuzz,
     "flood": scenario_flood,
+    "impair": scenario_impair,
 }
 
 
