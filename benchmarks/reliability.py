@@ -345,11 +345,15 @@ import hashlib, json, socket, sys, time
 srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind((sys.argv[1], int(sys.argv[2]))); srv.listen(1)
 print("listening", flush=True)
-conn, _ = srv.accept(); h = hashlib.sha256(); n = 0; t0 = time.monotonic(); last = t0
+conn, _ = srv.accept(); h = hashlib.sha256(); n = 0; t0 = time.monotonic(); last = t0; shown = t0
+def report(done):
+    print(json.dumps({"bytes": n, "sha256": h.hexdigest() if done else "", "accepted": t0, "last_byte": last,
+                      "eof": time.monotonic(), "done": done}), flush=True)
 while chunk := conn.recv(1 << 16):
     h.update(chunk); n += len(chunk); last = time.monotonic()
-print(json.dumps({"bytes": n, "sha256": h.hexdigest(), "accepted": t0, "last_byte": last,
-                  "eof": time.monotonic()}), flush=True)
+    if last - shown > 1.0:
+        report(False); shown = last
+report(True)
 """
 _SENDER = r"""
 import json, socket, sys, time
@@ -363,8 +367,10 @@ print(json.dumps({"start": t0, "connected": t1, "sent": t2, "closed": time.monot
 
 def send_file(sender: Node, receiver: Node, receiver_ip: str, size: int, timeout: float,
               port: int = 5001) -> dict[str, Any]:
-    """``size`` random bytes over one TCP connection; sha256 on both ends and the time it took."""
+    """``size`` random bytes over one TCP connection, given ``timeout`` seconds in all; sha256 on both ends,
+    the phases' durations, and how much had arrived if it did not finish."""
     import hashlib
+    import signal
     import subprocess
 
     data = os.urandom(size)
@@ -375,18 +381,27 @@ def send_file(sender: Node, receiver: Node, receiver_ip: str, size: int, timeout
     if rx.stdout.readline().strip() != "listening":
         raise RuntimeError("the file receiver did not start")
     start = time.monotonic()
+    error = ""
     try:
         proc = sender.run(sys.executable, "-c", _SENDER, receiver_ip, str(port), str(path), str(timeout),
-                          timeout=timeout + 10, check=False)
-        out, _ = rx.communicate(timeout=15)
-    finally:
-        receiver.stop_process(rx)
-    got = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"bytes": 0, "sha256": ""}
-    sent = json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else {}
+                          timeout=timeout, check=False)
+        sent = json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else {}
+        error = proc.stderr.strip()[-300:] if proc.returncode else ""
+    except subprocess.TimeoutExpired:
+        sent, error = {}, f"not done after {timeout:g} s"
+    try:
+        out, _ = rx.communicate(timeout=10 if sent else 0.5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(rx.pid, signal.SIGKILL)
+        out, _ = rx.communicate(timeout=5)
+    receiver.stop_process(rx)
+    lines = [ln for ln in (out or "").splitlines() if ln.startswith("{")]
+    got = json.loads(lines[-1]) if lines else {"bytes": 0, "sha256": ""}
     res = {"bytes": size, "sha256": hashlib.sha256(data).hexdigest(), "received_bytes": got["bytes"],
-           "received_sha256": got["sha256"], "seconds": time.monotonic() - start,
-           "sender_error": proc.stderr.strip()[-300:] if proc.returncode else ""}
-    if sent and "last_byte" in got:
+           "received_sha256": got["sha256"], "seconds": time.monotonic() - start, "error": error,
+           "done": bool(got.get("done"))}
+    if sent and got.get("done"):
         # monotonic clocks are the host's in every namespace: the phases of the transfer
         res.update(connect_s=sent["connected"] - sent["start"], data_s=got["last_byte"] - sent["connected"],
                    fin_s=got["eof"] - got["last_byte"], seconds=got["eof"] - sent["start"])
@@ -395,7 +410,7 @@ def send_file(sender: Node, receiver: Node, receiver_ip: str, size: int, timeout
 
 def impaired_transfer(make: MakeNode, size: int = 5 << 20, loss: float = 0.30, reorder: float = 0.25,
                       duplicate: float = 0.05, delay: float = 0.100, jitter: float = 0.050,
-                      timeout: float = 120.0, rto_min: str = "") -> dict[str, Any]:
+                      timeout: float = 120.0, rto_min: str = "", hold: float = 0.06) -> dict[str, Any]:
     """A (ravenvpn-wg) -- M (tools/impair.py + iptables statistic loss) -- B (ravenvpn-wg); A sends a file
     of ``size`` bytes to B over TCP through the tunnel. Returns the transfer and the replay accounting
     (B's and A's ``wg show`` rx_bytes against what the relay delivered: see tools/impair.py)."""
@@ -413,7 +428,7 @@ def impaired_transfer(make: MakeNode, size: int = 5 << 20, loss: float = 0.30, r
     stats = m.tmpdir / "impair-stats.json"
     cfg = {"a": {"listen": ["198.18.1.2", 51821], "peer": ["198.18.1.1", 51820]},
            "b": {"listen": ["198.18.2.1", 51820], "peer": ["198.18.2.2", 51821]},
-           "delay": delay, "jitter": jitter, "reorder": reorder, "hold": 0.06, "duplicate": duplicate,
+           "delay": delay, "jitter": jitter, "reorder": reorder, "hold": hold, "duplicate": duplicate,
            "loss": 0.0, "seed": 5, "stats": str(stats)}
     cfg_path = m.tmpdir / "impair.json"
     cfg_path.write_text(json.dumps(cfg))
@@ -478,10 +493,139 @@ def scenario_impair(quick: bool) -> dict[str, Any]:
         "faults": "30% loss, 25% reorder, 5% dup, 100±50 ms",
         "inputs": r["relay"]["to_b"]["received"] + r["relay"]["to_a"]["received"] + r["iptables_dropped"],
         "ok": ok,
-        "result": (f"sha256 {'ok' if r['intact'] else 'MISMATCH'} in {tr['seconds']:.0f} s; B accepted "
+        "result": (f"sha256 {'ok' if r['intact'] else 'MISMATCH'} in {tr['seconds']:.0f} s" if tr["done"] else
+                   f"NOT DONE in {tr['seconds']:.0f} s ({tr['received_bytes'] / 2**20:.1f} MiB arrived)")
+                  + (f"; B accepted "
                    f"{rb['reordered']} reordered, dropped {rb['duplicates']} duplicates "
-                   f"(rx_bytes {'exact' if rb['exact'] else 'OFF'}); iptables dropped {r['iptables_dropped']}"),
+                     f"(rx_bytes {'exact' if rb['exact'] else 'OFF'}); iptables dropped {r['iptables_dropped']}"),
         "details": r,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# scenario: restarts
+# ---------------------------------------------------------------------------------------------
+
+
+def wg_conf(private_key: str, listen_port: int, peer_public: str, allowed: list[str], endpoint: str | None,
+            keepalive: int | None = None) -> str:
+    """A ``wg setconf`` file (the form wg-quick strips its own keys to)."""
+    lines = ["[Interface]", f"PrivateKey = {private_key}", f"ListenPort = {listen_port}", "", "[Peer]",
+             f"PublicKey = {peer_public}", f"AllowedIPs = {', '.join(allowed)}"]
+    if endpoint:
+        lines.append(f"Endpoint = {endpoint}")
+    if keepalive:
+        lines.append(f"PersistentKeepalive = {keepalive}")
+    return "\n".join(lines) + "\n"
+
+
+def start_from_conf(node: Node, ifname: str, conf: str, addresses: list[str], env: dict[str, str]) -> list[int]:
+    """``ravenvpn-wg IFNAME`` then ``wg setconf IFNAME FILE``, addresses, link up: how wg-quick restarts
+    an interface from its config. Returns the daemon's pids."""
+    import subprocess
+
+    path = node.tmpdir / f"{ifname}.conf"
+    path.write_text(conf)
+    os.chmod(path, 0o600)
+    before = set(node.pids())
+    log = node.tmpdir / f"{ifname}-restart-{time.monotonic_ns()}.log"
+    with open(log, "w") as out:
+        subprocess.run(node.wrap(own_script("ravenvpn-wg"), ifname), stdout=out, stderr=subprocess.STDOUT,
+                       stdin=subprocess.DEVNULL, env={**os.environ, **env}, timeout=20, check=True)
+    node.run("wg", "setconf", ifname, str(path))
+    node.run("ip", "link", "set", "dev", ifname, "addrgenmode", "none")
+    node.link_up(ifname, 1420)
+    for cidr in addresses:
+        node.add_addr(ifname, cidr)
+    return sorted(set(node.pids()) - before)
+
+
+class Pinger:
+    """``ping -D -i 0.2`` in the background; ``first_reply_after(t)``: wall time of the first reply after t."""
+
+    def __init__(self, node: Node, addr: str) -> None:
+        import subprocess
+
+        self.node = node
+        self.replies: list[float] = []
+        self.proc = node.popen("ping", "-D", "-n", "-i", "0.2", "-W", "1", addr, stdout=subprocess.PIPE)
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            m = re.match(r"\[(\d+\.\d+)\].*icmp_seq=\d+ .*time=", line)
+            if m:
+                self.replies.append(float(m.group(1)))
+
+    def first_reply_after(self, t: float, timeout: float) -> float | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            later = [r for r in self.replies if r > t]
+            if later:
+                return later[0]
+            time.sleep(0.05)
+        return None
+
+    def stop(self) -> None:
+        self.node.stop_process(self.proc)
+
+
+def restart_recovery(make: MakeNode, case: str) -> dict[str, Any]:
+    """A and B (ravenvpn-wg both) with B pinging A through the tunnel; A is SIGKILLed and restarted from
+    its config. ``case``: "traffic" (A pings B after its restart), "keepalive" (A's config has
+    PersistentKeepalive = 1) or "passive" (A only answers). Returns the seconds from A's restart (its
+    ``wg setconf`` done) to the first reply to B's ping after it."""
+    a, b = make("rsa"), make("rsb")
+    env = {"LOG_LEVEL": "verbose"}
+    t = Tunnel(a, b, impl_a="ravenvpn", impl_b="ravenvpn", env_a=env, env_b=env)
+    t.up()
+    if not ping(b, t.a.inner4, count=3, interval=0.2, wait=3).ok:
+        raise RuntimeError("the tunnel did not come up")
+    pinger = Pinger(b, t.a.inner4)
+    try:
+        time.sleep(1.0)
+        old = t.a.wg.daemon_pids
+        for pid in old:
+            os.kill(pid, 9)
+        killed = time.time()
+        wait_for(lambda: not a.has_link(t.ifname), timeout=10, message="the killed daemon's TUN to go")
+        conf = wg_conf(t.a.private_key, t.a.listen_port, t.b.public_key, ["10.99.0.2/32", "fd99::2/128"],
+                       t.b.endpoint, keepalive=1 if case == "keepalive" else None)
+        pids = start_from_conf(a, t.ifname, conf, t.a.inner, env)
+        up = time.time()
+        if case == "traffic":
+            ping(a, t.b.inner4, count=1, deadline=10)
+        first = pinger.first_reply_after(up, timeout=40)
+        res = {"case": case, "restart_s": up - killed,
+               "recovered_s": (first - up) if first else None, "daemon_pids": pids}
+    finally:
+        pinger.stop()
+    res["log_problems"] = log_problems("".join(p.read_text(errors="replace") for p in a.tmpdir.glob("*.log"))
+                                       + t.b.wg.log_text())[:10]
+    a.run("ip", "link", "del", t.ifname, check=False)
+    t.stop(t.b)
+    return res
+
+
+def scenario_restart(quick: bool) -> dict[str, Any]:
+    rows = []
+    for case in ("traffic", "keepalive", "passive"):
+        with nodes() as make:
+            rows.append(restart_recovery(make, case))
+    bounds = {"traffic": 5.0, "keepalive": 5.0, "passive": 15.0 + 5.0 + 0.34}
+    ok = all(r["recovered_s"] is not None and r["recovered_s"] <= bounds[r["case"]] and not r["log_problems"]
+             for r in rows)
+    return {
+        "scenario": "SIGKILL + restart from config (wg setconf)",
+        "load": "ping every 0.2 s through the tunnel",
+        "faults": "SIGKILL of one ravenvpn-wg, 3 cases",
+        "inputs": len(rows),
+        "ok": ok,
+        "result": "; ".join(f"{r['case']}: back {r['recovered_s']:.1f} s after restart" if r["recovered_s"] is not None
+                            else f"{r['case']}: NOT BACK" for r in rows) + " (bounds 5 / 5 / 15+5 s)",
+        "details": rows,
     }
 
 
@@ -544,6 +688,7 @@ SCENARIOS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "live-fuzz": scenario_live_fuzz,
     "flood": scenario_flood,
     "impair": scenario_impair,
+    "restart": scenario_restart,
 }
 
 
