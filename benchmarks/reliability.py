@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import REPO_ROOT
-from tools.netns import (CommandError, IperfError, Node, WgPeer, capture, cleanup_stale, iperf3, keypair, own_script,
-                         ping, require_root, start_wg, veth, wait_for)
+from tools.netns import (Node, WgPeer, capture, cleanup_stale, iperf3, keypair, leftovers, own_script, ping,
+                         process_cmdline, require_root, start_wg, veth, wait_for)
 from tools.tunnel import Tunnel
 
 RESULTS_DIR = REPO_ROOT / "results"
@@ -629,6 +629,135 @@ def scenario_restart(quick: bool) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# scenario: soak
+# ---------------------------------------------------------------------------------------------
+
+
+def growth_per_hour(samples: list[tuple[float, int]], skip: float = 0.2) -> float:
+    """Least-squares slope of (seconds, value) after the first ``skip`` of the run (warm-up), per hour."""
+    if len(samples) < 3:
+        return 0.0
+    t0 = samples[0][0]
+    span = samples[-1][0] - t0
+    pts = [(t - t0, v) for t, v in samples if t - t0 >= span * skip]
+    if len(pts) < 3:
+        return 0.0
+    n = len(pts)
+    mx = sum(x for x, _ in pts) / n
+    my = sum(y for _, y in pts) / n
+    den = sum((x - mx) ** 2 for x, _ in pts)
+    return (sum((x - mx) * (y - my) for x, y in pts) / den) * 3600 if den else 0.0
+
+
+def soak(make: MakeNode, seconds: float = 600.0, sample_every: float = 5.0, rekey_after: int = 10,
+         log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """A and B (ravenvpn-wg both, rekeying every ``rekey_after`` s: a real handshake that often) with
+    iperf3 TCP (50 Mbit/s, both directions in turn) and ping through the tunnel, while every second a UAPI
+    change hits A (a peer added or removed, B's keepalive and allowed IPs rewritten, a ``wg show``) and every
+    15 s B roams to its other underlay address. RSS and open fds of both daemons are sampled."""
+    import random as _random
+
+    a, b = make("ska"), make("skb")
+    env = {"LOG_LEVEL": "verbose", "RAVENVPN_TEST_REKEY_AFTER_TIME": str(rekey_after)}
+    t = Tunnel(a, b, impl_a="ravenvpn", impl_b="ravenvpn", env_a=env, env_b=env)
+    t.up()
+    if not ping(b, t.a.inner4, count=3, interval=0.2, wait=3).ok:
+        raise RuntimeError("the tunnel did not come up")
+    b.add_addr(t.link.name_b, "198.18.0.3/24")
+    pids = {"a": t.a.wg.daemon_pids[0], "b": t.b.wg.daemon_pids[0]}
+    samples: dict[str, list[tuple[float, dict[str, int]]]] = {k: [] for k in pids}
+    rng = _random.Random(4)
+    spare = [keypair()[1] for _ in range(8)]
+    churn = {"ops": 0, "errors": []}  # type: dict[str, Any]
+    flip = {"n": 0}
+
+    def tcp() -> float:
+        flip["n"] += 1
+        return iperf3(b, a, t.a.inner4, seconds=5, bitrate="50M", reverse=bool(flip["n"] % 2))["bits_per_second"]
+
+    def churn_once(i: int) -> None:
+        op = i % 5
+        if op == 0:
+            a.run("wg", "set", t.ifname, "peer", rng.choice(spare), "allowed-ips", f"10.200.{i % 250}.0/24")
+        elif op == 1:
+            a.run("wg", "set", t.ifname, "peer", rng.choice(spare), "remove")
+        elif op == 2:
+            a.run("wg", "set", t.ifname, "peer", t.b.public_key, "persistent-keepalive", rng.choice(["0", "25"]))
+        elif op == 3:
+            a.run("wg", "set", t.ifname, "peer", t.b.public_key, "allowed-ips", "10.99.0.2/32,fd99::2/128")
+        else:
+            t.a.wg.dump()
+        churn["ops"] += 1
+
+    roams = 0
+    start = time.monotonic()
+    end = start + seconds
+    with Background(lambda: ping(b, t.a.inner4, count=20, interval=0.2, wait=2)) as pings, Background(tcp) as tcps:
+        i = 0
+        next_sample = start
+        while time.monotonic() < end:
+            now = time.monotonic()
+            if now >= next_sample:
+                for k, pid in pids.items():
+                    samples[k].append((now - start, proc_status(pid)))
+                next_sample += sample_every
+            try:
+                churn_once(i)
+            except Exception as exc:  # noqa: BLE001
+                churn["errors"].append(str(exc).splitlines()[0])
+            if i % 15 == 14:
+                src = "198.18.0.3" if roams % 2 == 0 else "198.18.0.2"
+                b.run("ip", "route", "replace", "198.18.0.1/32", "dev", t.link.name_b, "src", src)
+                roams += 1
+            if i % 60 == 59:
+                log(f"soak: {now - start:.0f} s, A RSS {samples['a'][-1][1].get('rss_kib', 0)} KiB")
+            i += 1
+            time.sleep(max(0.0, start + i - time.monotonic()))
+    after = ping(b, t.a.inner4, count=5, interval=0.2, wait=2)
+    dump = t.a.wg.dump().peers[t.b.public_key]
+    logs = t.a.wg.log_text() + t.b.wg.log_text()
+    res: dict[str, Any] = {
+        "seconds": time.monotonic() - start, "churn_ops": churn["ops"], "churn_errors": churn["errors"][:5],
+        "roams": roams, "tcp_runs": len(tcps.results), "tcp_errors": tcps.errors[:5],
+        "tcp_mbps_median": round(sorted(tcps.results)[len(tcps.results) // 2] / 1e6, 1) if tcps.results else 0,
+        "ping": {"transmitted": sum(r.transmitted for r in pings.results),
+                 "received": sum(r.received for r in pings.results)},
+        "ping_after_ok": after.received >= 4, "endpoint_a_sees": dump.endpoint,
+        "handshakes_logged": None, "log_problems": log_problems(logs)[:10],
+        "daemons_alive": t.a.wg.daemon_alive() and t.b.wg.daemon_alive(),
+    }
+    for k in pids:
+        ss = [(x, v) for x, v in samples[k] if v]
+        res[f"rss_kib_{k}"] = [v["rss_kib"] for _, v in ss]
+        res[f"fds_{k}"] = [v["fds"] for _, v in ss]
+        res[f"rss_growth_kib_per_h_{k}"] = round(growth_per_hour([(x, v["rss_kib"]) for x, v in ss]))
+        res[f"fds_growth_per_h_{k}"] = round(growth_per_hour([(x, v["fds"]) for x, v in ss]), 1)
+    t.down()
+    return res
+
+
+def scenario_soak(quick: bool = False, minutes: float | None = None) -> dict[str, Any]:
+    minutes = minutes if minutes is not None else (2.0 if quick else 10.0)
+    with nodes() as make:
+        r = soak(make, seconds=minutes * 60, log=lambda m: print("   " + m, flush=True))
+    ok = (r["daemons_alive"] and not r["log_problems"] and r["ping_after_ok"] and not r["tcp_errors"]
+          and not r["churn_errors"])
+    return {
+        "scenario": f"soak {minutes:g} min",
+        "load": f"{r['tcp_runs']} iperf3 runs (50 Mbit/s, median {r['tcp_mbps_median']}) + ping "
+                f"{r['ping']['received']}/{r['ping']['transmitted']}",
+        "faults": f"UAPI change every 1 s, rekey every 10 s, {r['roams']} roams",
+        "inputs": r["churn_ops"],
+        "ok": ok,
+        "result": (f"RSS A {r['rss_kib_a'][0] // 1024}->{r['rss_kib_a'][-1] // 1024} MiB "
+                   f"({r['rss_growth_kib_per_h_a'] / 1024:+.1f} MiB/h), B {r['rss_growth_kib_per_h_b'] / 1024:+.1f} MiB/h; "
+                   f"fds A {r['fds_a'][0]}->{r['fds_a'][-1]} ({r['fds_growth_per_h_a']:+.1f}/h); "
+                   f"{len(r['log_problems'])} exceptions, {len(r['tcp_errors'])} TCP failures"),
+        "details": r,
+    }
+
+
 def scenario_live_fuzz(quick: bool) -> dict[str, Any]:
     count = 100_000 if quick else 1_000_000
     with nodes() as make:
@@ -689,6 +818,7 @@ SCENARIOS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "flood": scenario_flood,
     "impair": scenario_impair,
     "restart": scenario_restart,
+    "soak": scenario_soak,
 }
 
 
@@ -712,6 +842,18 @@ def write_json(rows: list[dict[str, Any]], out_dir: Path, profile: str) -> Path:
     return path
 
 
+def _stray_pids() -> list[int]:
+    """Daemons, relays and flooders of ours still running (their namespaces are gone)."""
+    me = os.getpid()
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and int(entry.name) != me:
+            cmd = " ".join(process_cmdline(int(entry.name)))
+            if any(k in cmd for k in ("tools.flood", "tools.impair", f"{PREFIX}-")):
+                found.append(int(entry.name))
+    return found
+
+
 def run(names: list[str], quick: bool, out_dir: Path, runners: dict[str, Callable[[], dict[str, Any]]] | None = None
         ) -> int:
     rows: list[dict[str, Any]] = []
@@ -724,6 +866,11 @@ def run(names: list[str], quick: bool, out_dir: Path, runners: dict[str, Callabl
             traceback.print_exc()
             row = {"scenario": name, "ok": False, "result": f"ERROR {type(exc).__name__}: {exc}".splitlines()[0]}
         row["seconds"] = round(time.monotonic() - start, 1)
+        left = leftovers(PREFIX) + [f"pid {p}" for p in _stray_pids()]
+        if left:  # every scenario must leave nothing behind: namespaces, mounts, processes
+            row["ok"] = False
+            row["result"] = f"{row.get('result')}; LEFT BEHIND: {', '.join(left[:5])}"
+        row["leftovers"] = left
         rows.append(row)
         print(f"   {row.get('result')}", flush=True)
     print()
@@ -747,8 +894,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "fuzz":
         return run(["fuzz"], False, args.out, {"fuzz": lambda: scenario_fuzz(args.seconds)})
     if args.command == "soak":
-        return run(["soak"], False, args.out, {"soak": lambda: SCENARIOS["soak"](False) if args.minutes == 10
-                                                 else scenario_soak(minutes=args.minutes)})  # type: ignore[name-defined]
+        return run(["soak"], False, args.out, {"soak": lambda: scenario_soak(minutes=args.minutes)})
     names = [n for n in args.only.split(",") if n] or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
