@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks import reliability as R
 from tools import wgcraft
-from tools.netns import WgPeer, ping
+from tools.netns import ping
 from tools.tunnel import Tunnel
 
 
