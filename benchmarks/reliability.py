@@ -768,6 +768,96 @@ def scenario_soak(quick: bool = False, minutes: float | None = None) -> dict[str
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# scenario: secrets
+# ---------------------------------------------------------------------------------------------
+
+MARKER = "RAVENVPN-PLAINTEXT-MARKER-7f3a9c"
+_UDP_SEND = ("import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); "
+             "[s.sendto(sys.argv[3].encode(),(sys.argv[1],int(sys.argv[2]))) for _ in range(5)]")
+_TCP_SEND = ("import socket,sys; s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=10); "
+             "s.sendall(sys.argv[3].encode()*50); s.close()")
+_TCP_SINK = ("import socket,sys; v=socket.socket(); v.bind((sys.argv[1],int(sys.argv[2]))); v.listen(1); "
+             "print('up',flush=True); c,_=v.accept(); print(len(c.recv(1<<20)))")
+_UAPI_RAW = ("import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+             "s.sendall(('set=1\\n'+sys.argv[2]+'\\n\\n').encode()); print(s.recv(99))")
+
+
+def key_forms(b64: str) -> list[str]:
+    """How a key could leak into a log: base64 (with and without padding) and hex (both cases)."""
+    import base64
+
+    raw = base64.b64decode(b64)
+    return [b64, b64.rstrip("="), raw.hex(), raw.hex().upper()]
+
+
+def secrets_check(make: MakeNode) -> dict[str, Any]:
+    """A and B (ravenvpn-wg both, LOG_LEVEL=debug, a preshared key, a rekey every 2 s): a marker string
+    crosses the tunnel in a ping payload, UDP and TCP while the underlay (A's veth) and the inner side
+    (B's raven0, the control) are captured; then A gets a new private key and UAPI requests that carry key
+    material in bad lines. Returns where the marker was seen and which keys appear in the logs."""
+    import base64
+    import subprocess
+
+    from tools.netns import genkey, genpsk
+
+    a, b = make("sca"), make("scb")
+    env = {"LOG_LEVEL": "debug", "RAVENVPN_TEST_REKEY_AFTER_TIME": "2"}
+    psk = genpsk()
+    t = Tunnel(a, b, impl_a="ravenvpn", impl_b="ravenvpn", psk=psk, env_a=env, env_b=env)
+    t.up()
+    with capture(a, t.link.name_a, "udp") as under, capture(b, t.ifname, "") as inner:
+        first = ping(b, t.a.inner4, count=3, interval=0.2, wait=3, pattern=MARKER.encode().hex()[:32])
+        b.run(sys.executable, "-c", _UDP_SEND, t.a.inner4, "9999", MARKER)
+        sink = a.popen(sys.executable, "-c", _TCP_SINK, t.a.inner4, "7777", stdout=subprocess.PIPE)
+        assert sink.stdout is not None
+        if sink.stdout.readline().strip() != "up":
+            raise RuntimeError("the TCP sink did not start")
+        b.run(sys.executable, "-c", _TCP_SEND, t.a.inner4, "7777", MARKER)
+        sink.wait(10)
+        ping(a, t.b.inner4, count=20, interval=0.25, wait=2)  # across rekeys
+    wire, clear = under.raw_bytes(), inner.raw_bytes()
+    new_priv = genkey()
+    a.run("sh", "-c", f"umask 077; printf '%s\\n' {new_priv} > /tmp/k.$$ && "
+          f"wg set {t.ifname} private-key /tmp/k.$$; rm -f /tmp/k.$$")
+    hexkey = lambda k: base64.b64decode(k).hex()  # noqa: E731
+    for line in (f"private_key={hexkey(new_priv)}zz", f"preshared_key={hexkey(psk)}0",
+                 f"public_key={hexkey(t.b.public_key)}\npreshared_key={hexkey(psk)[:-1]}"):
+        a.run(sys.executable, "-c", _UAPI_RAW, t.a.wg.socket_path, line)
+    logs = {"A": t.a.wg.log_text(), "B": t.b.wg.log_text()}
+    secrets = {"A private": t.a.private_key, "B private": t.b.private_key, "psk": psk, "A new private": new_priv}
+    found = [f"{name} in {who}'s log as {form[:6]}..." for who, text in logs.items()
+             for name, key in secrets.items() for form in key_forms(key) if form in text]
+    res = {
+        "tunnel_ok": first.ok, "marker_in_clear": MARKER.encode() in clear,
+        "marker_on_wire": MARKER.encode() in wire or MARKER.encode()[:16] in wire,
+        "underlay_packets": len(under.packets()), "underlay_bytes": len(wire),
+        "log_lines": {k: len(v.splitlines()) for k, v in logs.items()},
+        "uapi_logged": "UAPI" in logs["A"], "keys_in_logs": found,
+        "public_keys_in_logs": [who for who, text in logs.items()
+                                for k in (t.a.public_key, t.b.public_key) if k in text],
+        "log_problems": log_problems(logs["A"] + logs["B"])[:10],
+    }
+    t.down()
+    return res
+
+
+def scenario_secrets(quick: bool) -> dict[str, Any]:
+    with nodes() as make:
+        r = secrets_check(make)
+    ok = r["tunnel_ok"] and r["marker_in_clear"] and not r["marker_on_wire"] and not r["keys_in_logs"]
+    return {
+        "scenario": "secrets (debug logs, underlay capture)",
+        "load": "ping/UDP/TCP with a marker, rekey every 2 s, key change, bad UAPI lines with keys",
+        "faults": "-",
+        "inputs": f"{r['underlay_packets']} packets, {sum(r['log_lines'].values())} log lines",
+        "ok": ok,
+        "result": (f"marker {'ON THE UNDERLAY' if r['marker_on_wire'] else 'absent from the underlay'} "
+                   f"(present on raven0: {r['marker_in_clear']}); {len(r['keys_in_logs'])} keys in logs"),
+        "details": r,
+    }
+
+
 def scenario_live_fuzz(quick: bool) -> dict[str, Any]:
     count = 100_000 if quick else 1_000_000
     with nodes() as make:
@@ -829,6 +919,7 @@ SCENARIOS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "impair": scenario_impair,
     "restart": scenario_restart,
     "soak": scenario_soak,
+    "secrets": scenario_secrets,
 }
 
 
