@@ -6,7 +6,7 @@
   indices that are live at the target, splices of two messages, and plain random bytes;
 * the UAPI parser, :class:`ravenvpn.device.uapi.Uapi` (``set`` with lines from a grammar of real and bogus
   keys and values; ``serve`` on a socket pair fed random byte streams);
-* the cluster loader, :func:`ravenvpn.raven.model.load_cluster` (the example cluster with random subtrees
+* the cluster loader, :func:`ravenvpn.raven.cluster.load_cluster` (the example cluster with random subtrees
   replaced, random YAML/JSON-shaped objects, and the example's text with bytes mutated), followed by the
   planner for every node of a cluster that loads.
 
@@ -40,9 +40,10 @@ from hypothesis import strategies as st
 
 from ravenvpn.errors import UapiError
 from ravenvpn.protocol import keys
+from ravenvpn.protocol.clock import Clock
 from ravenvpn.protocol.tunnel import Tunnel
-from ravenvpn.raven.errors import ClusterError
-from ravenvpn.raven.model import load_cluster
+from ravenvpn.errors import ClusterError
+from ravenvpn.raven.cluster import load_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CLUSTER = ROOT / "examples" / "cluster-three-domains.yaml"
@@ -76,7 +77,7 @@ class World:
         self.now = 1000.0
         self._serial = 0
         wall = lambda: int(1.7e18 + self.now * 1e9)  # noqa: E731 - a clock, tied to the simulated time
-        self.a, self.b = Tunnel(wall_clock=wall), Tunnel(wall_clock=wall)
+        self.a, self.b = Tunnel(clock=Clock(wall=wall)), Tunnel(clock=Clock(wall=wall))
         self.a.private_key, self.b.private_key = keys.generate_private(), keys.generate_private()
         self.pa = self.a.add_peer(self.b.public_key)  # B, as A knows it
         self.pb = self.b.add_peer(self.a.public_key)
@@ -512,7 +513,7 @@ def cluster_texts(draw: st.DrawFn) -> str:
 
 def check_cluster(text: str) -> None:
     """Loading raises nothing but a one-line ClusterError; a cluster that loads plans for every node."""
-    from ravenvpn.raven.planner import plan
+    from ravenvpn.raven.plan import plan
 
     try:
         cluster = load_cluster(text)

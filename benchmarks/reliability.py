@@ -39,9 +39,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import REPO_ROOT
-from tools.netns import (Node, WgPeer, capture, cleanup_stale, iperf3, keypair, leftovers, own_script, ping,
-                         process_cmdline, require_root, start_wg, veth, wait_for)
-from tools.tunnel import Tunnel
+from tools.links import veth
+from tools.node import Node, cleanup_stale, leftovers, require_root
+from tools.process import process_cmdline, wait_for
+from tools.traffic import capture, iperf3, ping
+from tools.wg import WgPeer, keypair, own_script, start_wg
+from tools.tunnel import IMPLS, Tunnel
+from ravenvpn.protocol.constants import REKEY_AFTER_TIME
 
 RESULTS_DIR = REPO_ROOT / "results"
 PREFIX = "rvr"  # namespace prefix of this command's nodes (tests use "rvt"); cleanup only touches ours
@@ -669,8 +673,9 @@ def soak(make: MakeNode, seconds: float = 600.0, sample_every: float = 5.0, reke
     import random as _random
 
     a, b = make("ska"), make("skb")
-    env = {"LOG_LEVEL": "verbose", "RAVENVPN_TEST_REKEY_AFTER_TIME": str(rekey_after)}
-    t = Tunnel(a, b, impl_a="ravenvpn", impl_b="ravenvpn", env_a=env, env_b=env)
+    env = {"LOG_LEVEL": "verbose"}
+    cmd = IMPLS["ravenvpn"] + ["--test-clock", f"scale={rekey_after / REKEY_AFTER_TIME}"]  # rekey every rekey_after s
+    t = Tunnel(a, b, impl_a="ravenvpn", impl_b="ravenvpn", env_a=env, env_b=env, cmd_a=cmd, cmd_b=cmd)
     t.up()
     if not ping(b, t.a.inner4, count=3, interval=0.2, wait=3).ok:
         raise RuntimeError("the tunnel did not come up")
@@ -799,12 +804,13 @@ def secrets_check(make: MakeNode) -> dict[str, Any]:
     import base64
     import subprocess
 
-    from tools.netns import genkey, genpsk
+    from tools.wg import genkey, genpsk
 
     a, b = make("sca"), make("scb")
-    env = {"LOG_LEVEL": "debug", "RAVENVPN_TEST_REKEY_AFTER_TIME": "2"}
+    env = {"LOG_LEVEL": "debug"}
+    cmd = IMPLS["ravenvpn"] + ["--test-clock", f"scale={2 / REKEY_AFTER_TIME}"]  # a rekey every 2 s
     psk = genpsk()
-    t = Tunnel(a, b, impl_a="ravenvpn", impl_b="ravenvpn", psk=psk, env_a=env, env_b=env)
+    t = Tunnel(a, b, impl_a="ravenvpn", impl_b="ravenvpn", psk=psk, env_a=env, env_b=env, cmd_a=cmd, cmd_b=cmd)
     t.up()
     with capture(a, t.link.name_a, "udp") as under, capture(b, t.ifname, "") as inner:
         first = ping(b, t.a.inner4, count=3, interval=0.2, wait=3, pattern=MARKER.encode().hex()[:32])

@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 
 from benchmarks import reliability as R
-from tools import netns
-from tools.netns import own_script
+from tools.node import Node, leftovers, require_root
+from tools.process import pids_in_namespaces
+from tools.wg import own_script
 
 
 def test_no_key_material_in_debug_logs_nor_plaintext_on_the_underlay(node_factory) -> None:
@@ -24,8 +25,8 @@ def test_no_key_material_in_debug_logs_nor_plaintext_on_the_underlay(node_factor
 def test_up_refuses_a_private_key_file_readable_by_others(node_factory) -> None:
     node = node_factory("upk")
     key = node.tmpdir / "hz-1.key"
-    key.write_text((Path(__file__).parents[1] / "examples" / "keys" / "hz-1.key").read_text())
-    cluster = Path(__file__).parents[1] / "examples" / "cluster-three-domains.yaml"
+    key.write_text((Path(__file__).parents[2] / "examples" / "keys" / "hz-1.key").read_text())
+    cluster = Path(__file__).parents[2] / "examples" / "cluster-three-domains.yaml"
     for mode in (0o644, 0o640):
         os.chmod(key, mode)
         proc = node.run(own_script("ravenvpn"), "up", "--cluster", str(cluster), "--node", "hz-1",
@@ -39,13 +40,13 @@ def test_up_refuses_a_private_key_file_readable_by_others(node_factory) -> None:
 def test_nothing_left_after_a_scenario() -> None:
     """A whole scenario (restart, the quickest with daemons, kills and restarts) in nodes of a private
     prefix: afterwards no namespace, mount, process, UAPI socket or host link of it remains."""
-    netns.require_root()
+    require_root()
     host_links = {ln.split(":")[1].strip() for ln in os.popen("ip -o link").read().splitlines()}
     host_sockets = set(os.listdir("/run/wireguard")) if os.path.isdir("/run/wireguard") else set()
-    made: list[netns.Node] = []
+    made: list[Node] = []
 
-    def make(label: str) -> netns.Node:
-        node = netns.Node(label, prefix="rvq")
+    def make(label: str) -> Node:
+        node = Node(label, prefix="rvq")
         made.append(node)
         return node
 
@@ -57,9 +58,9 @@ def test_nothing_left_after_a_scenario() -> None:
     finally:
         for node in made:
             node.close()
-    assert netns.leftovers(names=names) == []
+    assert leftovers(names=names) == []
     for net_ino, mnt_ino in inodes:
-        assert netns.pids_in_namespaces(net_ino, mnt_ino) == [], "a process survived its node"
+        assert pids_in_namespaces(net_ino, mnt_ino) == [], "a process survived its node"
     assert {ln.split(":")[1].strip() for ln in os.popen("ip -o link").read().splitlines()} <= host_links
     now = set(os.listdir("/run/wireguard")) if os.path.isdir("/run/wireguard") else set()
     assert now <= host_sockets, now - host_sockets

@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks import reliability as R
 from tools import wgcraft
-from tools.netns import ping
+from tools.traffic import ping
 from tools.tunnel import Tunnel
 
 
