@@ -1,5 +1,6 @@
 """`ravenvpn-wg [-f|--foreground] [--log-file PATH] IFNAME`: a drop-in for `wireguard-go IFNAME`.
 
+The command around a `Device` (device.py): argv, environment, logging, signals and fork.
 Creates the TUN device and the UAPI socket, then (unless in the foreground)
 daemonises: the parent waits on a pipe until the child is ready and exits 0, or
 prints one line `ravenvpn-wg: <reason>` and exits 1. The daemon runs until its
@@ -8,26 +9,33 @@ interface is deleted, its UAPI socket is removed, or it gets SIGTERM/SIGINT.
 Logging follows wireguard-go: LOG_LEVEL=silent|error|info|verbose|debug; a
 background daemon logs to --log-file if given, else to the inherited stderr only
 if LOG_LEVEL is set (so callers capturing output are not held open), else nowhere.
+
+`--test-clock scale=S,wall-offset=SECONDS` is for tests only (never in production): it
+multiplies every protocol timer by S (0.05: rekey every 6 s) and shifts the wall clock of
+handshake timestamps by SECONDS (negative: a restarted daemon "back in time"); see
+protocol/clock.py.
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
 import sys
-import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TextIO
 
 from ..errors import RavenError, StartupError
-from .tun import DEFAULT_MTU, TunDevice, check_ifname
-from .udp import UdpTransport
-from .netlink import LinkMonitor
-from .pump import Pump
-from .uapi import Uapi
-from .uapi_server import UapiServer, check_not_in_use
+from ..protocol.clock import parse_test_clock
+from .tun import check_ifname
+
+if TYPE_CHECKING:
+    from .device import Device
 
 PROG = "ravenvpn-wg"
 USAGE = f"usage: {PROG} [-f|--foreground] [--log-file PATH] IFNAME"
+HELP_TEST_ONLY = """test-only (never in production):
+  --test-clock scale=S,wall-offset=SECONDS   multiply every protocol timer by S (0 < S <= 10) and shift
+                              the wall clock of handshake timestamps by SECONDS"""
 HELP_ENVIRONMENT = """environment:
   WG_PROCESS_FOREGROUND=1     stay in the foreground (as with wireguard-go)
   LOG_LEVEL=silent|error|info|verbose|debug   how much to log (default info)
@@ -40,12 +48,29 @@ log = logging.getLogger("ravenvpn")
 
 
 class UsageError(RavenError):
-    pass
+    """A bad command line or environment value; str() is the one line to print."""
 
 
-def parse_args(argv: list[str]) -> tuple[str, bool, str | None]:
-    """(ifname, foreground, log_file). Hand-rolled so every mistake is one line."""
-    foreground, log_file, names = False, None, []
+@dataclass(frozen=True)
+class Options:
+    """The parsed command line of `ravenvpn-wg`."""
+
+    ifname: str
+    foreground: bool = False
+    log_file: str | None = None
+    #: Test-only (`--test-clock`): protocol timer scale and wall-clock offset in ns.
+    timer_scale: float = 1.0
+    wall_offset_ns: int = 0
+
+
+def parse_args(argv: list[str]) -> Options:
+    """Parse argv (without the program name). Hand-rolled so every mistake is one line.
+
+    Raises:
+        UsageError: unknown option, missing value, bad interface name.
+        SystemExit: after printing --help or --version (code 0).
+    """
+    foreground, log_file, names, clock_spec = False, None, [], ""
     args = iter(argv)
     for arg in args:
         if arg in ("-f", "--foreground"):
@@ -56,9 +81,16 @@ def parse_args(argv: list[str]) -> tuple[str, bool, str | None]:
                 raise UsageError("--log-file needs a path")
         elif arg.startswith("--log-file="):
             log_file = arg.split("=", 1)[1]
+        elif arg == "--test-clock":
+            clock_spec = next(args, None) or ""
+            if not clock_spec:
+                raise UsageError("--test-clock needs scale=S,wall-offset=SECONDS")
+        elif arg.startswith("--test-clock="):
+            clock_spec = arg.split("=", 1)[1]
         elif arg in ("-h", "--help"):
             print(USAGE)
             print(HELP_ENVIRONMENT)
+            print(HELP_TEST_ONLY)
             raise SystemExit(0)
         elif arg in ("-v", "--version"):
             print(f"{PROG} (ravenvpn {_version()}): userspace WireGuard-compatible daemon")
@@ -75,7 +107,11 @@ def parse_args(argv: list[str]) -> tuple[str, bool, str | None]:
         raise UsageError(str(exc)) from None
     if os.environ.get("WG_PROCESS_FOREGROUND") == "1":
         foreground = True
-    return names[0], foreground, log_file
+    try:
+        scale, offset_ns = parse_test_clock(clock_spec)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return Options(names[0], foreground, log_file, scale, offset_ns)
 
 
 def _version() -> str:
@@ -87,10 +123,12 @@ def _version() -> str:
 
 
 def log_level() -> int:
+    """The logging level LOG_LEVEL asks for (wireguard-go's names; default info)."""
     return LOG_LEVELS.get(os.environ.get("LOG_LEVEL", "").lower(), logging.INFO)
 
 
-def setup_logging(ifname: str, stream) -> None:
+def setup_logging(ifname: str, stream: TextIO) -> None:
+    """Send the "ravenvpn" loggers to `stream` in wireguard-go's format (the CLI's job, not the library's)."""
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter(f"%(levelname)s: ({ifname}) %(asctime)s %(message)s",
                                            "%Y/%m/%d %H:%M:%S"))
@@ -104,7 +142,11 @@ BUSY_POLL_MAX_US = 1_000_000
 
 
 def busy_poll_from_env() -> float:
-    """RAVENVPN_BUSY_POLL_US as seconds; a bad value is a usage error naming the variable."""
+    """RAVENVPN_BUSY_POLL_US (microseconds) as seconds; unset or empty = 0.
+
+    Raises:
+        UsageError: not an integer in 0..BUSY_POLL_MAX_US (the line names the variable).
+    """
     text = os.environ.get("RAVENVPN_BUSY_POLL_US", "").strip()
     if not text:
         return 0.0
@@ -117,137 +159,66 @@ def busy_poll_from_env() -> float:
     return value / 1e6
 
 
-class Device:
-    """One running interface: owns the TUN, the sockets, the core and the UAPI server.
+def make_device(ifname: str, busy_poll: float | None = None, timer_scale: float = 1.0,
+                wall_offset_ns: int = 0) -> Device:
+    """A `Device` as the commands run it: busy polling from RAVENVPN_BUSY_POLL_US unless given.
 
-    Implements uapi.DeviceControl. `lock` guards the core and the sockets; it is re-entrant so the
-    setters can take it themselves (embedders call them bare) while the UAPI thread already holds it.
+    Raises:
+        UsageError: RAVENVPN_BUSY_POLL_US is not a number of microseconds in range.
     """
+    from ..protocol.clock import Clock
+    from .device import Device      # imported late: `--help` must work without the core
 
-    def __init__(self, ifname: str, busy_poll: float | None = None) -> None:
-        """`busy_poll`: seconds to keep polling after traffic (see pump.py); None = from the
-        environment (RAVENVPN_BUSY_POLL_US, microseconds), else off."""
-        self.ifname = ifname
-        self.busy_poll = busy_poll_from_env() if busy_poll is None else busy_poll
-        self.lock = threading.RLock()
-        self.closed = False
-        self.tun: TunDevice | None = None
-        self.udp = UdpTransport()
-        self.monitor: LinkMonitor | None = None
-        self.server: UapiServer | None = None
-        self.pump: Pump | None = None
-        self.tunnel = None          # ravenvpn.protocol.tunnel.Tunnel once open()
+    return Device(ifname, busy_poll=busy_poll_from_env() if busy_poll is None else busy_poll,
+                  clock=Clock(wall_offset_ns=wall_offset_ns), timer_scale=timer_scale)
 
-    # -- DeviceControl --
-    @property
-    def listen_port(self) -> int:
-        return self.udp.port
 
-    @property
-    def fwmark(self) -> int:
-        return self.udp.fwmark
+_compat_device: type | None = None
 
-    def set_listen_port(self, port: int) -> None:
-        with self.lock:
-            if self.closed:
-                # A UAPI request racing shutdown must not reopen sockets nobody will close.
-                raise OSError(errno.ENODEV, "interface is shutting down")
-            self.udp.bind(port)
-            self._sync_tunnel()
-        if self.pump:
-            self.pump.wake(tick=False)     # re-register the new sockets promptly
 
-    def set_fwmark(self, mark: int) -> None:
-        with self.lock:
-            self.udp.set_fwmark(mark)
-            self._sync_tunnel()
+def __getattr__(name: str) -> object:
+    # Transition only: ravenvpn/raven/agent.py still does `from ..device.daemon import Device` and
+    # reaches `dev.pump`; it switches to `ravenvpn.device.device.Device` and `configure()` at merge,
+    # and this goes.
+    global _compat_device
+    if name != "Device":
+        raise AttributeError(name)
+    if _compat_device is None:
+        from .device import Device as _Device
 
-    def _sync_tunnel(self) -> None:
-        """The core keeps copies of port and mark for status displays; the sockets are the truth."""
-        if self.tunnel is not None:
-            self.tunnel.listen_port = self.udp.port
-            self.tunnel.fwmark = self.udp.fwmark
+        class Device(_Device):
+            """Device with busy polling from the environment and `pump` exposed (transition shim)."""
 
-    def config_changed(self) -> None:
-        if self.pump:
-            self.pump.wake()
+            def __init__(self, ifname: str, busy_poll: float | None = None) -> None:
+                super().__init__(ifname, busy_poll=busy_poll_from_env() if busy_poll is None else busy_poll)
 
-    # -- lifecycle --
-    def open(self) -> None:
-        """Bring everything up; on failure close what was opened and raise StartupError."""
-        from ..protocol.tunnel import Tunnel   # imported late: `--help` must work without the core
+            @property
+            def pump(self) -> object:
+                return self._pump
 
-        try:
-            check_not_in_use(self.ifname)
-            try:
-                self.tun = TunDevice(self.ifname, DEFAULT_MTU)
-            except OSError as exc:
-                raise StartupError(f"cannot create TUN device {self.ifname}: {exc.strerror or exc}") from None
-            self.tunnel = tunnel = Tunnel(mtu=self.tun.get_mtu())
-            rekey = os.environ.get("RAVENVPN_TEST_REKEY_AFTER_TIME")
-            if rekey:
-                # Testing aid: rekey every few seconds to exercise real peers across rekeys.
-                tunnel.rekey_after_time = max(float(rekey), 1.0)
-                log.info("rekey after %.0f s (RAVENVPN_TEST_REKEY_AFTER_TIME)", tunnel.rekey_after_time)
-            try:
-                self.udp.bind_default()
-            except OSError as exc:
-                raise StartupError(f"cannot open UDP socket: {exc.strerror or exc}") from None
-            self._sync_tunnel()
-            try:
-                self.monitor = LinkMonitor(self.tun.ifindex)
-            except OSError as exc:      # the TUN fd still reports deletion; MTU changes go unseen
-                log.error("cannot watch link events: %s", exc.strerror or exc)
-            self.pump = Pump(tunnel, self.tun, self.udp, self.monitor, self.lock, busy_poll=self.busy_poll)
-            self.server = UapiServer(self.ifname, Uapi(tunnel, self, self.lock))
-            self.server.open()
-            self.pump.housekeeping.append(self._check_socket)
-        except BaseException:
-            self.close()
-            raise
-        log.info("interface %s up (MTU %d), UDP port %d%s", self.ifname, tunnel.mtu, self.udp.port,
-                 "" if self.udp.v6 else " (IPv4 only)")
-
-    def _check_socket(self) -> None:
-        if self.server and not self.server.still_ours():
-            assert self.pump is not None
-            self.pump.stop(f"UAPI socket {self.server.path} was removed")
-
-    def run(self) -> str:
-        assert self.pump is not None and self.server is not None
-        self.server.start()
-        return self.pump.run()
-
-    def close(self) -> None:
-        """Idempotent teardown: socket first (clients see us gone), then UDP, netlink, TUN."""
-        if self.server:
-            self.server.close()     # also ends open UAPI connections
-            self.server = None
-        with self.lock:             # no UAPI request is half-applied while the sockets go
-            self.closed = True
-            self.udp.close()
-        if self.monitor:
-            self.monitor.close()
-            self.monitor = None
-        if self.tun:
-            self.tun.close()        # non-persistent: this removes the interface if it still exists
-            self.tun = None
-        if self.pump:
-            self.pump.close()
+        _compat_device = Device
+    return _compat_device
 
 
 def _install_signal_handlers(device: Device) -> None:
-    def on_signal(signum, _frame):
-        if device.pump:
-            device.pump.stop(f"received {signal.Signals(signum).name}")
+    def on_signal(signum: int, _frame: object) -> None:
+        device.stop(f"received {signal.Signals(signum).name}")
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
-def serve(ifname: str, ready_fd: int | None) -> int:
+def serve(options: Options, ready_fd: int | None) -> int:
     """Run the device in this process; tell `ready_fd` "ok" or the error line (None: print it)."""
-    device = Device(ifname)
+    ifname = options.ifname
+    try:
+        device = make_device(ifname, timer_scale=options.timer_scale, wall_offset_ns=options.wall_offset_ns)
+    except UsageError as exc:
+        _report(ready_fd, str(exc))
+        return 1
+    if options.timer_scale != 1.0 or options.wall_offset_ns:
+        log.warning("test clock: protocol timers x%g, wall clock %+.3f s (--test-clock, for tests only)",
+                    options.timer_scale, options.wall_offset_ns / 1e9)
     try:
         device.open()
         _install_signal_handlers(device)
@@ -293,14 +264,20 @@ def _redirect_std_streams(log_fd: int | None) -> None:
 
 
 def open_log_file(path: str) -> int:
-    """Opened before forking, so a bad path is a one-line error from the parent."""
+    """Open the --log-file for appending (0600), before forking, so a bad path is a one-line error
+    from the parent; returns the fd.
+
+    Raises:
+        UsageError: the file cannot be opened.
+    """
     try:
         return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise UsageError(f"cannot open log file {path}: {exc.strerror or exc}") from None
 
 
-def daemonise(ifname: str, log_fd: int | None) -> int:
+def daemonise(options: Options, log_fd: int | None) -> int:
+    """Fork; the parent waits for the child's "ok" or error line and returns 0 or 1."""
     r, w = os.pipe()
     pid = os.fork()
     if pid > 0:                                  # parent: wait for the child's verdict
@@ -323,8 +300,8 @@ def daemonise(ifname: str, log_fd: int | None) -> int:
     try:
         os.setsid()
         _redirect_std_streams(log_fd)
-        setup_logging(ifname, sys.stderr)
-        code = serve(ifname, w)
+        setup_logging(options.ifname, sys.stderr)
+        code = serve(options, w)
     except BaseException:
         log.exception("daemon failed")
     finally:
@@ -333,16 +310,22 @@ def daemonise(ifname: str, log_fd: int | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `ravenvpn-wg` command; returns the exit code (0 ok, 1 with one line on stderr).
+
+    Raises:
+        SystemExit: 0 after --help or --version.
+    """
     try:
-        ifname, foreground, log_file = parse_args(sys.argv[1:] if argv is None else argv)
+        options = parse_args(sys.argv[1:] if argv is None else argv)
+        ifname, foreground, log_file = options.ifname, options.foreground, options.log_file
         busy_poll_from_env()    # a bad value is reported here, not in the log of a daemon that never starts
         if os.geteuid() != 0 and not os.access("/dev/net/tun", os.R_OK | os.W_OK):
             raise UsageError("need root (or CAP_NET_ADMIN) to create a TUN device")
         log_fd = open_log_file(log_file) if log_file else None
         if foreground:
             setup_logging(ifname, os.fdopen(log_fd, "a", buffering=1) if log_fd is not None else sys.stderr)
-            return serve(ifname, None)
-        return daemonise(ifname, log_fd)
+            return serve(options, None)
+        return daemonise(options, log_fd)
     except RavenError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1

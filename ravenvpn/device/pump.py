@@ -21,24 +21,46 @@ import os
 import select
 import threading
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from . import warmer as warmer_module
 from .netlink import LinkMonitor
 from .tun import TunDevice
 from .udp import UdpTransport
 
+if TYPE_CHECKING:
+    from ..protocol.tunnel import Output, Tunnel
+
+__all__ = ["Pump", "DEFAULT_BUDGET", "TICK_INTERVAL", "HOUSEKEEPING_INTERVAL"]
+
 log = logging.getLogger("ravenvpn.pump")
 
-DEFAULT_BUDGET = 128            # packets per fd per wake-up
-TICK_INTERVAL = 0.1             # seconds between timer ticks
-HOUSEKEEPING_INTERVAL = 1.0     # seconds between `housekeeping` calls
+#: Packets read per ready fd per wake-up.
+DEFAULT_BUDGET = 128
+#: Seconds between timer ticks (`Tunnel.tick`).
+TICK_INTERVAL = 0.1
+#: Seconds between `housekeeping` calls.
+HOUSEKEEPING_INTERVAL = 1.0
 
 
 class Pump:
-    def __init__(self, tunnel, tun: TunDevice, udp: UdpTransport, monitor: LinkMonitor | None,
+    """The event loop of one Device: TUN <-> Tunnel <-> UDP, link events, timer ticks.
+
+    Args:
+        tunnel: the protocol core; every call into it holds `lock`.
+        tun, udp, monitor: the I/O objects (monitor optional: link events unseen without it).
+        lock: the device lock, shared with the configuration paths.
+        budget: packets read per ready fd per wake-up.
+        busy_poll: seconds to keep polling after traffic instead of sleeping (0 = off).
+        clock: monotonic seconds, the `now` handed to the tunnel (time.monotonic; a test seam).
+
+    `run()` blocks in its thread; `wake()` and `stop()` are safe from any thread and from signal
+    handlers; `close()` only once `run()` has returned.
+    """
+
+    def __init__(self, tunnel: Tunnel, tun: TunDevice, udp: UdpTransport, monitor: LinkMonitor | None,
                  lock: threading.Lock | threading.RLock, budget: int = DEFAULT_BUDGET,
-                 busy_poll: float = 0.0) -> None:
+                 busy_poll: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.tunnel = tunnel
         self.tun = tun
         self.udp = udp
@@ -46,6 +68,7 @@ class Pump:
         self.lock = lock
         self.budget = budget
         self.busy_poll = busy_poll
+        self.clock = clock
         self.housekeeping: list[Callable[[], None]] = []    # run about once a second, outside the lock
         self.stop_reason: str | None = None
         self.core_errors = 0
@@ -67,6 +90,7 @@ class Pump:
                 pass
 
     def stop(self, reason: str) -> None:
+        """Make `run()` return `reason` after its current wake-up (the first reason given wins)."""
         if self.stop_reason is None:
             self.stop_reason = reason
         self.wake(tick=False)
@@ -75,6 +99,7 @@ class Pump:
 
     def run(self) -> str:
         """Pump until stop() or the TUN device disappears; returns why it stopped."""
+        monotonic = self.clock
         ep = select.epoll()
         tun_fd, wake_fd = self.tun.fileno(), self._wake_fd
         mon_fd = self.monitor.fileno() if self.monitor else -1
@@ -85,15 +110,15 @@ class Pump:
         udp_by_fd: dict[int, object] = {}
         generation = None
         next_tick = 0.0
-        next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL
+        next_housekeeping = monotonic() + HOUSEKEEPING_INTERVAL
         busy_until = warm_at = 0.0
         if self._warming:
-            self._warm(time.monotonic())    # its first run does a handshake (ms): before any traffic
+            self._warm(monotonic())    # its first run does a handshake (ms): before any traffic
         try:
             while self.stop_reason is None:
                 if busy_until:
                     events = ep.poll(0)
-                    now = time.monotonic()
+                    now = monotonic()
                     if not events:
                         if now >= busy_until:
                             busy_until = 0.0            # quiet for long enough: sleep in epoll again
@@ -104,8 +129,8 @@ class Pump:
                                 self._warm(now)
                             continue
                 else:
-                    events = ep.poll(max(0.0, next_tick - time.monotonic()))
-                    now = time.monotonic()
+                    events = ep.poll(max(0.0, next_tick - monotonic()))
+                    now = monotonic()
                 if events and self.busy_poll:
                     busy_until = now + self.busy_poll
                 with self.lock:
@@ -185,9 +210,9 @@ class Pump:
         if datagrams:
             self._core("receive_datagrams", datagrams, now)
 
-    def _core(self, method: str, *args) -> None:
+    def _core(self, method: str, *args: object) -> None:
         try:
-            out = getattr(self.tunnel, method)(*args)
+            out: Output = getattr(self.tunnel, method)(*args)
         except Exception:
             # A core bug on one batch must not end the tunnel; count and log it.
             self.core_errors += 1

@@ -12,39 +12,57 @@ from .messages import CookieReply, mac_offsets, pack_cookie_reply
 
 Endpoint = tuple[str, int]
 
+__all__ = ["CookieChecker", "CookieGenerator", "endpoint_bytes"]
+
 
 def endpoint_bytes(endpoint: Endpoint) -> bytes:
-    """The source address a cookie binds to: IP bytes and port."""
+    """The source address a cookie binds to: packed IP bytes (4 or 16) and the port, big-endian.
+
+    Raises:
+        ValueError: the host is not an IP literal.
+    """
     host, port = endpoint
     return ipaddress.ip_address(host).packed + struct.pack(">H", port)
 
 
 class CookieChecker:
-    """Responder side: validates mac1/mac2 on our incoming handshakes and makes cookie replies."""
+    """Responder side: validates mac1/mac2 on our incoming handshakes and makes cookie replies.
 
-    def __init__(self, own_public: bytes, rng: Callable[[int], bytes] = os.urandom) -> None:
+    Args:
+        own_public: our public key (32 bytes), which keys mac1 and the cookie encryption.
+        rng: random bytes source for the cookie secret and reply nonces.
+        refresh: seconds the cookie secret lives (COOKIE_REFRESH_TIME, times a test timer scale).
+    Times (`now`) are monotonic seconds. Not thread-safe.
+    """
+
+    def __init__(self, own_public: bytes, rng: Callable[[int], bytes] = os.urandom,
+                 refresh: float = COOKIE_REFRESH_TIME) -> None:
         self._mac1_key = crypto.hash_(LABEL_MAC1, own_public)
         self._cookie_key = crypto.hash_(LABEL_COOKIE, own_public)
         self._rng = rng
+        self._refresh = refresh
         self._secret = rng(32)
         self._secret_born: float | None = None
 
     def mac1_valid(self, msg: bytes, mtype: int) -> bool:
+        """Whether the handshake message `msg` of type `mtype` carries our mac1 (§5.4.4), in constant time."""
         off1, _ = mac_offsets(mtype)
         return crypto.constant_time_eq(crypto.mac(self._mac1_key, msg[:off1]), msg[off1:off1 + 16])
 
     def _cookie(self, source: Endpoint, now: float) -> bytes:
-        if self._secret_born is None or now - self._secret_born > COOKIE_REFRESH_TIME:
+        if self._secret_born is None or now - self._secret_born > self._refresh:
             self._secret = self._rng(32)
             self._secret_born = now
         return crypto.mac(self._secret, endpoint_bytes(source))
 
     def mac2_valid(self, msg: bytes, mtype: int, source: Endpoint, now: float) -> bool:
+        """Whether `msg` carries a mac2 made with the cookie of `source` (ip, port), §5.4.7."""
         _, off2 = mac_offsets(mtype)
         cookie = self._cookie(source, now)
         return crypto.constant_time_eq(crypto.mac(cookie, msg[:off2]), msg[off2:off2 + 16])
 
     def create_reply(self, msg: bytes, mtype: int, sender_index: int, source: Endpoint, now: float) -> bytes:
+        """A cookie reply (64 bytes) to `msg` from `source`, for the sender's index (§5.4.7)."""
         off1, off2 = mac_offsets(mtype)
         nonce = self._rng(24)
         encrypted = crypto.xaead_encrypt(self._cookie_key, nonce, self._cookie(source, now), msg[off1:off2])
@@ -52,23 +70,33 @@ class CookieChecker:
 
 
 class CookieGenerator:
-    """Initiator side, one per peer: adds mac1/mac2 to what we send and stores received cookies."""
+    """Initiator side, one per peer: adds mac1/mac2 to what we send and stores received cookies.
 
-    __slots__ = ("_mac1_key", "_cookie_key", "_last_mac1", "_cookie", "_cookie_time")
+    Args:
+        peer_public: the peer's public key (32 bytes).
+        lifetime: seconds a received cookie is used for mac2 (COOKIE_REFRESH_TIME - REKEY_TIMEOUT,
+            times a test timer scale).
+    Times (`now`) are monotonic seconds. Not thread-safe.
+    """
 
-    def __init__(self, peer_public: bytes) -> None:
+    __slots__ = ("_mac1_key", "_cookie_key", "_last_mac1", "_cookie", "_cookie_time", "_lifetime")
+
+    def __init__(self, peer_public: bytes, lifetime: float = COOKIE_REFRESH_TIME - REKEY_TIMEOUT) -> None:
         self._mac1_key = crypto.hash_(LABEL_MAC1, peer_public)
         self._cookie_key = crypto.hash_(LABEL_COOKIE, peer_public)
         self._last_mac1: bytes | None = None
         self._cookie: bytes | None = None
         self._cookie_time = 0.0
+        self._lifetime = lifetime
 
     def add_macs(self, msg: bytearray, mtype: int, now: float) -> bytes:
+        """Fill in mac1, and mac2 if a fresh cookie is held (else zeros), of the handshake message
+        `msg` of type `mtype` (modified in place); returns the finished message as bytes."""
         off1, off2 = mac_offsets(mtype)
         mac1 = crypto.mac(self._mac1_key, bytes(msg[:off1]))
         msg[off1:off2] = mac1
         self._last_mac1 = mac1
-        if self._cookie is not None and now - self._cookie_time < COOKIE_REFRESH_TIME - REKEY_TIMEOUT:
+        if self._cookie is not None and now - self._cookie_time < self._lifetime:
             msg[off2:off2 + 16] = crypto.mac(self._cookie, bytes(msg[:off2]))
         else:
             msg[off2:off2 + 16] = bytes(16)

@@ -32,6 +32,7 @@ class DecryptError(Exception):
 
 
 def hash_(*parts: bytes) -> bytes:
+    """HASH of the whitepaper (§5.4): BLAKE2s-256 of the concatenated parts, 32 bytes."""
     return hashlib.blake2s(b"".join(parts)).digest()
 
 
@@ -41,22 +42,26 @@ def mac(key: bytes, data: bytes) -> bytes:
 
 
 def hmac_(key: bytes, data: bytes) -> bytes:
+    """HMAC of the whitepaper: HMAC-BLAKE2s-256 (32 bytes)."""
     # The HMAC construction over BLAKE2s (block size 64), not keyed BLAKE2s: the KDF needs it.
     return hmac.new(key, data, hashlib.blake2s).digest()
 
 
 def kdf1(key: bytes, data: bytes) -> bytes:
+    """KDF1 of the whitepaper (§5.4, HKDF over HMAC-BLAKE2s): one 32-byte output."""
     t0 = hmac_(key, data)
     return hmac_(t0, b"\x01")
 
 
 def kdf2(key: bytes, data: bytes) -> tuple[bytes, bytes]:
+    """KDF2 of the whitepaper: two 32-byte outputs."""
     t0 = hmac_(key, data)
     t1 = hmac_(t0, b"\x01")
     return t1, hmac_(t0, t1 + b"\x02")
 
 
 def kdf3(key: bytes, data: bytes) -> tuple[bytes, bytes, bytes]:
+    """KDF3 of the whitepaper: three 32-byte outputs."""
     t0 = hmac_(key, data)
     t1 = hmac_(t0, b"\x01")
     t2 = hmac_(t0, t1 + b"\x02")
@@ -64,7 +69,12 @@ def kdf3(key: bytes, data: bytes) -> tuple[bytes, bytes, bytes]:
 
 
 def dh(private: bytes | X25519PrivateKey, public: bytes) -> bytes:
-    """X25519; raises ValueError for a low-order peer key (an all-zero result must be rejected)."""
+    """X25519 (DH of the whitepaper): the 32-byte shared secret of `private` (32 bytes or a key
+    object) and `public` (32 bytes).
+
+    Raises:
+        ValueError: a low-order peer key (an all-zero result must be rejected, §5.4).
+    """
     priv = private if isinstance(private, X25519PrivateKey) else X25519PrivateKey.from_private_bytes(private)
     try:
         shared = priv.exchange(X25519PublicKey.from_public_bytes(public))
@@ -76,18 +86,26 @@ def dh(private: bytes | X25519PrivateKey, public: bytes) -> bytes:
 
 
 def public_key(private: bytes) -> bytes:
+    """The X25519 public key (32 bytes) of a 32-byte private key."""
     return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
 
 
 def nonce(counter: int) -> bytes:
+    """The 12-byte ChaCha20-Poly1305 nonce of a message counter: 4 zero bytes, then the counter little-endian."""
     return _NONCE_PREFIX + struct.pack("<Q", counter)
 
 
 def aead_encrypt(key: bytes, counter: int, plaintext: bytes, ad: bytes) -> bytes:
+    """AEAD of the whitepaper: ChaCha20-Poly1305, ciphertext + 16-byte tag."""
     return ChaCha20Poly1305(key).encrypt(nonce(counter), plaintext, ad)
 
 
 def aead_decrypt(key: bytes, counter: int, ciphertext: bytes, ad: bytes) -> bytes:
+    """Open an `aead_encrypt` ciphertext.
+
+    Raises:
+        DecryptError: authentication failed.
+    """
     try:
         return ChaCha20Poly1305(key).decrypt(nonce(counter), ciphertext, ad)
     except InvalidTag as exc:
@@ -95,11 +113,17 @@ def aead_decrypt(key: bytes, counter: int, ciphertext: bytes, ad: bytes) -> byte
 
 
 def xaead_encrypt(key: bytes, nonce24: bytes, plaintext: bytes, ad: bytes) -> bytes:
+    """XAEAD of the whitepaper (cookie replies, §5.4.7): XChaCha20-Poly1305 with a 24-byte nonce."""
     # cryptography has no XChaCha20-Poly1305; libsodium (PyNaCl) does.
     return crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, nonce24, key)
 
 
 def xaead_decrypt(key: bytes, nonce24: bytes, ciphertext: bytes, ad: bytes) -> bytes:
+    """Open an `xaead_encrypt` ciphertext.
+
+    Raises:
+        DecryptError: authentication failed.
+    """
     try:
         return crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, ad, nonce24, key)
     except CryptoError as exc:
@@ -107,4 +131,5 @@ def xaead_decrypt(key: bytes, nonce24: bytes, ciphertext: bytes, ad: bytes) -> b
 
 
 def constant_time_eq(a: bytes, b: bytes) -> bool:
+    """Compare secrets (MACs) in time independent of where they differ (hmac.compare_digest)."""
     return hmac.compare_digest(a, b)

@@ -26,6 +26,8 @@ class HandshakeError(Exception):
 
 
 class HandshakeState(enum.Enum):
+    """Where a peer's handshake is, as wireguard-go's handshakeState (whitepaper §5.4.2-5.4.3)."""
+
     ZEROED = 0
     INITIATION_CREATED = 1
     INITIATION_CONSUMED = 2
@@ -45,6 +47,11 @@ class StaticIdentity:
         self.hash_with_own_public = crypto.hash_(INITIAL_HASH, self.public)
 
     def dh(self, public: bytes) -> bytes:
+        """X25519 of our static key with `public` (32 bytes).
+
+        Raises:
+            ValueError: `public` is a low-order point.
+        """
         return crypto.dh(self._private_obj, public)
 
     def __repr__(self) -> str:  # never show key material
@@ -70,6 +77,8 @@ class Handshake:
     last_sent_initiation: float | None = None
 
     def zero(self) -> None:
+        """Forget the handshake in flight (ephemeral key, chaining key, indices); keeps the peer's
+        keys and the replay/flood bookkeeping."""
         self.state = HandshakeState.ZEROED
         self.chaining_key = self.hash = self.remote_ephemeral = b""
         self.local_ephemeral = None
@@ -80,6 +89,8 @@ class Handshake:
 
 
 def precompute_static_static(identity: StaticIdentity | None, remote_static: bytes) -> bytes | None:
+    """DH(our static, their static), 32 bytes, computed once per peer; None if we have no key or
+    theirs is a low-order point (then no handshake is ever made with it)."""
     if identity is None:
         return None
     try:
@@ -89,7 +100,13 @@ def precompute_static_static(identity: StaticIdentity | None, remote_static: byt
 
 
 def create_initiation(hs: Handshake, identity: StaticIdentity, sender_index: int, unix_ns: int) -> bytearray:
-    """Build an initiation (MACs left zero) and move `hs` to INITIATION_CREATED."""
+    """Build an initiation (148 bytes, MACs left zero) and move `hs` to INITIATION_CREATED (§5.4.2).
+
+    `unix_ns` is the wall clock in ns, sent as the TAI64N timestamp.
+
+    Raises:
+        HandshakeError: no usable static-static secret for this peer.
+    """
     if hs.precomputed_static_static is None:
         raise HandshakeError("no usable static-static secret for this peer")
     eph = X25519PrivateKey.generate()
@@ -120,7 +137,12 @@ class ConsumedInitiation:
 
 
 def open_initiation_static(identity: StaticIdentity, msg: Initiation) -> tuple[bytes, bytes, bytes]:
-    """First half of consuming an initiation: who claims to send it. Returns (static, ck, h)."""
+    """First half of consuming an initiation: who claims to send it. Returns (their static public
+    key, chaining key, hash), 32 bytes each.
+
+    Raises:
+        HandshakeError: the ephemeral key is unusable or the static key fails authentication.
+    """
     ck = crypto.kdf1(INITIAL_CHAINING_KEY, msg.ephemeral)
     h = crypto.hash_(identity.hash_with_own_public, msg.ephemeral)
     try:
@@ -132,7 +154,11 @@ def open_initiation_static(identity: StaticIdentity, msg: Initiation) -> tuple[b
 
 
 def finish_initiation(hs: Handshake, msg: Initiation, static: bytes, ck: bytes, h: bytes) -> ConsumedInitiation:
-    """Second half: authenticate the timestamp with the static-static secret of the claimed peer."""
+    """Second half: authenticate the timestamp with the static-static secret of the claimed peer.
+
+    Raises:
+        HandshakeError: no usable static-static secret, or the timestamp fails authentication.
+    """
     if hs.precomputed_static_static is None:
         raise HandshakeError("no usable static-static secret for this peer")
     ck, key = crypto.kdf2(ck, hs.precomputed_static_static)
@@ -145,6 +171,7 @@ def finish_initiation(hs: Handshake, msg: Initiation, static: bytes, ck: bytes, 
 
 
 def accept_initiation(hs: Handshake, consumed: ConsumedInitiation, now: float) -> None:
+    """Commit an authenticated, fresh initiation to `hs` (now: monotonic seconds, for the flood check)."""
     hs.state = HandshakeState.INITIATION_CONSUMED
     hs.chaining_key, hs.hash = consumed.chaining_key, consumed.hash
     hs.remote_ephemeral, hs.remote_index = consumed.remote_ephemeral, consumed.remote_index
@@ -153,7 +180,11 @@ def accept_initiation(hs: Handshake, consumed: ConsumedInitiation, now: float) -
 
 
 def create_response(hs: Handshake, sender_index: int) -> bytearray:
-    """Build a response (MACs left zero) to the consumed initiation in `hs`."""
+    """Build a response (92 bytes, MACs left zero) to the consumed initiation in `hs` (§5.4.3).
+
+    Raises:
+        HandshakeError: no consumed initiation, or the initiator's keys give a low-order result.
+    """
     if hs.state is not HandshakeState.INITIATION_CONSUMED:
         raise HandshakeError("no consumed initiation to respond to")
     eph = X25519PrivateKey.generate()
@@ -175,7 +206,11 @@ def create_response(hs: Handshake, sender_index: int) -> bytearray:
 
 
 def consume_response(hs: Handshake, identity: StaticIdentity, msg: Response) -> bytes:
-    """Authenticate a response to our initiation; returns the final chaining key (state untouched)."""
+    """Authenticate a response to our initiation; returns the final chaining key (state untouched).
+
+    Raises:
+        HandshakeError: no initiation in flight, an unusable ephemeral key, or failed authentication.
+    """
     if hs.state is not HandshakeState.INITIATION_CREATED or hs.local_ephemeral is None:
         raise HandshakeError("no initiation in flight")
     ck = crypto.kdf1(hs.chaining_key, msg.ephemeral)

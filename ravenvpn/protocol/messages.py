@@ -22,6 +22,8 @@ class MalformedMessage(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Initiation:
+    """A parsed handshake initiation (§5.4.2): indices are ints, the rest raw bytes."""
+
     sender: int
     ephemeral: bytes
     encrypted_static: bytes
@@ -32,6 +34,8 @@ class Initiation:
 
 @dataclass(frozen=True, slots=True)
 class Response:
+    """A parsed handshake response (§5.4.3)."""
+
     sender: int
     receiver: int
     ephemeral: bytes
@@ -42,6 +46,8 @@ class Response:
 
 @dataclass(frozen=True, slots=True)
 class CookieReply:
+    """A parsed cookie reply (§5.4.7): a 24-byte nonce and the 32-byte encrypted cookie."""
+
     receiver: int
     nonce: bytes
     encrypted_cookie: bytes
@@ -51,7 +57,11 @@ _EXPECTED_SIZE = {MSG_INITIATION: INITIATION_SIZE, MSG_RESPONSE: RESPONSE_SIZE, 
 
 
 def message_type(data: bytes) -> int:
-    """The type of a well-framed message, or MalformedMessage."""
+    """The type (1-4) of a well-framed message.
+
+    Raises:
+        MalformedMessage: too short, non-zero reserved bytes, unknown type, or the wrong size.
+    """
     if len(data) < 4:
         raise MalformedMessage("shorter than a message header")
     mtype = data[0]
@@ -81,10 +91,12 @@ def pack_initiation(sender: int, ephemeral: bytes, encrypted_static: bytes, encr
 
 
 def parse_initiation(data: bytes) -> Initiation:
+    """Split a 148-byte initiation (framing checked by `message_type`) into its fields."""
     return Initiation(_U32.unpack_from(data, 4)[0], data[8:40], data[40:88], data[88:116], data[116:132], data[132:148])
 
 
 def pack_response(sender: int, receiver: int, ephemeral: bytes, encrypted_nothing: bytes) -> bytearray:
+    """Response without MACs (92 bytes, the last 32 zero)."""
     msg = bytearray(RESPONSE_SIZE)
     msg[0] = MSG_RESPONSE
     _U32.pack_into(msg, 4, sender)
@@ -95,15 +107,18 @@ def pack_response(sender: int, receiver: int, ephemeral: bytes, encrypted_nothin
 
 
 def parse_response(data: bytes) -> Response:
+    """Split a 92-byte response into its fields."""
     sender, receiver = struct.unpack_from("<II", data, 4)
     return Response(sender, receiver, data[12:44], data[44:60], data[60:76], data[76:92])
 
 
 def pack_cookie_reply(receiver: int, nonce: bytes, encrypted_cookie: bytes) -> bytes:
+    """A 64-byte cookie reply."""
     return struct.pack("<II", MSG_COOKIE_REPLY, receiver) + nonce + encrypted_cookie
 
 
 def parse_cookie_reply(data: bytes) -> CookieReply:
+    """Split a 64-byte cookie reply into its fields."""
     return CookieReply(_U32.unpack_from(data, 4)[0], data[8:32], data[32:64])
 
 

@@ -1,25 +1,52 @@
 """One configured peer: its keys, sessions, staged packets, counters and timer deadlines.
 
-Timer deadlines are plain floats on the caller's monotonic clock (None = not armed);
-the Tunnel fires them from `tick`. The event methods mirror wireguard-go's timers.go.
+Timer deadlines are plain floats on the caller's monotonic clock (None = not armed); timers.py
+arms and cancels them and `Tunnel.tick` fires them. Not thread-safe (the Tunnel's lock covers it).
 """
 from __future__ import annotations
 
 from collections import deque
 
-from .constants import KEEPALIVE_TIMEOUT, MAX_STAGED_PACKETS, REKEY_TIMEOUT, ZERO_KEYS_AFTER
+from .constants import COOKIE_REFRESH_TIME, MAX_STAGED_PACKETS, REKEY_TIMEOUT
 from .cookie import CookieGenerator
 from .handshake import Handshake
 from .keypair import Keypair
 
+__all__ = ["Endpoint", "Peer"]
+
+#: A UDP endpoint: (IPv4 or IPv6 literal without brackets or scope, port).
 Endpoint = tuple[str, int]
 
 
 class Peer:
-    def __init__(self, public_key: bytes, precomputed_static_static: bytes | None) -> None:
+    """A remote WireGuard peer, as `Tunnel.add_peer` returns it.
+
+    Configuration attributes, set directly (inside `Device.configure()` on a running device):
+
+    Attributes:
+        public_key: its Curve25519 public key, 32 bytes (read-only).
+        endpoint: where to send, (ip, port); None until configured or learnt from an
+            authenticated packet (roaming: the source of the last one wins, whitepaper §2.1).
+        preshared_key: 32 bytes mixed into the handshake (§5.2); all zeros = none.
+        persistent_keepalive_interval: seconds, 0..65535; 0 = off (§6.5).
+
+    State, read-only for callers:
+        previous, current, next: the sessions (`Keypair`), as in §6.2: `next` is a responder's
+            session not yet confirmed by the initiator.
+        staged: packets (bytes) waiting for a session, at most MAX_STAGED_PACKETS.
+        rx_bytes, tx_bytes: bytes of WireGuard messages received/sent, as `wg show` counts them.
+        last_handshake_time_ns: wall-clock Unix time in ns of the last completed handshake (0 = never).
+        retransmit_handshake_at, send_keepalive_at, new_handshake_at, zero_keys_at,
+            persistent_keepalive_at: timer deadlines, monotonic seconds or None (timers.py).
+    """
+
+    def __init__(self, public_key: bytes, precomputed_static_static: bytes | None,
+                 cookie_lifetime: float = COOKIE_REFRESH_TIME - REKEY_TIMEOUT) -> None:
+        """`precomputed_static_static`: DH(our private key, `public_key`), None if either is
+        unusable; `cookie_lifetime`: seconds a received cookie is used (see CookieGenerator)."""
         self.public_key = public_key
         self.handshake = Handshake(public_key, precomputed_static_static)
-        self.cookies = CookieGenerator(public_key)
+        self.cookies = CookieGenerator(public_key, lifetime=cookie_lifetime)
         self.endpoint: Endpoint | None = None
         self._persistent_keepalive_interval = 0
         self.protocol_version = 1
@@ -30,7 +57,7 @@ class Peer:
         self.rx_bytes = 0
         self.tx_bytes = 0
         self.last_handshake_time_ns = 0
-        # timers (monotonic deadlines)
+        # timers (monotonic deadlines, timers.py)
         self.retransmit_handshake_at: float | None = None
         self.send_keepalive_at: float | None = None
         self.new_handshake_at: float | None = None
@@ -43,6 +70,11 @@ class Peer:
     # --- configuration -------------------------------------------------------
     @property
     def preshared_key(self) -> bytes:
+        """The preshared key, 32 bytes (all zeros = none).
+
+        Raises:
+            ValueError: on setting a key that is not 32 bytes.
+        """
         return self.handshake.preshared_key
 
     @preshared_key.setter
@@ -53,6 +85,12 @@ class Peer:
 
     @property
     def persistent_keepalive_interval(self) -> int:
+        """Seconds between keepalives when nothing else is sent (0 = off, §6.5). Switching it on
+        sends a keepalive at the next tick, as wireguard-go does (opens NAT, starts a handshake).
+
+        Raises:
+            ValueError: on setting a value outside 0..65535.
+        """
         return self._persistent_keepalive_interval
 
     @persistent_keepalive_interval.setter
@@ -61,40 +99,13 @@ class Peer:
             raise ValueError("persistent keepalive interval must be 0..65535")
         turned_on = seconds and not self._persistent_keepalive_interval
         self._persistent_keepalive_interval = seconds
-        # Like wireguard-go: switching it on sends a keepalive right away (opens NAT, starts a handshake).
         if turned_on:
             self.persistent_keepalive_at = float("-inf")
         elif not seconds:
             self.persistent_keepalive_at = None
 
-    # --- timer events (wireguard-go timers.go) -------------------------------
-    def on_data_sent(self, now: float, jitter: float = 0.0) -> None:
-        if self.new_handshake_at is None:
-            self.new_handshake_at = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + jitter
-
-    def on_data_received(self, now: float, packets: int = 1) -> None:
-        """`packets` data packets arrived (the data path reports a batch at once)."""
-        if self.send_keepalive_at is None:
-            self.send_keepalive_at = now + KEEPALIVE_TIMEOUT
-            if packets > 1:
-                self.need_another_keepalive = True
-        else:
-            self.need_another_keepalive = True
-
-    def on_authenticated_traversal(self, now: float) -> None:
-        if self._persistent_keepalive_interval:
-            self.persistent_keepalive_at = now + self._persistent_keepalive_interval
-
-    def on_handshake_complete(self, wall_ns: int) -> None:
-        self.retransmit_handshake_at = None
-        self.handshake_attempts = 0
-        self.sent_lastminute_handshake = False
-        self.last_handshake_time_ns = wall_ns
-
-    def on_session_derived(self, now: float) -> None:
-        self.zero_keys_at = now + ZERO_KEYS_AFTER
-
     def keypairs(self) -> list[Keypair]:
+        """The sessions that exist, of previous, current and next."""
         return [kp for kp in (self.previous, self.current, self.next) if kp is not None]
 
     def __repr__(self) -> str:  # public keys are not secret, but keep reprs short and key-free

@@ -10,6 +10,8 @@ _GC_INTERVAL = 1.0
 
 
 class HandshakeRateLimiter:
+    """Token buckets per source IP: `rate` handshakes per second, bursts of `burst`. Not thread-safe."""
+
     def __init__(self, rate: float = PACKETS_PER_SECOND, burst: int = BURST) -> None:
         self._rate = rate
         self._burst = float(burst)
@@ -17,6 +19,7 @@ class HandshakeRateLimiter:
         self._last_gc = float("-inf")
 
     def allow(self, source_ip: str, now: float) -> bool:
+        """Whether one more handshake from `source_ip` is allowed at `now` (monotonic seconds); takes a token."""
         if now - self._last_gc > _GC_INTERVAL:
             # Full buckets carry no information: forget them so memory stays bounded.
             self._buckets = {ip: tb for ip, tb in self._buckets.items()

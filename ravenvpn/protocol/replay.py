@@ -16,6 +16,8 @@ WINDOW_SIZE = 8192 - 64            # 8128, as wireguard-go and the kernel
 
 
 class ReplayWindow:
+    """The replay window of one session's receive side (§5.4.6). Not thread-safe."""
+
     __slots__ = ("greatest", "_ring")
 
     def __init__(self) -> None:

@@ -11,28 +11,31 @@ import ipaddress
 import os
 import random
 import struct
-import time
 from collections import defaultdict
 from typing import Callable, Sequence
 
 from cryptography.exceptions import InvalidTag
 
 from . import handshake as hsm
+from . import timers
 from .allowedips import AllowedIPs, Network
+from .clock import Clock
 from .constants import (
-    HANDSHAKE_INITIATION_RATE, KEEPALIVE_TIMEOUT, MAX_HANDSHAKE_ATTEMPTS, MSG_COOKIE_REPLY,
-    MSG_INITIATION, MSG_RESPONSE, MSG_TRANSPORT, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME,
-    REKEY_ON_RECEIVE_AGE, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX, TRANSPORT_MIN_SIZE, ZERO_KEYS_AFTER,
+    MSG_INITIATION, MSG_RESPONSE, MSG_TRANSPORT, REKEY_AFTER_MESSAGES, TRANSPORT_MIN_SIZE,
 )
 from .cookie import CookieChecker
+from .counters import Counter
+from .index import IndexTable
+from .ipheader import V4_SRC, destination, parse, v4_total_length
 from .keypair import Keypair
 from .messages import (
     MalformedMessage, message_type, parse_cookie_reply, parse_initiation, parse_response,
 )
 from .peer import Endpoint, Peer
 from .ratelimit import HandshakeRateLimiter
+from .timers import Timers
 
-__all__ = ["Tunnel", "Output", "Endpoint", "Peer"]
+__all__ = ["Tunnel", "Output", "Endpoint", "Peer", "Counter", "padding_for", "parse_network"]
 
 _TRANSPORT_HEADER = struct.Struct("<IIQ")
 _RECEIVER = struct.Struct("<I")
@@ -41,9 +44,10 @@ _TRANSPORT_PREFIX = bytes([MSG_TRANSPORT, 0, 0, 0])
 _HANDSHAKE_TYPES = (bytes([MSG_INITIATION]), bytes([MSG_RESPONSE]))
 _ZERO_PAD = bytes(16)
 _TRANSPORT_OVERHEAD = 32  # header + Poly1305 tag
-# Handshake messages in one receive batch that mean we are falling behind ("under load"):
-# then initiations must carry a valid mac2 (a cookie proving the source address).
+#: Handshake messages in one receive batch that mean we are falling behind ("under load"):
+#: then initiations must carry a valid mac2, a cookie proving the source address (§5.3).
 DEFAULT_LOAD_THRESHOLD = 64
+#: Seconds the "under load" state lasts after the last batch that caused it.
 UNDER_LOAD_HOLD = 1.0
 # Initiations from keys not (yet) configured are kept briefly: when a control plane adds that
 # peer a moment later (a gateway failover), the waiting initiator is answered at once instead
@@ -52,11 +56,16 @@ _PENDING_UNKNOWN_MAX = 64
 
 
 class Output:
-    """What one call into the Tunnel asks the device layer to do.
+    """What one call into the Tunnel asks the device layer to do; send `bursts`, then `network`.
 
-    `network` holds single datagrams; `bursts` holds data messages encrypted back to back into
-    one buffer: (buffer, size, endpoint), every datagram `size` bytes but the last, which may be
-    shorter. A burst can leave in one GSO send and costs no per-message allocation.
+    Attributes:
+        network: single UDP datagrams to send, as (payload bytes, endpoint (ip str, port int)).
+            Handshake messages, cookie replies, and transport messages sent one at a time.
+        bursts: transport messages encrypted back to back into one buffer, as
+            (buffer memoryview, size int, endpoint): every datagram is `size` bytes except the
+            last, which may be shorter. A burst can leave in one UDP GSO send and costs no
+            per-message allocation. The buffer is only valid until it is sent (do not keep it).
+        tun: decrypted IP packets (bytes, no padding) to write to the TUN device, in order.
     """
 
     __slots__ = ("network", "bursts", "tun")
@@ -67,7 +76,8 @@ class Output:
         self.tun: list[bytes] = []
 
     def datagrams(self) -> list[tuple[bytes, Endpoint]]:
-        """Every datagram to send, bursts split up (for tests and tools, not the data path)."""
+        """Every datagram to send as (payload, endpoint), bursts split up, in the order the pump
+        sends them (for tests and tools; the data path sends bursts whole)."""
         result: list[tuple[bytes, Endpoint]] = []
         for buffer, size, endpoint in self.bursts:
             result.extend((bytes(buffer[off:off + size]), endpoint) for off in range(0, len(buffer), size))
@@ -78,7 +88,8 @@ class Output:
 
 
 def padding_for(length: int, mtu: int) -> int:
-    """Zero bytes to append: round up to 16 but never past the MTU (wireguard-go's calculatePaddingSize)."""
+    """Zero bytes to append to a `length`-byte packet before encryption: round up to a multiple of
+    16 but never past `mtu` bytes (whitepaper §5.4.6; wireguard-go's calculatePaddingSize)."""
     last_unit = length
     if mtu and length > mtu:
         last_unit %= mtu
@@ -89,35 +100,76 @@ def padding_for(length: int, mtu: int) -> int:
 
 
 class Tunnel:
+    """The sans-I/O state of one WireGuard interface: private key, peers, sessions, timers.
+
+    Three verbs, each taking a batch and `now` (monotonic seconds on the caller's clock, never
+    going backwards) and returning an `Output` to carry out:
+
+    * `send_packets(packets, now)`: IP packets read from the TUN -> encrypted datagrams;
+    * `receive_datagrams(datagrams, now)`: UDP payloads -> IP packets for the TUN, handshake
+      answers, and packets relayed to other peers;
+    * `tick(now)`: fires due timers (handshake retries, keepalives, rekeys, key erasure). Call it
+      every 0.1 s or so, and after configuration changes.
+
+    Configuration (`private_key`, `add_peer`, `add_allowed_ip`, ... and the `Peer` attributes)
+    takes effect at once. Not thread-safe: a `Device` serialises every call with its lock
+    (use `Device.configure()`).
+
+    Args:
+        mtu: bytes; the TUN MTU, which caps the padding of encrypted packets.
+        rng: returns n random bytes; used for indices and cookie secrets (os.urandom).
+        clock: only its wall clock is read here, for handshake timestamps (TAI64N, §5.4.2) and
+            `Peer.last_handshake_time_ns`; timers use the `now` passed in. See protocol/clock.py.
+        timer_scale: multiplies every protocol timer (`Timers.scaled`); 1.0 = the protocol's
+            values. Anything else is for tests only (e.g. 0.05: rekey after 6 s instead of 120).
+        jitter: random source of the handshake retry jitter (a seeded one makes tests repeatable).
+
+    Raises:
+        ValueError: `timer_scale` is not a positive number.
+
+    Attributes:
+        mtu: as above; the device updates it when the link's MTU changes.
+        peers: public key (32 bytes) -> `Peer`. Read-only: use `add_peer`/`remove_peer`.
+        relay: forward decrypted packets addressed to another peer straight back into the tunnel
+            (a Raven relay gateway) instead of handing them to the TUN.
+        load_threshold: handshake messages in one receive batch that switch on "under load" (§5.3).
+        timers: the protocol durations in seconds in force (`Timers`).
+        stats: `Counter` -> count: drop reasons and a few events.
+    """
+
     def __init__(self, *, mtu: int = 1420, rng: Callable[[int], bytes] = os.urandom,
-                 wall_clock: Callable[[], int] = time.time_ns, jitter: random.Random | None = None) -> None:
+                 clock: Clock | None = None, timer_scale: float = 1.0,
+                 jitter: random.Random | None = None) -> None:
         self.mtu = mtu
         self._rng = rng
-        self._wall_clock = wall_clock
+        self.clock = clock or Clock()
+        self.timers = Timers.scaled(timer_scale)
         self._jitter = jitter or random.Random()
         self._identity: hsm.StaticIdentity | None = None
         self._checker: CookieChecker | None = None
         self.peers: dict[bytes, Peer] = {}
         self._allowed: AllowedIPs[Peer] = AllowedIPs()
-        self._index: dict[int, Peer | Keypair] = {}  # local index -> handshake owner or session
-        self.listen_port = 0
-        self.fwmark = 0
-        # Forward decrypted packets addressed to another peer straight back into the tunnel
-        # (a Raven relay gateway) instead of handing them to the kernel.
+        self._index: IndexTable[Peer | Keypair] = IndexTable(rng)  # handshake owner or session
         self.relay = False
         self._relay_queue: dict[Peer, list[bytes]] = {}    # relayed packets of the batch being received
         self.load_threshold = DEFAULT_LOAD_THRESHOLD
-        # The protocol's 120 s; only tests shorten it, to watch real peers rekey in seconds.
-        self.rekey_after_time = REKEY_AFTER_TIME
         self._under_load_until = float("-inf")
         self._limiter = HandshakeRateLimiter()
         self._pending_unknown: dict[bytes, tuple[bytes, Endpoint, float]] = {}
         self._replay_pending: list[tuple[bytes, Endpoint]] = []
-        self.stats: defaultdict[str, int] = defaultdict(int)
+        self.stats: defaultdict[Counter, int] = defaultdict(int)
 
     # ------------------------------------------------------------------ config
     @property
     def private_key(self) -> bytes | None:
+        """The interface's Curve25519 private key (32 bytes), None when unset.
+
+        Setting it (None or all zeros clears it) ends every session, since they were derived
+        from the old key, and removes a peer that has the new public key, as `wg` does.
+
+        Raises:
+            ValueError: the key is not 32 bytes (on setting).
+        """
         return self._identity.private if self._identity else None
 
     @private_key.setter
@@ -129,7 +181,8 @@ class Tunnel:
         if key is not None and self._identity and self._identity.private == key:
             return
         self._identity = hsm.StaticIdentity(key) if key is not None else None
-        self._checker = CookieChecker(self._identity.public, self._rng) if self._identity else None
+        self._checker = (CookieChecker(self._identity.public, self._rng, refresh=self.timers.cookie_refresh_time)
+                         if self._identity else None)
         if self._identity is not None:
             # A peer with our own public key would be talking to ourselves: wg drops it too
             # (with its sessions and allowed IPs, or packets would still be routed to it).
@@ -140,9 +193,17 @@ class Tunnel:
 
     @property
     def public_key(self) -> bytes | None:
+        """The public key (32 bytes) of `private_key`, None when no private key is set."""
         return self._identity.public if self._identity else None
 
     def add_peer(self, public_key: bytes) -> Peer:
+        """The peer with this public key (32 bytes), created (with no endpoint and no allowed IPs)
+        if it does not exist yet. An initiation from this key that arrived in the last
+        REKEY_TIMEOUT seconds is answered at the next `tick`.
+
+        Raises:
+            ValueError: the key is not 32 bytes, or is the interface's own public key.
+        """
         if len(public_key) != 32:
             raise ValueError("public key must be 32 bytes")
         peer = self.peers.get(public_key)
@@ -150,7 +211,8 @@ class Tunnel:
             return peer
         if self._identity is not None and public_key == self._identity.public:
             raise ValueError("peer public key is the interface's own public key")
-        peer = Peer(public_key, hsm.precompute_static_static(self._identity, public_key))
+        peer = Peer(public_key, hsm.precompute_static_static(self._identity, public_key),
+                    cookie_lifetime=self.timers.cookie_refresh_time - self.timers.rekey_timeout)
         self.peers[public_key] = peer
         pending = self._pending_unknown.pop(public_key, None)
         if pending is not None:
@@ -158,6 +220,7 @@ class Tunnel:
         return peer
 
     def remove_peer(self, public_key: bytes) -> None:
+        """Remove the peer with this public key (if any) with its sessions, keys and allowed IPs."""
         peer = self.peers.pop(public_key, None)
         if peer is None:
             return
@@ -165,41 +228,57 @@ class Tunnel:
         self._allowed.remove_owner(peer)
 
     def clear_peers(self) -> None:
+        """Remove every peer (`remove_peer` for each)."""
         for key in list(self.peers):
             self.remove_peer(key)
 
     def add_allowed_ip(self, peer: Peer, network: Network) -> None:
+        """Route `network` (an ipaddress IPv4Network/IPv6Network) to `peer` and accept it as the
+        source of packets from `peer` (cryptokey routing, whitepaper §2). A network another peer
+        had moves to this one, as in `wg`."""
         self._allowed.insert(network, peer)
 
     def remove_allowed_ip(self, peer: Peer, network: Network) -> None:
+        """Stop routing `network` to `peer` (nothing happens if `peer` does not have it)."""
         self._allowed.remove(network, peer)
 
     def clear_allowed_ips(self, peer: Peer) -> None:
+        """Remove every allowed IP of `peer`."""
         self._allowed.remove_owner(peer)
 
     def allowed_ips(self, peer: Peer) -> list[Network]:
+        """The networks routed to `peer`."""
         return list(self._allowed.networks(peer))
 
     def peer_for_address(self, address: str) -> Peer | None:
+        """The peer whose allowed IPs hold `address` (an IPv4/IPv6 literal), longest prefix first."""
         return self._allowed.lookup(address)
 
     # --------------------------------------------------------------- data path
     def send_packets(self, packets: list[bytes], now: float) -> Output:
-        """Encrypt IP packets read from the TUN, choosing each one's peer by destination."""
+        """Encrypt IP packets read from the TUN, choosing each one's peer by destination.
+
+        Args:
+            packets: whole IPv4/IPv6 packets (bytes), in the order read.
+            now: monotonic seconds.
+
+        Returns:
+            An `Output` with the transport messages (in `bursts` and `network`), and handshake
+            initiations for peers without a usable session; their packets are staged (up to
+            MAX_STAGED_PACKETS per peer) and sent once the handshake completes (whitepaper §6.2).
+            Packets that are not IP or have no peer are dropped and counted (`Counter.TX_*`).
+        """
         out = Output()
         lookup4, lookup6 = self._allowed.lookup_v4, self._allowed.lookup_v6
         by_peer: dict[Peer, list[bytes]] = {}
         for pkt in packets:
-            version = pkt[0] >> 4 if pkt else 0
-            if version == 4 and len(pkt) >= 20:
-                peer = lookup4(pkt[16:20])
-            elif version == 6 and len(pkt) >= 40:
-                peer = lookup6(pkt[24:40])
-            else:
-                self.stats["tx_not_ip"] += 1
+            dst = destination(pkt)
+            if dst is None:
+                self.stats[Counter.TX_NOT_IP] += 1
                 continue
+            peer = lookup4(dst[1]) if dst[0] == 4 else lookup6(dst[1])
             if peer is None:
-                self.stats["tx_no_peer"] += 1
+                self.stats[Counter.TX_NO_PEER] += 1
                 continue
             batch = by_peer.get(peer)
             if batch is None:
@@ -212,7 +291,7 @@ class Tunnel:
 
     def _send_to_peer(self, peer: Peer, packets: list[bytes], out: Output, now: float) -> None:
         kp = peer.current
-        if kp is None or peer.endpoint is None or not kp.usable_for_sending(now):
+        if kp is None or peer.endpoint is None or not kp.usable_for_sending(now, self.timers.reject_after_time):
             peer.staged.extend(packets)
             self._initiate_handshake(peer, out, now, retry=False)
             return
@@ -274,13 +353,12 @@ class Tunnel:
             sent_bytes = off
         kp.send_counter = counter
         peer.tx_bytes += sent_bytes
-        peer.send_keepalive_at = None  # any authenticated packet sent
+        timers.any_authenticated_packet_sent(peer)
         if data_sent and peer.new_handshake_at is None:
-            # jittered like wireguard-go, so peers that lost each other don't retry in lockstep
-            peer.on_data_sent(now, self._jitter.uniform(0, REKEY_TIMEOUT_JITTER_MAX))
-        peer.on_authenticated_traversal(now)
-        # Keep the key fresh: rekey by message count either side, by age only as initiator.
-        if counter > REKEY_AFTER_MESSAGES or (kp.is_initiator and now - kp.created > self.rekey_after_time):
+            timers.data_sent(peer, now, self.timers, self._jitter)
+        timers.any_authenticated_packet_traversal(peer, now)
+        # Keep the key fresh (§6.2): rekey by message count either side, by age only as initiator.
+        if counter > REKEY_AFTER_MESSAGES or (kp.is_initiator and now - kp.created > self.timers.rekey_after_time):
             self._initiate_handshake(peer, out, now, retry=False)
 
     def _flush_staged(self, peer: Peer, out: Output, now: float) -> None:
@@ -295,7 +373,20 @@ class Tunnel:
         self._flush_staged(peer, out, now)
 
     def receive_datagrams(self, datagrams: list[tuple[bytes, Endpoint]], now: float) -> Output:
-        """Authenticate and decrypt UDP payloads; answer handshakes."""
+        """Authenticate and decrypt UDP payloads; answer handshakes.
+
+        Args:
+            datagrams: (payload bytes, source endpoint (ip str, port int)) in the order received.
+                The source of the last authenticated message of a peer becomes its endpoint
+                (roaming, whitepaper §2.1).
+            now: monotonic seconds.
+
+        Returns:
+            An `Output`: decrypted packets for the TUN (`tun`), handshake responses, cookie
+            replies and keepalives (`network`), and packets relayed to other peers when `relay`
+            is on. Nothing is raised for bad input: every dropped datagram is counted in
+            `stats` under its `Counter`.
+        """
         out = Output()
         load_checked = False
         i, count = 0, len(datagrams)
@@ -315,7 +406,7 @@ class Tunnel:
             try:
                 mtype = message_type(data)
             except MalformedMessage:
-                self.stats["rx_malformed"] += 1
+                self.stats[Counter.RX_MALFORMED] += 1
                 continue
             if mtype == MSG_INITIATION:
                 self._receive_initiation(data, source, out, now)
@@ -341,8 +432,8 @@ class Tunnel:
         run_receiver = _RECEIVER.unpack_from(first, 4)[0]
         count = len(datagrams)
         kp = self._index.get(run_receiver)
-        if not isinstance(kp, Keypair) or not kp.usable_for_receiving(now):
-            stat = "rx_unknown_index" if not isinstance(kp, Keypair) else "rx_expired_session"
+        if not isinstance(kp, Keypair) or not kp.usable_for_receiving(now, self.timers.reject_after_time):
+            stat = Counter.RX_UNKNOWN_INDEX if not isinstance(kp, Keypair) else Counter.RX_EXPIRED_SESSION
             prefix = first[:8]  # type, reserved and receiver index
             while i < count and datagrams[i][0][:8] == prefix and len(datagrams[i][0]) >= TRANSPORT_MIN_SIZE:
                 self.stats[stat] += 1
@@ -353,6 +444,7 @@ class Tunnel:
         accept = kp.replay.accept
         nonce_pack, header_of = _NONCE.pack, _TRANSPORT_HEADER.unpack_from
         lookup_v4 = self._allowed.lookup_v4
+        total_length, v4_src = v4_total_length, V4_SRC
         tun_append = out.tun.append
         fast_v4 = not self.relay
         cached_src, cached_owner = None, None
@@ -370,10 +462,10 @@ class Tunnel:
             try:
                 plaintext = decrypt(nonce_pack(counter), data[16:], None)
             except InvalidTag:
-                self.stats["rx_bad_auth"] += 1
+                self.stats[Counter.RX_BAD_AUTH] += 1
                 continue
             if not accept(counter):
-                self.stats["rx_replay"] += 1
+                self.stats[Counter.RX_REPLAY] += 1
                 continue
             source = next_source  # roaming: the last authenticated source wins
             if not authenticated and kp is peer.next:
@@ -388,8 +480,8 @@ class Tunnel:
                 # IPv4 without relaying; anything unusual falls through to _deliver, which counts it.
                 size = len(plaintext)
                 if size >= 20:
-                    length = (plaintext[2] << 8) | plaintext[3]
-                    src = plaintext[12:16]
+                    length = total_length(plaintext)
+                    src = plaintext[v4_src]
                     if src != cached_src:
                         cached_src, cached_owner = src, lookup_v4(src)
                     if cached_owner is peer and 20 <= length <= size:
@@ -400,43 +492,35 @@ class Tunnel:
         if authenticated:
             peer.endpoint = source
             peer.rx_bytes += received
-            peer.new_handshake_at = None  # any authenticated packet received
-            peer.on_authenticated_traversal(now)
+            timers.any_authenticated_packet_received(peer)
+            timers.any_authenticated_packet_traversal(peer, now)
             current = peer.current
             if (current is not None and current.is_initiator and not peer.sent_lastminute_handshake
-                    and now - current.created > REKEY_ON_RECEIVE_AGE):
+                    and now - current.created > self.timers.rekey_on_receive_age):
                 peer.sent_lastminute_handshake = True
                 self._initiate_handshake(peer, out, now, retry=False)
             if data_packets:
-                peer.on_data_received(now, data_packets)
+                timers.data_received(peer, now, self.timers, data_packets)
         return i
 
     def _deliver(self, peer: Peer, plaintext: bytes, out: Output, now: float) -> None:
-        version = plaintext[0] >> 4
-        if version == 4 and len(plaintext) >= 20:
-            length = (plaintext[2] << 8) | plaintext[3]
-            if length < 20:
-                # A total length below the header would hand the TUN a runt (or empty) packet.
-                self.stats["rx_not_ip"] += 1
-                return
-            owner = self._allowed.lookup_v4(plaintext[12:16])
-        elif version == 6 and len(plaintext) >= 40:
-            length = 40 + ((plaintext[4] << 8) | plaintext[5])
-            owner = self._allowed.lookup_v6(plaintext[8:24])
-        else:
-            self.stats["rx_not_ip"] += 1
+        """Check a decrypted packet's source against `peer`'s allowed IPs, then hand it to the TUN
+        or, relaying, to the peer its destination belongs to."""
+        header = parse(plaintext)
+        if header is None:
+            # Not IP, or a length field that would hand the TUN a runt or overrun the data.
+            self.stats[Counter.RX_NOT_IP] += 1
             return
-        if length > len(plaintext):
-            self.stats["rx_not_ip"] += 1
-            return
-        if owner is not peer:
-            self.stats["rx_bad_source"] += 1  # the cryptokey routing table says this peer may not use that source
+        version, length, src, dst = header
+        lookup = self._allowed.lookup_v4 if version == 4 else self._allowed.lookup_v6
+        if lookup(src) is not peer:
+            self.stats[Counter.RX_BAD_SOURCE] += 1  # cryptokey routing: this peer may not use that source
             return
         packet = plaintext[:length] if length < len(plaintext) else plaintext
         if self.relay:
-            dest = (self._allowed.lookup_v4(packet[16:20]) if version == 4 else self._allowed.lookup_v6(packet[24:40]))
+            dest = lookup(dst)
             if dest is not None and dest is not peer:
-                self.stats["relayed"] += 1
+                self.stats[Counter.RELAYED] += 1
                 # Sent when the batch is done: one encrypt run (one GSO burst) per destination.
                 self._relay_queue.setdefault(dest, []).append(packet)
                 return
@@ -446,7 +530,7 @@ class Tunnel:
         """The initiator used the session we offered: it becomes current (key confirmation)."""
         self._drop_keypair(peer.previous)
         peer.previous, peer.current, peer.next = peer.current, peer.next, None
-        peer.on_handshake_complete(self._wall_clock())
+        timers.handshake_complete(peer, self.clock.wall_ns())
         self._flush_staged(peer, out, now)
 
     # ---------------------------------------------------------------- handshake
@@ -458,18 +542,18 @@ class Tunnel:
         """mac1 before any DH; under load also mac2, answering with a cookie when it is missing."""
         checker = self._checker
         if checker is None:
-            self.stats["rx_no_private_key"] += 1
+            self.stats[Counter.RX_NO_PRIVATE_KEY] += 1
             return False
         if not checker.mac1_valid(data, mtype):
-            self.stats["rx_bad_mac1"] += 1
+            self.stats[Counter.RX_BAD_MAC1] += 1
             return False
         if self._under_load(now):
             if not checker.mac2_valid(data, mtype, source, now):
                 out.network.append((checker.create_reply(data, mtype, sender, source, now), source))
-                self.stats["tx_cookie_reply"] += 1
+                self.stats[Counter.TX_COOKIE_REPLY] += 1
                 return False
             if not self._limiter.allow(source[0], now):
-                self.stats["rx_handshake_ratelimited"] += 1
+                self.stats[Counter.RX_HANDSHAKE_RATELIMITED] += 1
                 return False
         return True
 
@@ -481,11 +565,11 @@ class Tunnel:
         try:
             static, ck, h = hsm.open_initiation_static(self._identity, msg)
         except hsm.HandshakeError:
-            self.stats["rx_bad_handshake"] += 1
+            self.stats[Counter.RX_BAD_HANDSHAKE] += 1
             return
         peer = self.peers.get(static)
         if peer is None:
-            self.stats["rx_unknown_peer"] += 1
+            self.stats[Counter.RX_UNKNOWN_PEER] += 1
             if len(self._pending_unknown) >= _PENDING_UNKNOWN_MAX:
                 self._pending_unknown.pop(next(iter(self._pending_unknown)))
             self._pending_unknown[static] = (data, source, now)
@@ -494,44 +578,45 @@ class Tunnel:
         try:
             consumed = hsm.finish_initiation(hs, msg, static, ck, h)
         except hsm.HandshakeError:
-            self.stats["rx_bad_handshake"] += 1
+            self.stats[Counter.RX_BAD_HANDSHAKE] += 1
             return
         # TAI64N is big-endian, so byte order is time order.
         if consumed.timestamp <= hs.last_timestamp:
-            self.stats["rx_handshake_replay"] += 1
+            self.stats[Counter.RX_HANDSHAKE_REPLAY] += 1
             return
-        if hs.last_initiation_consumed is not None and now - hs.last_initiation_consumed < HANDSHAKE_INITIATION_RATE:
-            self.stats["rx_handshake_flood"] += 1
+        if (hs.last_initiation_consumed is not None
+                and now - hs.last_initiation_consumed < self.timers.handshake_initiation_rate):
+            self.stats[Counter.RX_HANDSHAKE_FLOOD] += 1
             return
         hsm.accept_initiation(hs, consumed, now)
         peer.endpoint = source
         peer.rx_bytes += len(data)
-        peer.new_handshake_at = None
-        peer.on_authenticated_traversal(now)
+        timers.any_authenticated_packet_received(peer)
+        timers.any_authenticated_packet_traversal(peer, now)
         self._release_handshake_index(peer)
-        index = self._new_index(peer)
+        index = self._index.new(peer)
         try:
             response = hsm.create_response(hs, index)
         except hsm.HandshakeError:
-            self._index.pop(index, None)
+            self._index.discard(index)
             hs.zero()
-            self.stats["rx_bad_handshake"] += 1
+            self.stats[Counter.RX_BAD_HANDSHAKE] += 1
             return
         send_key, receive_key = hsm.derive_transport_keys(hs.chaining_key, initiator=False)
         kp = Keypair(send_key, receive_key, is_initiator=False, local_index=index,
                      remote_index=hs.remote_index, created=now, peer=peer)
-        self._index[index] = kp
+        self._index.set(index, kp)
         hs.zero()
         # Responder: the new session waits as `next` until the initiator uses it.
         self._drop_keypair(peer.next)
         self._drop_keypair(peer.previous)
         peer.next, peer.previous = kp, None
-        peer.on_session_derived(now)
+        timers.session_derived(peer, now, self.timers)
         wire = peer.cookies.add_macs(response, MSG_RESPONSE, now)
         out.network.append((wire, source))
         peer.tx_bytes += len(wire)
-        peer.send_keepalive_at = None
-        peer.on_authenticated_traversal(now)
+        timers.any_authenticated_packet_sent(peer)
+        timers.any_authenticated_packet_traversal(peer, now)
 
     def _receive_response(self, data: bytes, source: Endpoint, out: Output, now: float) -> None:
         msg = parse_response(data)
@@ -540,18 +625,18 @@ class Tunnel:
         assert self._identity is not None
         peer = self._index.get(msg.receiver)
         if not isinstance(peer, Peer):
-            self.stats["rx_unknown_index"] += 1
+            self.stats[Counter.RX_UNKNOWN_INDEX] += 1
             return
         hs = peer.handshake
         try:
             ck = hsm.consume_response(hs, self._identity, msg)
         except hsm.HandshakeError:
-            self.stats["rx_bad_handshake"] += 1
+            self.stats[Counter.RX_BAD_HANDSHAKE] += 1
             return
         send_key, receive_key = hsm.derive_transport_keys(ck, initiator=True)
         kp = Keypair(send_key, receive_key, is_initiator=True, local_index=hs.local_index,
                      remote_index=msg.sender, created=now, peer=peer)
-        self._index[hs.local_index] = kp
+        self._index.set(hs.local_index, kp)
         hs.zero()
         if peer.next is not None:
             self._drop_keypair(peer.previous)
@@ -563,10 +648,10 @@ class Tunnel:
         peer.current = kp
         peer.endpoint = source
         peer.rx_bytes += len(data)
-        peer.on_handshake_complete(self._wall_clock())
-        peer.on_session_derived(now)
-        peer.new_handshake_at = None
-        peer.on_authenticated_traversal(now)
+        timers.handshake_complete(peer, self.clock.wall_ns())
+        timers.session_derived(peer, now, self.timers)
+        timers.any_authenticated_packet_received(peer)
+        timers.any_authenticated_packet_traversal(peer, now)
         # Confirm the session to the responder at once: staged data, or else a keepalive.
         self._send_keepalive(peer, out, now)
 
@@ -575,98 +660,80 @@ class Tunnel:
         owner = self._index.get(reply.receiver)
         peer = owner.peer if isinstance(owner, Keypair) else owner
         if not isinstance(peer, Peer):
-            self.stats["rx_unknown_index"] += 1
+            self.stats[Counter.RX_UNKNOWN_INDEX] += 1
             return
         if not peer.cookies.consume_reply(reply, now):
-            self.stats["rx_bad_cookie"] += 1
+            self.stats[Counter.RX_BAD_COOKIE] += 1
 
     def _initiate_handshake(self, peer: Peer, out: Output, now: float, *, retry: bool) -> None:
+        """Send a handshake initiation to `peer` unless one went out less than REKEY_TIMEOUT ago
+        (§6.4); `retry` keeps the attempt count (a retransmission), else it restarts from 0."""
         if not retry:
             peer.handshake_attempts = 0
         hs = peer.handshake
-        if hs.last_sent_initiation is not None and now - hs.last_sent_initiation < REKEY_TIMEOUT:
+        if hs.last_sent_initiation is not None and now - hs.last_sent_initiation < self.timers.rekey_timeout:
             return  # at most one initiation per REKEY_TIMEOUT
         if self._identity is None or hs.precomputed_static_static is None:
             return
         hs.last_sent_initiation = now
         self._release_handshake_index(peer)
-        index = self._new_index(peer)
-        msg = hsm.create_initiation(hs, self._identity, index, self._wall_clock())
+        index = self._index.new(peer)
+        msg = hsm.create_initiation(hs, self._identity, index, self.clock.wall_ns())
         wire = peer.cookies.add_macs(msg, MSG_INITIATION, now)
-        peer.on_authenticated_traversal(now)
-        peer.send_keepalive_at = None
+        timers.any_authenticated_packet_traversal(peer, now)
+        timers.any_authenticated_packet_sent(peer)
         if peer.endpoint is not None:
             out.network.append((wire, peer.endpoint))
             peer.tx_bytes += len(wire)
-            self.stats["tx_initiation"] += 1
-        peer.retransmit_handshake_at = now + REKEY_TIMEOUT + self._jitter.uniform(0, REKEY_TIMEOUT_JITTER_MAX)
+            self.stats[Counter.TX_INITIATION] += 1
+        timers.handshake_initiated(peer, now, self.timers, self._jitter)
 
     # ------------------------------------------------------------------ timers
     def tick(self, now: float) -> Output:
-        """Fire due timers: handshake retries, keepalives, rekeys, key zeroing."""
+        """Fire the timers that are due at `now` (monotonic seconds), whitepaper §6.
+
+        Per peer, the five expiries of timers.py: handshake retransmission, keepalive, new
+        handshake, key erasure, persistent keepalive. Also answers initiations from peers that
+        were added since they arrived. Returns what to send.
+        """
         out = Output()
         if self._replay_pending:
             replay, self._replay_pending = self._replay_pending, []
             for data, source in replay:
                 self._receive_initiation(data, source, out, now)
         if self._pending_unknown:
-            self._pending_unknown = {k: v for k, v in self._pending_unknown.items() if now - v[2] < REKEY_TIMEOUT}
+            ttl = self.timers.rekey_timeout
+            self._pending_unknown = {k: v for k, v in self._pending_unknown.items() if now - v[2] < ttl}
         for peer in list(self.peers.values()):
             at = peer.retransmit_handshake_at
             if at is not None and now >= at:
-                peer.retransmit_handshake_at = None
-                if peer.handshake_attempts > MAX_HANDSHAKE_ATTEMPTS:
-                    # Give up after REKEY_ATTEMPT_TIME; data waiting for this peer is dropped.
-                    peer.staged.clear()
-                    if peer.zero_keys_at is None:
-                        peer.zero_keys_at = now + ZERO_KEYS_AFTER
-                else:
-                    peer.handshake_attempts += 1
-                    self._initiate_handshake(peer, out, now, retry=True)
+                timers.expired_retransmit_handshake(self, peer, out, now)
             at = peer.send_keepalive_at
             if at is not None and now >= at:
-                peer.send_keepalive_at = None
-                self._send_keepalive(peer, out, now)
-                if peer.need_another_keepalive:
-                    peer.need_another_keepalive = False
-                    peer.send_keepalive_at = now + KEEPALIVE_TIMEOUT
+                timers.expired_send_keepalive(self, peer, out, now)
             at = peer.new_handshake_at
             if at is not None and now >= at:
-                # We sent data and heard nothing back for KEEPALIVE + REKEY_TIMEOUT.
-                peer.new_handshake_at = None
-                self._initiate_handshake(peer, out, now, retry=False)
+                timers.expired_new_handshake(self, peer, out, now)
             at = peer.zero_keys_at
             if at is not None and now >= at:
-                peer.zero_keys_at = None
-                self._expire_sessions(peer)
+                timers.expired_zero_key_material(self, peer, out, now)
             at = peer.persistent_keepalive_at
             if at is not None and now >= at:
-                peer.persistent_keepalive_at = None
-                if peer.persistent_keepalive_interval and peer.endpoint is not None:
-                    self._send_keepalive(peer, out, now)
+                timers.expired_persistent_keepalive(self, peer, out, now)
         return out
 
     # --------------------------------------------------------------- internals
-    def _new_index(self, owner: Peer | Keypair) -> int:
-        while True:
-            index = int.from_bytes(self._rng(4), "little")
-            if index and index not in self._index:
-                self._index[index] = owner
-                return index
-
     def _release_handshake_index(self, peer: Peer) -> None:
-        index = peer.handshake.local_index
-        if index and self._index.get(index) is peer:
-            del self._index[index]
+        self._index.release(peer.handshake.local_index, peer)
 
     def _drop_keypair(self, kp: Keypair | None) -> None:
         if kp is None:
             return
-        if self._index.get(kp.local_index) is kp:
-            del self._index[kp.local_index]
+        self._index.release(kp.local_index, kp)
         kp.zero()
 
     def _expire_sessions(self, peer: Peer) -> None:
+        """Erase every session and the handshake state of `peer`, and drop its staged packets."""
         for kp in peer.keypairs():
             self._drop_keypair(kp)
         peer.previous = peer.current = peer.next = None
@@ -675,9 +742,13 @@ class Tunnel:
         peer.staged.clear()
 
     def __repr__(self) -> str:
-        return f"Tunnel(peers={len(self.peers)}, listen_port={self.listen_port})"
+        return f"Tunnel(peers={len(self.peers)}, mtu={self.mtu})"
 
 
 def parse_network(text: str) -> Network:
-    """A CIDR as `wg` accepts it (host bits are cleared, as wg does)."""
+    """An IPv4/IPv6 network from a CIDR string as `wg` accepts it (host bits are cleared, as wg does).
+
+    Raises:
+        ValueError: not a CIDR.
+    """
     return ipaddress.ip_network(text.strip(), strict=False)

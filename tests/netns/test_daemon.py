@@ -486,17 +486,15 @@ def test_embedded_device_close_ends_uapi_clients_and_refuses_late_config(node_fa
     node = node_factory("c")
     name = ifname()
     script = textwrap.dedent(f"""\
-        import socket, threading, time
-        from ravenvpn.device.daemon import Device
+        import socket, time
+        from ravenvpn.device.device import Device
         dev = Device("{name}")
-        dev.open()
-        threading.Thread(target=dev.run, daemon=True).start()
+        dev.start()
         s = socket.socket(socket.AF_UNIX)
         s.settimeout(10)
         s.connect("{sock(name)}")
         s.sendall(b"set=1\\nlisten_port=40123\\n")   # never finished
         time.sleep(0.3)
-        dev.pump.stop("test")
         dev.close()
         print("client", "eof" if s.recv(100) == b"" else "data")
         try:
@@ -504,7 +502,7 @@ def test_embedded_device_close_ends_uapi_clients_and_refuses_late_config(node_fa
             print("late", "reopened")
         except OSError:
             print("late", "refused")
-        print("sockets", dev.udp.sockets)
+        print("sockets", dev._udp.sockets)
         """)
     out = node.run(sys.executable, "-c", script, env=dict(env, PYTHONPATH=str(ROOT)), timeout=30).stdout
     assert "client eof" in out and "late refused" in out and "sockets []" in out, out

@@ -26,6 +26,7 @@ import time
 
 import pytest
 
+from ravenvpn.protocol.constants import REKEY_AFTER_TIME
 from tools import wgcraft
 from tools.links import veth
 from tools.node import Node
@@ -50,6 +51,8 @@ PATTERN = "5241564e2d534543524554"  # "RAVN-SECRET"
 IMPL_EXECUTABLE = {"wireguard-go": "wireguard-go", "ravenvpn": "python"}
 #: how much more one side may have received than the other sent, for reads racing a keepalive
 COUNTER_SLACK = 1024
+#: ``--test-clock`` timer scale of the rekey test: REKEY_AFTER_TIME (120 s) becomes 6 s
+REKEY_SCALE = 6 / REKEY_AFTER_TIME
 
 
 def say(msg: str) -> None:
@@ -175,10 +178,11 @@ def test_tunnel(node_factory, impl_a, impl_b, psk):
 
 @pytest.mark.parametrize("impl_b", ["wireguard-go", "ravenvpn"])
 def test_traffic_across_rekeys(node_factory, impl_b):
-    """ravenvpn initiates and rekeys every ~6 s (a test knob: the protocol's 120 s is too slow for CI)
-    while pings and TCP run; the peer - a real wireguard-go, too - must follow every new session."""
+    """ravenvpn initiates and rekeys every ~6 s (the test-only `--test-clock scale=0.05` makes every
+    protocol timer 20 times shorter: the protocol's 120 s is too slow for CI) while pings and TCP run;
+    the peer - a real wireguard-go, too - must follow every new session."""
     a, b = node_factory("a"), node_factory("b")
-    t = Tunnel(a, b, "ravenvpn", impl_b, env_a={"RAVENVPN_TEST_REKEY_AFTER_TIME": "6"}).up()
+    t = Tunnel(a, b, "ravenvpn", impl_b, cmd_a=IMPLS["ravenvpn"] + ["--test-clock", f"scale={REKEY_SCALE}"]).up()
     assert_implementations(t)
     # capture only handshake initiations: a full capture of the TCP run would be hundreds of MB
     with capture(a, t.link.name_a, bpf_filter="udp and udp[8] = 1") as under:
