@@ -5,8 +5,10 @@ packet from the TUN is encrypted for, and the source of a decrypted packet must 
 sending peer's allowed IPs. Addresses are returned as packed bytes (4 or 16), which is what the
 allowed-IPs table looks up. Pure functions over bytes; thread-safe.
 
-The receive hot path reads the IPv4 source and total length inline through `V4_SRC` and
-`v4_total_length` (one call per packet); everything unusual goes through `parse`.
+The two hot paths of tunnel.py (the send loop's destination lookup, the receive fast path for
+IPv4) inline `destination` and `v4_total_length` with the offsets named here: a function call per
+packet measured 7 % of the send path and 2 % of the receive path. Everything else (IPv6, relaying,
+anything unusual) goes through `parse`.
 """
 from __future__ import annotations
 

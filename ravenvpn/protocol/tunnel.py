@@ -26,7 +26,7 @@ from .constants import (
 from .cookie import CookieChecker
 from .counters import Counter
 from .index import IndexTable
-from .ipheader import V4_SRC, destination, parse, v4_total_length
+from .ipheader import IPV4_MIN_HEADER, IPV6_HEADER, V4_DST, V4_SRC, V6_DST, parse
 from .keypair import Keypair
 from .messages import (
     MalformedMessage, message_type, parse_cookie_reply, parse_initiation, parse_response,
@@ -271,12 +271,17 @@ class Tunnel:
         out = Output()
         lookup4, lookup6 = self._allowed.lookup_v4, self._allowed.lookup_v6
         by_peer: dict[Peer, list[bytes]] = {}
+        v4_dst, v6_dst = V4_DST, V6_DST
         for pkt in packets:
-            dst = destination(pkt)
-            if dst is None:
+            # ipheader.destination, inlined with its offsets: a call per packet cost ~7 % of the send path
+            version = pkt[0] >> 4 if pkt else 0
+            if version == 4 and len(pkt) >= IPV4_MIN_HEADER:
+                peer = lookup4(pkt[v4_dst])
+            elif version == 6 and len(pkt) >= IPV6_HEADER:
+                peer = lookup6(pkt[v6_dst])
+            else:
                 self.stats[Counter.TX_NOT_IP] += 1
                 continue
-            peer = lookup4(dst[1]) if dst[0] == 4 else lookup6(dst[1])
             if peer is None:
                 self.stats[Counter.TX_NO_PEER] += 1
                 continue
@@ -444,7 +449,7 @@ class Tunnel:
         accept = kp.replay.accept
         nonce_pack, header_of = _NONCE.pack, _TRANSPORT_HEADER.unpack_from
         lookup_v4 = self._allowed.lookup_v4
-        total_length, v4_src = v4_total_length, V4_SRC
+        v4_src = V4_SRC
         tun_append = out.tun.append
         fast_v4 = not self.relay
         cached_src, cached_owner = None, None
@@ -479,12 +484,13 @@ class Tunnel:
             if fast_v4 and plaintext[0] >> 4 == 4:
                 # IPv4 without relaying; anything unusual falls through to _deliver, which counts it.
                 size = len(plaintext)
-                if size >= 20:
-                    length = total_length(plaintext)
+                if size >= IPV4_MIN_HEADER:
+                    # ipheader.v4_total_length, inlined: a call per packet cost ~2 % of the receive path
+                    length = (plaintext[2] << 8) | plaintext[3]
                     src = plaintext[v4_src]
                     if src != cached_src:
                         cached_src, cached_owner = src, lookup_v4(src)
-                    if cached_owner is peer and 20 <= length <= size:
+                    if cached_owner is peer and IPV4_MIN_HEADER <= length <= size:
                         tun_append(plaintext if length == size else plaintext[:length])
                         continue
             peer.endpoint = source
