@@ -38,6 +38,9 @@ class Peer:
         last_handshake_time_ns: wall-clock Unix time in ns of the last completed handshake (0 = never).
         retransmit_handshake_at, send_keepalive_at, new_handshake_at, zero_keys_at,
             persistent_keepalive_at: timer deadlines, monotonic seconds or None (timers.py).
+        initiation_allowed_at: monotonic seconds before which no handshake initiation is sent
+            (None = any time): REKEY_TIMEOUT after our last initiation, REKEY_TIMEOUT + jitter
+            after our last response (`timers.may_initiate`).
     """
 
     def __init__(self, public_key: bytes, precomputed_static_static: bytes | None,
@@ -63,6 +66,7 @@ class Peer:
         self.new_handshake_at: float | None = None
         self.zero_keys_at: float | None = None
         self.persistent_keepalive_at: float | None = None
+        self.initiation_allowed_at: float | None = None
         self.handshake_attempts = 0
         self.need_another_keepalive = False
         self.sent_lastminute_handshake = False
