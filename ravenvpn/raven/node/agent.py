@@ -78,8 +78,9 @@ class Agent:
         private_key / private_key_path: the node's 32-byte WireGuard key, or a base64 key file of
             mode 0600 (at most one). Needed while the node is an active gateway.
         interface: the tunnel interface (also names the records under ``state_dir``).
-        port: the UDP listen port of the tunnel. mtu: the tunnel MTU in bytes; None: the smallest
-            of the drivers' :meth:`~ravenvpn.raven.node.drivers.VpnDriver.mtu`.
+        port: the UDP listen port of the tunnel. mtu: the tunnel MTU in bytes; None: the VPN
+            driver's :meth:`~ravenvpn.raven.node.drivers.VpnDriver.mtu` toward the planned peers'
+            endpoints, derived again on every plan.
         state_dir: where the records live (``<interface>.state.json``, ``.pid``, ``.status.json``);
             ``ravenvpn status``/``down`` look there.
         vpn / routes: the drivers; default :class:`~ravenvpn.raven.node.wireguard.WireGuardDriver`
@@ -187,7 +188,7 @@ class Agent:
 
     def compute_plan(self) -> NodePlan:
         """This node's plan for the cluster as it is now. Pure but for reading the source and the
-        drivers' MTUs.
+        VPN driver's MTU toward the planned peers' endpoints (unless the MTU is configured).
 
         Raises:
             ClusterError: the cluster is unreadable or inconsistent, or names another public key for
@@ -198,9 +199,14 @@ class Agent:
         cluster = self.load()
         public = keys.public_from_private(self.private_key) if self.private_key else None
         try:
-            mtu = self.mtu if self.mtu is not None else min(self.vpn.mtu(), self.routes.mtu())
-            plan = make_plan(cluster, self.node, local_public_key=public, mtu=mtu, listen_port=self.port,
+            plan = make_plan(cluster, self.node, local_public_key=public, mtu=self.mtu, listen_port=self.port,
                              interface=self.interface)
+            if self.mtu is None:
+                # The tunnel MTU follows the paths toward the planned peers' endpoints (the VPN
+                # driver's call): plan once to know them, then again with the MTU they give.
+                mtu = self.vpn.mtu([p.endpoint for p in plan.peers if p.endpoint is not None])
+                plan = make_plan(cluster, self.node, local_public_key=public, mtu=mtu, listen_port=self.port,
+                                 interface=self.interface)
         except ClusterError:
             raise
         except ValueError as exc:   # a bad --mtu / --interface: still one line, not a traceback
