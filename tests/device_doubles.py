@@ -15,12 +15,16 @@ Endpoint = tuple[str, int]
 class MemoryTun:
     """A TUN device double: the pump reads what the test `inject`s and writes what the test `read`s."""
 
-    def __init__(self, name: str = "mem0") -> None:
+    def __init__(self, name: str = "mem0", mtu: int = 1420) -> None:
         self.name = name
+        self.mtu = mtu
         self._pump_end, self._kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._pump_end.setblocking(False)
 
-    # -- the TunDevice interface the pump uses --
+    # -- the TunDevice interface the pump and Device use --
+    def get_mtu(self) -> int:
+        return self.mtu
+
     def fileno(self) -> int:
         return self._pump_end.fileno()
 
@@ -38,6 +42,10 @@ class MemoryTun:
             self._pump_end.send(packet)
 
     def close(self) -> None:
+        """Close the pump's end (the Device does this); the test's end stays readable until `dispose`."""
+        self._pump_end.close()
+
+    def dispose(self) -> None:
         self._pump_end.close()
         self._kernel_end.close()
 
@@ -69,7 +77,20 @@ class MemoryBind:
 
     @property
     def sockets(self) -> list[socket.socket]:
-        return [self._sock]
+        return [] if self._sock.fileno() < 0 else [self._sock]
+
+    @property
+    def v6(self) -> None:
+        return None
+
+    def bind_default(self) -> None:
+        """Already "bound" at `endpoint`."""
+
+    def bind(self, port: int) -> None:
+        self.port = port
+
+    def set_fwmark(self, mark: int) -> None:
+        self.fwmark = mark
 
     def take_retired(self) -> list[socket.socket]:
         return []

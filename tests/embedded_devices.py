@@ -17,17 +17,14 @@ from ravenvpn.protocol import keys
 
 
 def uapi_get(path: str) -> str:
+    """The reply to one `get=1` on the UAPI socket at `path` (we half-close: the server answers, then ends)."""
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(5)
         s.connect(path)
         s.sendall(b"get=1\n\n")
-        data = b""
-        while not data.endswith(b"\n\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return data.decode()
+        s.shutdown(socket.SHUT_WR)
+        with s.makefile("rb") as reply:
+            return reply.read().decode()
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ class Running:
         self.pump.stop("test over")
         self.thread.join(5)
         self.pump.close()
-        self.tun.close()
+        self.tun.dispose()
         self.bind.close()
 
 

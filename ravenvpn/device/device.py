@@ -60,6 +60,10 @@ class Device:
             timestamps); the test seam of protocol/clock.py. Default: the real clocks.
         timer_scale: multiplies every protocol timer (REKEY_AFTER_TIME, ...); 1.0 in production,
             test-only otherwise (see `Tunnel`).
+        tun, udp: I/O objects to use instead of creating the TUN device `ifname` and the UDP
+            sockets, as wireguard-go's NewDevice(tun, bind): in-memory doubles in unit tests
+            (tests/device_doubles.py). They must offer what the pump uses of TunDevice and
+            UdpTransport; the Device closes them. No link monitor runs for a given `tun`.
 
     Attributes:
         tunnel: the protocol core. Only touch it inside `configure()` (or holding `lock`).
@@ -70,7 +74,8 @@ class Device:
     """
 
     def __init__(self, ifname: str, *, busy_poll: float = 0.0, uapi: bool = True,
-                 uapi_path: str | None = None, clock: Clock | None = None, timer_scale: float = 1.0) -> None:
+                 uapi_path: str | None = None, clock: Clock | None = None, timer_scale: float = 1.0,
+                 tun: TunDevice | None = None, udp: UdpTransport | None = None) -> None:
         self.ifname = ifname
         self.busy_poll = busy_poll
         self.uapi = uapi
@@ -80,8 +85,9 @@ class Device:
         self.lock = threading.RLock()
         self.tunnel = Tunnel(clock=self.clock, timer_scale=timer_scale)
         self.closed = False
-        self._tun: TunDevice | None = None
-        self._udp = UdpTransport()
+        self._tun: TunDevice | None = tun
+        self._tun_given = tun is not None
+        self._udp = udp if udp is not None else UdpTransport()
         self._monitor: LinkMonitor | None = None
         self._server: UapiServer | None = None
         self._pump: Pump | None = None
@@ -153,15 +159,21 @@ class Device:
         Raises:
             StartupError: one line naming what failed (interface name in use by another daemon,
                 no permission for /dev/net/tun, busy socket path, ...). Everything opened so far is
-                closed again, so nothing is left half-configured.
+                closed again, so nothing is left half-configured; the Device is then closed.
+            RuntimeError: already open, or closed.
         """
+        if self.closed:
+            raise RuntimeError("device is closed")
+        if self._pump is not None:
+            raise RuntimeError("device already open")
         try:
             if self.uapi:
                 self._check_socket_free()
-            try:
-                self._tun = TunDevice(self.ifname, DEFAULT_MTU)
-            except OSError as exc:
-                raise StartupError(f"cannot create TUN device {self.ifname}: {exc.strerror or exc}") from None
+            if self._tun is None:
+                try:
+                    self._tun = TunDevice(self.ifname, DEFAULT_MTU)
+                except OSError as exc:
+                    raise StartupError(f"cannot create TUN device {self.ifname}: {exc.strerror or exc}") from None
             with self.lock:
                 self.tunnel.mtu = self._tun.get_mtu()
             try:
@@ -169,7 +181,8 @@ class Device:
             except OSError as exc:
                 raise StartupError(f"cannot open UDP socket: {exc.strerror or exc}") from None
             try:
-                self._monitor = LinkMonitor(self._tun.ifindex)
+                if not self._tun_given:
+                    self._monitor = LinkMonitor(self._tun.ifindex)
             except OSError as exc:      # the TUN fd still reports deletion; MTU changes go unseen
                 log.error("cannot watch link events: %s", exc.strerror or exc)
             self._pump = Pump(self.tunnel, self._tun, self._udp, self._monitor, self.lock,
@@ -220,8 +233,10 @@ class Device:
         removal of its UAPI socket; returns why it stopped (one line). Needs `open()` first.
 
         Raises:
-            RuntimeError: not opened.
+            RuntimeError: not opened, or closed.
         """
+        if self.closed:
+            raise RuntimeError("device is closed")
         if self._pump is None:
             raise RuntimeError("device is not open")
         if self._server:

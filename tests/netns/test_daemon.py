@@ -268,6 +268,14 @@ def test_bad_invocations_one_line_exit_1(node_factory, env) -> None:
         assert res.stderr.count("\n") == 1 and res.stderr.startswith("ravenvpn-wg: "), (args, res.stderr)
         assert "Traceback" not in res.stderr
 
+    # a bad test-only clock is reported before anything is created
+    for bad in (["--test-clock"], ["--test-clock", "scale=0"], ["--test-clock=speed=2"]):
+        name = ifname()
+        res = node.run("ravenvpn-wg", name, *bad, env=env, check=False)
+        assert res.returncode == 1 and res.stderr.count("\n") == 1, (bad, res.stderr)
+        assert res.stderr.startswith("ravenvpn-wg: --test-clock"), res.stderr
+        assert not node.has_link(name) and not node.exists(sock(name))
+
     # a bad busy-poll budget is reported before anything is created
     for bad in ("fast", "-5", "99999999"):
         name = ifname()
@@ -532,3 +540,11 @@ def test_tun_read_after_close_is_an_oserror_the_pump_handles() -> None:
         assert info.value.errno == errno.EBADF
     finally:
         os.close(w)
+
+
+def test_test_clock_option_is_parsed() -> None:
+    from ravenvpn.device import daemon
+
+    opts = daemon.parse_args(["--test-clock", "scale=0.05,wall-offset=-3600", "wg0"])
+    assert (opts.ifname, opts.timer_scale, opts.wall_offset_ns) == ("wg0", 0.05, -3600 * 10**9)
+    assert daemon.parse_args(["wg0"]) == daemon.Options("wg0")

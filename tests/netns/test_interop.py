@@ -201,6 +201,30 @@ def test_traffic_across_rekeys(node_factory, impl_b):
     assert tcp["bits_per_second"] > 0 and first.received
 
 
+@pytest.mark.parametrize("impl_b", ["wireguard-go", "ravenvpn"])
+def test_restart_back_in_time_is_refused(node_factory, impl_b):
+    """A restarted ravenvpn whose wall clock is an hour behind (the test-only `--test-clock
+    wall-offset=-3600`; the host clock is untouched) sends initiations with an older TAI64N
+    timestamp than the peer last accepted: the peer must refuse them as replays (whitepaper §5.1),
+    and take the same daemon restarted on the real clock."""
+    a, b = node_factory("a"), node_factory("b")
+    t = Tunnel(a, b, "ravenvpn", impl_b, inner6=False).up()
+    ping_ok(t.a, t.b.inner4, "A->B before the restart")
+    hs_first = t.b.wg.peer_status(t.a.public_key).latest_handshake
+    real_clock = t.a.impl_cmd
+    t.stop(t.a)
+    t.a.impl_cmd = real_clock + ["--test-clock", "wall-offset=-3600"]
+    t.start(t.a)
+    late = ping(a, t.b.inner4, count=3, interval=0.5, wait=2)
+    assert late.received == 0, f"the peer accepted an initiation from an hour ago: {late}"
+    assert t.b.wg.peer_status(t.a.public_key).latest_handshake == hs_first
+    t.stop(t.a)
+    t.a.impl_cmd = real_clock
+    t.start(t.a)
+    ping_ok(t.a, t.b.inner4, "A->B after a restart on the real clock")
+    assert t.b.wg.peer_status(t.a.public_key).latest_handshake >= hs_first
+
+
 @pytest.mark.parametrize("impl_a,impl_b", PAIRS, ids=PAIR_IDS)
 def test_ipv6_underlay(node_factory, impl_a, impl_b):
     a, b = node_factory("a"), node_factory("b")
