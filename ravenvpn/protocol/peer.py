@@ -14,8 +14,9 @@ from .keypair import Keypair
 
 __all__ = ["Endpoint", "Peer"]
 
-#: A UDP endpoint: (IPv4 or IPv6 literal without brackets or scope, port).
-Endpoint = tuple[str, int]
+#: A UDP endpoint as the socket module spells it: (IPv4 or IPv6 literal without brackets, port), or
+#: for a link-local IPv6 address (literal, port, flowinfo 0, scope id: the index of its interface).
+Endpoint = tuple[str, int] | tuple[str, int, int, int]
 
 
 class Peer:
@@ -25,7 +26,7 @@ class Peer:
 
     Attributes:
         public_key: its Curve25519 public key, 32 bytes (read-only).
-        endpoint: where to send, (ip, port); None until configured or learnt from an
+        endpoint: where to send, an `Endpoint`; None until configured or learnt from an
             authenticated packet (roaming: the source of the last one wins, whitepaper §2.1).
         preshared_key: 32 bytes mixed into the handshake (§5.2); all zeros = none.
         persistent_keepalive_interval: seconds, 0..65535; 0 = off (§6.5).
