@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .constants import (
     COOKIE_REFRESH_TIME, HANDSHAKE_INITIATION_RATE, KEEPALIVE_TIMEOUT, MAX_HANDSHAKE_ATTEMPTS, REJECT_AFTER_TIME,
@@ -48,10 +48,9 @@ from .constants import (
 
 if TYPE_CHECKING:
     from .peer import Peer
-    from .tunnel import Output, Tunnel
 
 __all__ = [
-    "Timers", "may_initiate",
+    "Timers", "TimerActions", "may_initiate",
     "initiation_sent", "response_sent", "initiation_deferred", "data_sent", "data_received", "any_authenticated_packet_sent", "any_authenticated_packet_received",
     "any_authenticated_packet_traversal", "handshake_initiated", "handshake_complete", "session_derived",
     "expired_retransmit_handshake", "expired_send_keepalive", "expired_new_handshake",
@@ -91,6 +90,20 @@ class Timers:
             raise ValueError(f"timer scale must be a positive number, not {scale!r}")
         base = cls()
         return cls(*(getattr(base, name) * scale for name in cls.__slots__ if name != "scale"), scale=scale)
+
+
+class TimerActions(Protocol):
+    """What the expiries ask of the `Tunnel` whose timers fired: its durations and three actions
+    (a Protocol, so this module needs no import of tunnel.py, which imports it). `out` is the
+    `tunnel.Output` being filled."""
+
+    timers: Timers
+
+    def _initiate_handshake(self, peer: Peer, out: Any, now: float, *, retry: bool) -> None: ...
+
+    def _send_keepalive(self, peer: Peer, out: Any, now: float) -> None: ...
+
+    def _expire_sessions(self, peer: Peer) -> None: ...
 
 
 def may_initiate(peer: Peer, now: float) -> bool:
@@ -186,7 +199,7 @@ def session_derived(peer: Peer, now: float, timers: Timers) -> None:
 
 
 # ---------------------------------------------------------------------------- expiries
-def expired_retransmit_handshake(tunnel: Tunnel, peer: Peer, out: Output, now: float) -> None:
+def expired_retransmit_handshake(tunnel: TimerActions, peer: Peer, out: Any, now: float) -> None:
     """No response within REKEY_TIMEOUT (or a deferred initiation's gate opened): send the
     initiation again, or after REKEY_ATTEMPT_TIME give up, drop the staged packets and schedule
     zeroing the keys (§6.4)."""
@@ -203,7 +216,7 @@ def expired_retransmit_handshake(tunnel: Tunnel, peer: Peer, out: Output, now: f
         tunnel._initiate_handshake(peer, out, now, retry=True)
 
 
-def expired_send_keepalive(tunnel: Tunnel, peer: Peer, out: Output, now: float) -> None:
+def expired_send_keepalive(tunnel: TimerActions, peer: Peer, out: Any, now: float) -> None:
     """Data arrived KEEPALIVE_TIMEOUT ago and nothing went back: send a keepalive, and arm
     another if more data arrived meanwhile (§6.5)."""
     peer.send_keepalive_at = None
@@ -213,20 +226,20 @@ def expired_send_keepalive(tunnel: Tunnel, peer: Peer, out: Output, now: float) 
         peer.send_keepalive_at = now + tunnel.timers.keepalive_timeout
 
 
-def expired_new_handshake(tunnel: Tunnel, peer: Peer, out: Output, now: float) -> None:
+def expired_new_handshake(tunnel: TimerActions, peer: Peer, out: Any, now: float) -> None:
     """Data was sent KEEPALIVE_TIMEOUT + REKEY_TIMEOUT ago and nothing came back: the session
     may be dead on the other side, start a new handshake (§6.5)."""
     peer.new_handshake_at = None
     tunnel._initiate_handshake(peer, out, now, retry=False)
 
 
-def expired_zero_key_material(tunnel: Tunnel, peer: Peer, out: Output, now: float) -> None:
+def expired_zero_key_material(tunnel: TimerActions, peer: Peer, out: Any, now: float) -> None:
     """3 x REJECT_AFTER_TIME without a new session: erase every session and handshake key (§6.3)."""
     peer.zero_keys_at = None
     tunnel._expire_sessions(peer)
 
 
-def expired_persistent_keepalive(tunnel: Tunnel, peer: Peer, out: Output, now: float) -> None:
+def expired_persistent_keepalive(tunnel: TimerActions, peer: Peer, out: Any, now: float) -> None:
     """The persistent keepalive interval passed without traffic: send a keepalive to keep NAT
     mappings open (§6.5)."""
     peer.persistent_keepalive_at = None
