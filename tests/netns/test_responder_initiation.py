@@ -1,4 +1,4 @@
-"""Field case F01 on real daemons: a responder whose new session is not yet confirmed sends no handshake
+"""Field case F01 (issue 14 kind 1) on real daemons: a responder whose new session is not yet confirmed sends no handshake
 initiation of its own, though it has packets for the initiator.
 
 B (wireguard-go) pings A, so B initiates and A responds. A drops B's transport messages for a while
