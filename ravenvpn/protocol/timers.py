@@ -51,7 +51,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Timers", "TimerActions", "may_initiate",
-    "initiation_sent", "response_sent", "initiation_deferred", "data_sent", "data_received", "any_authenticated_packet_sent", "any_authenticated_packet_received",
+    "initiation_sent", "response_sent", "initiation_deferred",
+    "data_sent", "data_received", "any_authenticated_packet_sent", "any_authenticated_packet_received",
     "any_authenticated_packet_traversal", "handshake_initiated", "handshake_complete", "session_derived",
     "expired_retransmit_handshake", "expired_send_keepalive", "expired_new_handshake",
     "expired_zero_key_material", "expired_persistent_keepalive",
@@ -124,8 +125,9 @@ def initiation_sent(peer: Peer, now: float, timers: Timers) -> None:
 
 def response_sent(peer: Peer, now: float, timers: Timers, jitter: random.Random) -> None:
     """After a handshake response is sent: no initiation for REKEY_TIMEOUT + jitter. For a
-    responder this is the wait for key confirmation (§5.4.7: it may not send on the new session
-    before the initiator's first transport message)."""
+    responder this is the wait for key confirmation: it may not send on the new session before the
+    initiator's first transport message, and must not replace that session with one of its own
+    meanwhile (wireguard-go's SendHandshakeResponse stamps lastSentHandshake; the kernel alike)."""
     gate = now + timers.rekey_timeout + jitter.uniform(0, timers.rekey_timeout_jitter_max)
     if peer.initiation_allowed_at is None or gate > peer.initiation_allowed_at:
         peer.initiation_allowed_at = gate
