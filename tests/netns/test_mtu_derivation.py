@@ -96,7 +96,10 @@ class Up:
                 "--private-key", str(key), "--state-dir", str(node.tmpdir / "state"), *extra]
         with open(self.log_path, "w") as log:
             self.proc = node.popen(*argv, env=ENV, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.mtu() is not None, timeout=20, message=f"raven0 to come up; log:\n{self.log()}")
+        # The status file is written once the first plan is applied (raven0 opens at 1420 first).
+        status = node.tmpdir / "state" / "raven0.status.json"
+        wait_for(lambda: self.mtu() is not None and status.exists(), timeout=20,
+                 message=f"ravenvpn up to apply its first plan; log:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text()
