@@ -21,7 +21,7 @@ def endpoint_bytes(endpoint: Endpoint) -> bytes:
     Raises:
         ValueError: the host is not an IP literal.
     """
-    host, port = endpoint
+    host, port = endpoint[0], endpoint[1]   # a link-local endpoint also carries its scope
     return ipaddress.ip_address(host).packed + struct.pack(">H", port)
 
 

@@ -45,7 +45,7 @@ class Recorder:
     def init(self) -> None:
         pass
 
-    def mtu(self) -> int:
+    def mtu(self, endpoints: object = ()) -> int:
         return self._mtu
 
     def apply(self, plan: NodePlan) -> _Report:

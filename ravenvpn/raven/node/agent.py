@@ -32,6 +32,7 @@ from ..cluster.hostnames import resolve_hostnames
 from ..cluster.loader import load_cluster, load_cluster_file, load_cluster_objects
 from ..cluster.model import Cluster
 from ..plan.nodeplan import NodePlan, Role
+from ..plan.planner import WIREGUARD_OVERHEAD
 from ..plan.planner import plan as make_plan
 from . import pidfile
 from .applier import Applier
@@ -81,8 +82,9 @@ class Agent:
             mode 0600 (at most one). Needed when the node is a tunnel (or proxy) endpoint of any
             Gateway: a standby without its key could not take over (:meth:`compute_plan` refuses).
         interface: the tunnel interface (also names the records under ``state_dir``).
-        port: the UDP listen port of the tunnel. mtu: the tunnel MTU in bytes; None: the smallest
-            of the drivers' :meth:`~ravenvpn.raven.node.drivers.VpnDriver.mtu`.
+        port: the UDP listen port of the tunnel. mtu: the tunnel MTU in bytes; None: the VPN
+            driver's :meth:`~ravenvpn.raven.node.drivers.VpnDriver.mtu` toward the planned peers'
+            endpoints, derived again on every plan.
         state_dir: where the records live (``<interface>.state.json``, ``.pid``, ``.status.json``);
             ``ravenvpn status``/``down`` look there.
         vpn / routes: the drivers; default :class:`~ravenvpn.raven.node.wireguard.WireGuardDriver`
@@ -208,7 +210,8 @@ class Agent:
 
     def compute_plan(self) -> NodePlan:
         """This node's plan for the cluster as it is now. Pure but for reading the source, resolving
-        ``publicIP`` hostnames and the drivers' MTUs.
+        ``publicIP`` hostnames and the VPN driver's MTU toward the planned peers' endpoints (unless the
+        MTU is configured).
 
         Raises:
             ClusterError: the cluster is unreadable or inconsistent, has no Gateway objects, does not
@@ -224,9 +227,14 @@ class Agent:
         resolved = resolve_hostnames(cluster.hostnames)
         public = keys.public_from_private(self.private_key) if self.private_key else None
         try:
-            mtu = self.mtu if self.mtu is not None else min(self.vpn.mtu(), self.routes.mtu())
-            plan = make_plan(cluster, self.node, local_public_key=public, mtu=mtu, listen_port=self.port,
+            plan = make_plan(cluster, self.node, local_public_key=public, mtu=self.mtu, listen_port=self.port,
                              interface=self.interface, resolved=resolved)
+            if self.mtu is None:
+                # The tunnel MTU follows the paths toward the planned peers' endpoints (the VPN
+                # driver's call): plan once to know them, then again with the MTU they give.
+                mtu = self.vpn.mtu([p.endpoint for p in plan.peers if p.endpoint is not None])
+                plan = make_plan(cluster, self.node, local_public_key=public, mtu=mtu, listen_port=self.port,
+                                 interface=self.interface, resolved=resolved)
         except ClusterError:
             raise
         except ValueError as exc:   # a bad --mtu / --interface: still one line, not a traceback
@@ -304,7 +312,7 @@ class Agent:
             if plan.role is Role.NONE and (self.plan is None or self.plan.role is not Role.NONE):
                 log.warning("node %s belongs to no Gateway (no raven.openyurt.io/gateway label, in no "
                             "Gateway's status.nodes): nothing to do", self.node)
-            self._warn_mtu()
+            self._warn_mtu(plan)
             if plan.role is Role.ACTIVE_GATEWAY:
                 vpn_report = self.vpn.apply(plan)
                 try:
@@ -327,12 +335,14 @@ class Agent:
             self._write_status(plan)
             return report
 
-    def _warn_mtu(self) -> None:
-        """Once: a configured MTU above what the underlay carries fragments or loses large packets."""
+    def _warn_mtu(self, plan: NodePlan) -> None:
+        """Once: a configured MTU above what the path toward the peers carries fragments or loses
+        large packets (the limit is the VPN driver's derived MTU for the plan's endpoints)."""
         if self.mtu is None or self._mtu_warned:
             return
         self._mtu_warned = True
-        limit, underlay = min(self.vpn.mtu(), self.routes.mtu()), self.routes.mtu()
+        limit = self.vpn.mtu([p.endpoint for p in plan.peers if p.endpoint is not None])
+        underlay = limit + WIREGUARD_OVERHEAD
         if self.mtu > limit:
             log.warning("--mtu %d exceeds the underlay MTU %d - %d (WireGuard's overhead) = %d: large packets "
                         "will be fragmented or dropped", self.mtu, underlay, underlay - limit, limit)
