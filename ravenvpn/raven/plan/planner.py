@@ -37,7 +37,7 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
          mtu: int | None = None, underlay_mtu: int = 1500, listen_port: int = 4500,
          interface: str = DEFAULT_INTERFACE, gateway_table: int = GATEWAY_TABLE,
          member_table: int = MEMBER_TABLE, rule_priority: int = RULE_PRIORITY,
-         keepalive: int = KEEPALIVE) -> NodePlan:
+         keepalive: int = KEEPALIVE, failover: bool = False) -> NodePlan:
     """The plan for ``node_name``.
 
     ``local_public_key`` is the public half of the key the node's daemon will use;
@@ -65,7 +65,7 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
             f"Gateway {gw.name}: spec.endpoints[{own.index}].config.publicKey: {own.public_key_b64} "
             f"does not match the local public key {base64.b64encode(local_public_key).decode()}")
 
-    peer_set = plan_peers(cluster, gw, keepalive)
+    peer_set = plan_peers(cluster, gw, keepalive, standby_peers=failover)
     ipv6 = any(p.version == 6 for p in (*gw.prefixes, *peer_set.remote_prefixes))
     warnings = list(peer_set.warnings)
     if tunnel_mtu < 1280 and ipv6:
@@ -79,8 +79,15 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
         return replace(base, **common, **_gateway_parts(
             gw, active, peer_set, warnings, interface, tunnel_mtu, listen_port,
             gateway_table, rule_priority))
-    return replace(base, **common, **_member_parts(gw, peer_set, warnings, tunnel_mtu,
-                                                    member_table, rule_priority))
+    parts = _member_parts(gw, peer_set, warnings, tunnel_mtu, member_table, rule_priority)
+    if role is Role.STANDBY and failover:
+        # The device is up with the active's peers; its own UDP must not follow the member routes,
+        # and CLAIMs that arrive on it from remote candidates must pass reverse-path filtering.
+        bypass = tunnel_bypass_rules(parts.get("routes", ()), rule_priority - 1, listen_port)
+        parts.update(peers=peer_set.peers, relay=peer_set.relaying,
+                     rules=_sorted_rules((*parts.get("rules", ()), *bypass)))
+        common["sysctls"] = ((f"net.ipv4.conf.{interface}.rp_filter", "2"),)
+    return replace(base, **common, **parts)
 
 
 def _gateway_parts(gw: Gateway, active: Endpoint, peer_set: PeerSet, warnings: list[str],

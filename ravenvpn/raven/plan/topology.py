@@ -9,14 +9,20 @@ Relay choice, as Raven's ``FindCentralGwFn``: among gateways with an active tunn
 endpoint and not under NAT, the one whose active endpoint's node name sorts last.
 Every node computes the same answer from the same cluster, with no coordination.
 Raven's optional direct edge<->edge hole punching (by natType) is not attempted.
+
+Failover (:mod:`.failover`): every other candidate of a remote gateway is a peer too, a *standby
+peer* whose AllowedIPs hold only its own node address. A candidate that takes over is then already
+known (its handshake is accepted, its CLAIM reaches us through the tunnel), and moving the domain's
+prefixes to it is a change of AllowedIPs, decided by the liveness view, never by a handshake alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..cluster.addresses import IPNetwork, sorted_networks
-from ..cluster.model import Cluster, Gateway
+from ..cluster.addresses import IPNetwork, host_network, sorted_networks
+from ..cluster.model import Cluster, Endpoint, Gateway
+from .failover import candidates
 from .nodeplan import PeerPlan
 
 
@@ -39,7 +45,7 @@ def find_relay(cluster: Cluster) -> Gateway | None:
     return max(candidates, key=lambda gw: gw.active_tunnel.node_name)  # type: ignore[union-attr]
 
 
-def plan_peers(cluster: Cluster, local: Gateway, keepalive: int) -> PeerSet:
+def plan_peers(cluster: Cluster, local: Gateway, keepalive: int, standby_peers: bool = False) -> PeerSet:
     """The WireGuard peers of ``local``'s active node (also the routes its members need)."""
     relay = find_relay(cluster)
     warnings: list[str] = []
@@ -64,17 +70,27 @@ def plan_peers(cluster: Cluster, local: Gateway, keepalive: int) -> PeerSet:
         # The relay is always a direct peer: it is not under NAT.
         through = relayed if relay is not None and remote.name == relay.name else []
         extra = [p for g in through for p in g.prefixes]
-        peers.append(_peer(local, remote, extra, tuple(g.name for g in through), keepalive))
+        standbys = [ep for ep in candidates(cluster, remote) if standby_peers
+                    and ep.node_name != remote.active_tunnel.node_name]  # type: ignore[union-attr]
+        peers.append(_peer(local, remote, extra, tuple(g.name for g in through), keepalive, standbys))
+        peers.extend(_standby_peer(local, remote, ep, keepalive) for ep in standbys)
 
     nat_gateways = [g for g in cluster.gateways if g.active_tunnel and g.under_nat]
     relaying = relay is not None and relay.name == local.name and len(nat_gateways) >= 2
-    return PeerSet(tuple(sorted(peers, key=lambda p: p.gateway)), relay, relaying, tuple(warnings))
+    return PeerSet(tuple(sorted(peers, key=lambda p: (p.gateway, p.standby, p.node_name))), relay, relaying,
+                   tuple(warnings))
 
 
 def _peer(local: Gateway, remote: Gateway, extra: list[IPNetwork],
-          relays_for: tuple[str, ...], keepalive: int) -> PeerPlan:
+          relays_for: tuple[str, ...], keepalive: int, standbys: list[Endpoint]) -> PeerPlan:
     active = remote.active_tunnel
     assert active is not None and active.public_key is not None
+    # The standby candidates' own addresses stay on their standby peers (AllowedIPs cannot overlap).
+    held_back = set()
+    for ep in standbys:
+        standby_member = remote.member(ep.node_name)
+        assert standby_member is not None
+        held_back.add(host_network(standby_member.private_ip))
     member = remote.member(active.node_name)
     assert member is not None  # the loader checked endpoint nodes are members
     # No public IP: assume one underlay for all domains (a lab) and use the private IP.
@@ -86,9 +102,25 @@ def _peer(local: Gateway, remote: Gateway, extra: list[IPNetwork],
     return PeerPlan(
         public_key=active.public_key,
         endpoint=(str(host), port),
-        allowed_ips=sorted_networks((*remote.prefixes, *extra)),
+        allowed_ips=sorted_networks(p for p in (*remote.prefixes, *extra) if p not in held_back),
         persistent_keepalive=keepalive if nat_on_path else 0,
         gateway=remote.name,
         node_name=active.node_name,
         relays_for=relays_for,
+    )
+
+
+def _standby_peer(local: Gateway, remote: Gateway, ep: Endpoint, keepalive: int) -> PeerPlan:
+    """A remote candidate that is not active: a peer for its own node address only."""
+    assert ep.public_key is not None
+    member = remote.member(ep.node_name)
+    assert member is not None
+    return PeerPlan(
+        public_key=ep.public_key,
+        endpoint=(str(ep.public_ip or member.private_ip), ep.public_port or ep.port),
+        allowed_ips=(host_network(member.private_ip),),
+        persistent_keepalive=keepalive if (local.under_nat or remote.under_nat) else 0,
+        gateway=remote.name,
+        node_name=ep.node_name,
+        standby=True,
     )
