@@ -136,7 +136,8 @@ def test_up_bad_mtu_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> None:
 
 
 def test_a_stale_pid_file_naming_an_unrelated_process_is_not_ravenvpn_up(tmp_path: Path) -> None:
-    from ravenvpn.raven.node.agent import pid_path, running_pid
+    from ravenvpn.raven.node.pidfile import running_pid
+    from ravenvpn.raven.node.records import pid_path
 
     other = subprocess.Popen(["sleep", "30"])      # stands in for a process that reused the pid
     try:

@@ -26,7 +26,7 @@ plan = NodePlan("n1", Role.ACTIVE_GATEWAY, "gw", "tst0", 4500, 1420, routes=rout
                 sysctls=tuple(spec.get("sysctls", {}).items()))
 applier = Applier(interface="tst0", state_dir=state)
 try:
-    report = applier.apply(plan) if action == "apply" else applier.teardown()
+    report = applier.apply(plan) if action == "apply" else applier.cleanup()
 except RavenError as exc:
     print(json.dumps({"error": str(exc)}))
     sys.exit(0)
@@ -158,7 +158,7 @@ def test_underlay_mtu_leaves_out_our_own_tunnel_whatever_its_name(gw: tuple[Node
     node.run("ip", "link", "add", "wg7", "mtu", "1420", "type", "veth", "peer", "name", "wg7p", "mtu", "1420")
     node.run("ip", "link", "set", "wg7", "up")     # wg7p stays down: not counted either way
     out = node.run(sys.executable, "-c",
-                   "from ravenvpn.raven.node.agent import _underlay_mtu; print(_underlay_mtu('wg7'), _underlay_mtu('raven0'))",
+                   "from ravenvpn.raven.node.links import underlay_mtu; print(underlay_mtu('wg7'), underlay_mtu('raven0'))",
                    env={**os.environ, "PYTHONPATH": str(REPO)})
     # counted as underlay, a tunnel named wg7 would shrink the planned MTU by 80 on every reconcile
     assert out.stdout.split() == ["1500", "1420"]

@@ -8,11 +8,11 @@ The pipeline, one module per step: :mod:`.documents` (YAML/dicts → Kubernetes 
 """
 from __future__ import annotations
 
-from .errors import ClusterError
-from .loader import load_cluster, load_cluster_file
+from ...errors import ClusterError
+from .loader import load_cluster, load_cluster_file, load_cluster_objects
 from .model import GATEWAY_LABEL, PROXY, TUNNEL, Cluster, Endpoint, Gateway, Node, NodeInfo
 
 __all__ = [
-    "load_cluster", "load_cluster_file", "Cluster", "Gateway", "Endpoint", "Node", "NodeInfo",
+    "load_cluster", "load_cluster_file", "load_cluster_objects", "Cluster", "Gateway", "Endpoint", "Node", "NodeInfo",
     "ClusterError", "GATEWAY_LABEL", "TUNNEL", "PROXY",
 ]

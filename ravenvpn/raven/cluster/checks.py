@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .addresses import IPNetwork, host_network
-from .errors import ClusterError
+from ...errors import ClusterError
 from .gateway_parser import ParsedGateway
 from .model import GATEWAY_LABEL, TUNNEL, Node, NodeInfo
 

@@ -1,6 +1,6 @@
-"""YAML text -> the Gateway and Node objects in it.
+"""YAML text, or objects already parsed (dicts) -> the Gateway and Node objects in them.
 
-Accepts what operators actually have at hand: a multi-document file, the
+Accepts what operators and agents actually have at hand: a multi-document file, the
 ``kind: List`` that ``kubectl get gateways,nodes -o yaml`` prints, typed lists
 (``GatewayList``, ``NodeList``) or any mix.  Unrelated kinds (ConfigMaps, the
 Kubernetes Gateway API's ``gateway.networking.k8s.io`` Gateways, ...) are skipped;
@@ -9,12 +9,13 @@ malformed documents and unsupported versions of *our* kinds are errors.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from .errors import ClusterError
+from ...errors import ClusterError
 
 RAVEN_GROUP = "raven.openyurt.io"
 RAVEN_VERSIONS = ("v1beta1", "v1alpha1")
@@ -58,10 +59,29 @@ def parse_yaml(text: str) -> list[Any]:
 
 
 def read_objects(text: str) -> list[KubeObject]:
-    """The Raven Gateways and core Nodes of a YAML stream, in document order."""
+    """The Raven Gateways and core Nodes of a YAML stream, in document order.
+
+    Raises:
+        ClusterError: a YAML syntax error (with line and column), a document that is no Kubernetes
+            object, or an unsupported apiVersion of a Gateway or Node.
+    """
+    return collect_objects(parse_yaml(text), "document")
+
+
+def collect_objects(documents: Iterable[Any], unit: str = "object") -> list[KubeObject]:
+    """The Raven Gateways and core Nodes among parsed documents, in order, lists flattened.
+
+    ``documents``: dicts as ``yaml.safe_load`` or ``json.loads`` return them (a ``kind: List``,
+    a typed list or single objects); ``None`` entries (empty YAML documents) are skipped. Errors name
+    an object by its position: ``{unit} 2 items[3]``. The mappings are read, never changed.
+
+    Raises:
+        ClusterError: an entry that is no Kubernetes object, or an unsupported apiVersion of a
+            Gateway or Node.
+    """
     objects: list[KubeObject] = []
-    for number, doc in enumerate(parse_yaml(text), start=1):
-        _collect(doc, f"document {number}", None, None, objects)
+    for number, doc in enumerate((d for d in documents if d is not None), start=1):
+        _collect(doc, f"{unit} {number}", None, None, objects)
     return objects
 
 

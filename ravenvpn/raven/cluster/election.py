@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from .errors import ClusterError
+from ...errors import ClusterError
 from .gateway_parser import ParsedGateway, StatusEndpoint
 from .model import PROXY, TUNNEL, Endpoint, Node, NodeInfo
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .addresses import IPAddress, IPNetwork, parse_cidr, parse_ip
-from .errors import ClusterError
+from ...errors import ClusterError
 
 
 class _Missing:

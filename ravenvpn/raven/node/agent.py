@@ -1,187 +1,205 @@
-"""`ravenvpn up`: one node's Raven agent, embedding the dataplane as a library.
+"""The Agent: one node's Raven agent, a reconcile loop over two drivers. Usable as a library.
 
-Loop: read the cluster file → plan for this node → bring the dataplane (TUN device,
-WireGuard peers) and the kernel (routes, rules, sysctls) to the plan. On a change
-of the file (or SIGHUP) the same steps run again and only differences are applied:
-peers that stay keep their sessions. SIGTERM/SIGINT remove everything installed.
+Loop: read the cluster → plan for this node → bring the VPN driver (tunnel interface, WireGuard peers)
+and the route driver (routes, rules, sysctls) to the plan. On a change of the cluster (an edited file,
+:meth:`Agent.set_cluster`, :meth:`Agent.reload`) the same steps run again and only differences are
+applied: peers that stay keep their sessions. When the agent stops it removes everything installed.
+
+The agent is what makes a node a Raven node (role from the election, relaying between NAT'd
+gateways, failover when the cluster changes), so ``ravenvpn up`` and an embedding program get the
+same node. It never installs signal handlers, configures logging (it logs to ``ravenvpn.agent``),
+forks or needs the main thread: that belongs to its caller (``ravenvpn up`` maps SIGTERM/SIGINT to
+:meth:`Agent.stop` and SIGHUP to :meth:`Agent.reload`).
 """
 from __future__ import annotations
 
-import json
+import copy
 import logging
 import os
 import select
-import signal
-import stat
 import sys
 import threading
-import time
-from dataclasses import asdict
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
-from ...errors import RavenError
+from ...errors import ClusterError, RavenError
 from ...protocol import keys
-from .applier import DEFAULT_STATE_DIR, Applier, ApplyReport
-from ..cluster.errors import ClusterError
-from ..cluster.loader import load_cluster, load_cluster_file
+from ..cluster.loader import load_cluster, load_cluster_file, load_cluster_objects
 from ..cluster.model import Cluster
 from ..plan.nodeplan import NodePlan, Role
 from ..plan.planner import plan as make_plan
+from . import pidfile
+from .applier import Applier
+from .drivers import DriverReport, RouteDriver, VpnDriver
+from .keyfile import read_private_key
+from .records import DEFAULT_STATE_DIR, status_path
+from .statusfile import NodeStatus
+from .wireguard import WireGuardDriver
+
+__all__ = ["Agent", "ReconcileReport", "ClusterSource", "POLL_INTERVAL"]
 
 log = logging.getLogger("ravenvpn.agent")
 POLL_INTERVAL = 0.5  # seconds between checks of the cluster file
 
-
-def read_private_key(path: str) -> bytes:
-    """A base64 private key from a file that only its owner may read (like wg's warning, but strict)."""
-    try:
-        st = os.stat(path)
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise RavenError(f"private key file {path}: {exc.strerror}") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise RavenError(f"private key file {path}: has group or other permissions (mode "
-                         f"{stat.S_IMODE(st.st_mode):04o}); run 'chmod 600 {path}'")
-    try:
-        return keys.b64decode(text)
-    except ValueError as exc:
-        raise RavenError(f"private key file {path}: {exc}") from None
+#: Where an agent reads the cluster: a YAML file path (``"-"``: standard input, read once), one dict
+#: (a ``kind: List``) or an iterable of dicts as ``json.loads``/``yaml.safe_load_all`` give them.
+ClusterSource = Union[str, "os.PathLike[str]", Mapping[str, Any], Iterable[Mapping[str, Any]]]
 
 
-def _underlay_mtu(interface: str) -> int:
-    """The smallest MTU among up, non-loopback links: the tunnel must fit in any of them.
+@dataclass(frozen=True)
+class ReconcileReport:
+    """What one :meth:`Agent.reconcile` changed: the two drivers' reports."""
 
-    Our own tunnel interface is not underlay: counting it would shrink the MTU by the
-    WireGuard overhead on every reconcile (whatever --interface names it).
-    """
-    try:
-        with IPRoute() as ipr:
-            mtus = [link.get("mtu") for link in ipr.get_links()
-                    if link.get("ifname") not in ("lo", interface) and link["flags"] & 1
-                    and not link.get("ifname", "").startswith("raven")]
-    except NetlinkError as exc:
-        raise RavenError(f"cannot list the network links: {exc}") from None
-    return min((m for m in mtus if m), default=1500)
-
-
-class Dataplane:
-    """The embedded WireGuard interface (device layer + protocol core) for an active gateway."""
-
-    def __init__(self, interface: str) -> None:
-        from ...device.daemon import Device  # the device layer, embedded as a library
-        self.interface = interface
-        self.device = Device(interface)
-        self._thread: threading.Thread | None = None
-        self._endpoints: dict[bytes, tuple[str, int] | None] = {}
-        self.stopped_reason: str | None = None
-
-    def open(self, plan: NodePlan, private_key: bytes) -> None:
-        self.device.open()
-        self._thread = threading.Thread(target=self._run, name="pump", daemon=True)
-        self._thread.start()
-        self.configure(plan, private_key)
-
-    def _run(self) -> None:
-        self.stopped_reason = self.device.run()
+    plan: NodePlan
+    vpn: DriverReport
+    routes: DriverReport
 
     @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def changed(self) -> bool:
+        """True when either driver changed the host."""
+        return self.vpn.changed or self.routes.changed
 
-    def configure(self, plan: NodePlan, private_key: bytes) -> None:
-        """Converge peers to the plan; unchanged peers keep their sessions."""
-        dev = self.device
-        assert dev.pump is not None
-        if dev.listen_port != plan.listen_port:
-            try:
-                dev.set_listen_port(plan.listen_port)
-            except OSError as exc:
-                raise RavenError(f"UDP port {plan.listen_port}: {exc.strerror}") from None
-        try:
-            with IPRoute() as ipr:
-                found = ipr.link_lookup(ifname=self.interface)
-                if not found:
-                    raise RavenError(f"interface {self.interface} disappeared")
-                ipr.link("set", index=found[0], mtu=plan.mtu, state="up")
-        except NetlinkError as exc:
-            raise RavenError(f"cannot set MTU {plan.mtu} on {self.interface}: {exc}") from None
-        with dev.lock:
-            tunnel = dev.pump.tunnel
-            tunnel.mtu = plan.mtu
-            tunnel.private_key = private_key
-            tunnel.relay = plan.relay
-            desired = {p.public_key: p for p in plan.peers}
-            for key in [k for k in tunnel.peers if k not in desired]:
-                tunnel.remove_peer(key)
-                self._endpoints.pop(key, None)
-            for want in plan.peers:
-                peer = tunnel.add_peer(want.public_key)
-                # Only a changed planned endpoint overrides one learnt by roaming.
-                if want.public_key not in self._endpoints or self._endpoints[want.public_key] != want.endpoint:
-                    if want.endpoint is not None:
-                        peer.endpoint = want.endpoint
-                    self._endpoints[want.public_key] = want.endpoint
-                if set(tunnel.allowed_ips(peer)) != set(want.allowed_ips):
-                    tunnel.clear_allowed_ips(peer)
-                    for net in want.allowed_ips:
-                        tunnel.add_allowed_ip(peer, net)
-                peer.persistent_keepalive_interval = want.persistent_keepalive
-        dev.config_changed()
-
-    def close(self) -> None:
-        if self.device.pump is not None:
-            self.device.pump.stop("ravenvpn up is stopping")
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self.device.close()
+    def summary(self) -> str:
+        """One line for the log: the route driver's summary, then the VPN driver's."""
+        return f"{self.routes.summary()}; {self.vpn.summary()}"
 
 
 class Agent:
-    def __init__(self, cluster_path: str, node: str, *, private_key_path: str | None = None,
-                 interface: str = "raven0", port: int = 4500, mtu: int | None = None,
-                 state_dir: str = DEFAULT_STATE_DIR) -> None:
-        self.cluster_path = cluster_path
+    """One node's Raven agent: plans from the cluster and keeps the node converged.
+
+    Args:
+        cluster: a :data:`ClusterSource`. A path is re-read when its modification time or size
+            changes (polled every ``poll_interval`` seconds) or on :meth:`reload`; dicts are copied
+            when given, so the caller may change its own afterwards.
+        node: this node's name (``metadata.name`` of its Node object).
+        private_key / private_key_path: the node's 32-byte WireGuard key, or a base64 key file of
+            mode 0600 (at most one). Needed while the node is an active gateway.
+        interface: the tunnel interface (also names the records under ``state_dir``).
+        port: the UDP listen port of the tunnel. mtu: the tunnel MTU in bytes; None: the smallest
+            of the drivers' :meth:`~ravenvpn.raven.node.drivers.VpnDriver.mtu`.
+        state_dir: where the records live (``<interface>.state.json``, ``.pid``, ``.status.json``);
+            ``ravenvpn status``/``down`` look there.
+        vpn / routes: the drivers; default :class:`~ravenvpn.raven.node.wireguard.WireGuardDriver`
+            and :class:`~ravenvpn.raven.node.applier.Applier`.
+
+    Raises:
+        RavenError: a bad interface name, an unreadable or exposed key file, both key arguments.
+        ClusterError: ``cluster`` is neither a path nor dicts.
+
+    Thread-safety: :meth:`reconcile`, :meth:`stop`, :meth:`reload`, :meth:`set_cluster` and
+    :meth:`close` may be called from any thread while :meth:`run` runs in another (or in none);
+    driver calls are serialised. :meth:`stop` and :meth:`reload` take no lock, so a signal handler
+    may call them. An Agent runs once: after it stopped, make a new one.
+    """
+
+    def __init__(self, cluster: ClusterSource, node: str, *, private_key: bytes | None = None,
+                 private_key_path: str | os.PathLike[str] | None = None, interface: str = "raven0",
+                 port: int = 4500, mtu: int | None = None, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
+                 vpn: VpnDriver | None = None, routes: RouteDriver | None = None,
+                 poll_interval: float = POLL_INTERVAL) -> None:
+        _check_interface(interface)
+        if private_key is not None and private_key_path is not None:
+            raise RavenError("give the private key or its file, not both")
+        if private_key is not None and len(private_key) != 32:
+            raise RavenError(f"private key must be 32 bytes, got {len(private_key)}")
         self.node = node
         self.interface = interface
         self.port = port
         self.mtu = mtu
         self.state_dir = Path(state_dir)
-        self.private_key = read_private_key(private_key_path) if private_key_path else None
-        self.applier = Applier(interface, state_dir)
-        self.dataplane: Dataplane | None = None
-        self.plan: NodePlan | None = None
-        self._stdin_text = sys.stdin.read() if cluster_path == "-" else None
-        self._file_sig: tuple[float, int] | None = None
-        self._wake: _WakePipe | None = None     # exists while run() runs
-        self._saved_handlers: dict[int, Any] = {}
+        self.poll_interval = poll_interval
+        self.private_key = read_private_key(private_key_path) if private_key_path else private_key
+        self.vpn: VpnDriver = vpn if vpn is not None else WireGuardDriver(interface, self.private_key)
+        self.routes: RouteDriver = routes if routes is not None else Applier(interface, str(self.state_dir))
+        self.plan: NodePlan | None = None      # the last plan applied in full
+        self._source_lock = threading.Lock()
+        self._path: str | None = None
+        self._text: str | None = None          # standard input, read once
+        self._objects: list[Mapping[str, Any]] | None = None
+        self._set_source(cluster)
+        self._source_sig: tuple[float, int] | None = None
+        self._lock = threading.RLock()         # serialises driver calls
+        self._wake = _WakePipe()
+        weakref.finalize(self, self._wake.close)
         self._reload = False
-        self._stop: str | None = None
+        self._stop_reason: str | None = None
+        self._started = False      # drivers initialised and pid file claimed: there is something to undo
+        self._ran = False          # run() was called
+        self._looping = False
+        self._closed = False
 
-    # -------------------------------------------------------------- planning
-    def _load(self) -> Cluster:
-        if self._stdin_text is not None:
-            return load_cluster(self._stdin_text)
-        return load_cluster_file(self.cluster_path)
+    # ----------------------------------------------------------------- cluster
+    def _set_source(self, cluster: ClusterSource) -> None:
+        path = text = objects = None
+        if isinstance(cluster, (str, os.PathLike)):
+            path = os.fspath(cluster)
+            if path == "-":
+                text, path = sys.stdin.read(), None
+        elif isinstance(cluster, Mapping):
+            objects = [copy.deepcopy(cluster)]
+        elif isinstance(cluster, Iterable) and not isinstance(cluster, bytes):
+            objects = [copy.deepcopy(obj) for obj in cluster]
+        else:
+            raise ClusterError(f"cluster: expected a file path or dicts, got {type(cluster).__name__}")
+        with self._source_lock:
+            self._path, self._text, self._objects = path, text, objects
 
-    def _file_signature(self) -> tuple[float, int] | None:
-        if self._stdin_text is not None:
+    def set_cluster(self, cluster: ClusterSource) -> None:
+        """Follow ``cluster`` from now on and reconcile soon (in :meth:`run`'s thread), as on an edit.
+
+        Thread-safe. The dicts are copied now. Call :meth:`reconcile` instead to apply at once and
+        see the errors.
+
+        Raises:
+            ClusterError: ``cluster`` is neither a path nor dicts (nothing changes).
+        """
+        self._set_source(cluster)
+        self.reload()
+
+    def load(self) -> Cluster:
+        """The cluster as the source holds it now.
+
+        Raises:
+            ClusterError: the cluster is unreadable or inconsistent.
+        """
+        with self._source_lock:
+            path, text, objects = self._path, self._text, self._objects
+        if objects is not None:
+            return load_cluster_objects(objects)
+        if text is not None:
+            return load_cluster(text)
+        assert path is not None
+        return load_cluster_file(path)
+
+    def _source_signature(self) -> tuple[float, int] | None:
+        with self._source_lock:
+            path = self._path
+        if path is None:
             return None
         try:
-            st = os.stat(self.cluster_path)
+            st = os.stat(path)
         except OSError:
             return None
         return (st.st_mtime, st.st_size)
 
     def compute_plan(self) -> NodePlan:
-        cluster = self._load()
+        """This node's plan for the cluster as it is now. Pure but for reading the source and the
+        drivers' MTUs.
+
+        Raises:
+            ClusterError: the cluster is unreadable or inconsistent, or names another public key for
+                this node than the private key's.
+            RavenError: bad agent parameters (MTU, port, interface), no private key although the
+                node is an active gateway, or the MTU cannot be determined.
+        """
+        cluster = self.load()
         public = keys.public_from_private(self.private_key) if self.private_key else None
         try:
-            plan = make_plan(cluster, self.node, local_public_key=public, mtu=self.mtu,
-                             underlay_mtu=_underlay_mtu(self.interface), listen_port=self.port,
+            mtu = self.mtu if self.mtu is not None else min(self.vpn.mtu(), self.routes.mtu())
+            plan = make_plan(cluster, self.node, local_public_key=public, mtu=mtu, listen_port=self.port,
                              interface=self.interface)
         except ClusterError:
             raise
@@ -192,157 +210,187 @@ class Agent:
                              "--private-key is required")
         return plan
 
-    # ------------------------------------------------------------- applying
-    def reconcile(self) -> ApplyReport:
-        """Plan and converge; raises RavenError/ClusterError with nothing changed by a bad input."""
-        self._file_sig = self._file_signature()
-        plan = self.compute_plan()
-        for warning in plan.warnings:
-            log.warning("%s", warning)
-        opened_here = False
-        if plan.role is Role.ACTIVE_GATEWAY:
-            assert self.private_key is not None
-            if self.dataplane is None:
-                self.dataplane = Dataplane(self.interface)
-                opened_here = True
+    # -------------------------------------------------------------- applying
+    def reconcile(self) -> ReconcileReport:
+        """Plan and converge now, in the calling thread; returns what changed.
+
+        The VPN driver goes first when the node is (or becomes) the active gateway, so routes never
+        point at a missing interface; otherwise the route driver goes first, so the interface goes
+        after the routes through it (no window where remote prefixes fall to the main table). On
+        success the status file is rewritten.
+
+        Thread-safe (serialised with the agent's own reconciles).
+
+        Raises:
+            ClusterError, RavenError: bad input (nothing changed) or a driver failure (see
+                :mod:`~ravenvpn.raven.node.drivers`; a new interface no route uses is removed again).
+                The node keeps its last good plan.
+            RavenError: the agent has stopped.
+        """
+        with self._lock:
+            self._start()
+            self._source_sig = self._source_signature()
+            plan = self.compute_plan()
+            for warning in plan.warnings:
+                log.warning("%s", warning)
+            if plan.role is Role.ACTIVE_GATEWAY:
+                vpn_report = self.vpn.apply(plan)
                 try:
-                    self.dataplane.open(plan, self.private_key)
+                    route_report = self.routes.apply(plan)
                 except BaseException:
-                    self.dataplane.close()
-                    self.dataplane = None
+                    if self.plan is None or self.plan.role is not Role.ACTIVE_GATEWAY:
+                        # An interface that no route uses would be half of a role change: undo it.
+                        self.vpn.cleanup()
                     raise
-                log.info("%s is the active gateway of %s: interface %s up", self.node, plan.gateway, self.interface)
             else:
-                self.dataplane.configure(plan, self.private_key)
+                route_report = self.routes.apply(plan)
+                vpn_report = self.vpn.apply(plan)
+                if vpn_report.changed:
+                    log.info("%s is no longer the active gateway: interface %s removed", self.node, self.interface)
+            report = ReconcileReport(plan, vpn_report, route_report)
+            if self.plan is None or plan != self.plan or report.changed:
+                log.info("role %s, gateway %s, %d peers, %d routes: %s", plan.role.value, plan.gateway or "-",
+                         len(plan.peers), len(plan.routes), route_report.summary())
+            self.plan = plan
+            self._write_status(plan)
+            return report
+
+    def _start(self) -> None:
+        """Before the first change to the host: check the drivers, then claim the pid file."""
+        if self._closed:
+            raise RavenError(f"the agent for {self.interface} has stopped")
+        if not self._started:
+            self.vpn.init()
+            self.routes.init()
+            pidfile.claim(self.state_dir, self.interface)
+            self._started = True
+
+    def _write_status(self, plan: NodePlan) -> None:
+        path = status_path(self.state_dir, self.interface)
         try:
-            # Routes through the device must go before the device does; the applier adds new
-            # routes before removing old ones, so there is no window without a route either way.
-            report = self.applier.apply(plan)
-        except BaseException:
-            if opened_here and self.dataplane is not None:
-                # A device that no route uses would be half of a role change: undo it.
-                self.dataplane.close()
-                self.dataplane = None
-            raise
-        if plan.role is not Role.ACTIVE_GATEWAY and self.dataplane is not None:
-            self.dataplane.close()
-            self.dataplane = None
-            log.info("%s is no longer the active gateway: interface %s removed", self.node, self.interface)
-        if self.plan is None or plan != self.plan or report.changed:
-            log.info("role %s, gateway %s, %d peers, %d routes: %s", plan.role.value, plan.gateway or "-",
-                     len(plan.peers), len(plan.routes), report.summary())
-        self.plan = plan
-        self._write_status()
-        return report
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            NodeStatus.from_plan(plan).write(path)
+        except OSError as exc:
+            raise RavenError(f"cannot write the status file {path}: {exc.strerror or exc}") from None
 
-    def _write_status(self) -> None:
-        assert self.plan is not None
-        plan = self.plan
-        status = {
-            "node": plan.node_name, "role": plan.role.value, "gateway": plan.gateway,
-            "interface": plan.interface, "listen_port": plan.listen_port, "mtu": plan.mtu,
-            "relay": plan.relay, "relay_gateway": plan.relay_gateway, "pid": os.getpid(),
-            "peers": [{"public_key": p.public_key_b64, "gateway": p.gateway, "node": p.node_name,
-                       "endpoint": f"{p.endpoint[0]}:{p.endpoint[1]}" if p.endpoint else None,
-                       "allowed_ips": [str(n) for n in p.allowed_ips],
-                       "persistent_keepalive": p.persistent_keepalive} for p in plan.peers],
-            "routes": [{"dst": str(r.dst), "dev": r.dev, "via": str(r.gateway) if r.gateway else None,
-                        "table": r.table} for r in plan.routes],
-            "rules": [asdict(r) for r in plan.rules],
-            "warnings": list(plan.warnings),
-        }
-        status_path(self.state_dir, self.interface).write_text(json.dumps(status, indent=1))
+    def close(self) -> DriverReport | None:
+        """Stop :meth:`run` if it runs; remove everything the drivers installed and the records.
 
-    def teardown(self) -> ApplyReport:
-        report = self.applier.teardown()
-        if self.dataplane is not None:
-            self.dataplane.close()
-            self.dataplane = None
-        for path in (status_path(self.state_dir, self.interface), pid_path(self.state_dir, self.interface)):
+        Idempotent; :meth:`run` calls it on its way out. Call it yourself after using
+        :meth:`reconcile` without :meth:`run`. An agent that never changed the host (it never
+        reconciled, or another agent held the interface) removes nothing. Thread-safe.
+
+        Returns the route driver's report, None when there was nothing to remove.
+
+        Raises:
+            RavenError: the route driver cannot reach the kernel (the VPN driver is cleaned up anyway).
+        """
+        self.stop("closed")
+        with self._lock:
+            was_started, self._started = self._started, False
+            self._closed = True
+            if not was_started:
+                return None
             try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
-        return report
+                return self.routes.cleanup()
+            finally:
+                self.vpn.cleanup()
+                try:
+                    status_path(self.state_dir, self.interface).unlink()
+                except OSError:
+                    pass
+                pidfile.release(self.state_dir, self.interface)
 
     # ------------------------------------------------------------------ loop
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        if signum == signal.SIGHUP:
-            self._reload = True
-        else:
-            self._stop = signal.Signals(signum).name
-        if self._wake is not None:
-            self._wake.set()
+    def stop(self, reason: str = "stop() called") -> None:
+        """Make :meth:`run` tear down and return (``reason`` goes to the log). Any thread; no lock,
+        so safe in a signal handler. Before :meth:`run`, it makes run return at once after its first
+        reconcile."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        self._wake.set()
+
+    def reload(self) -> None:
+        """Make :meth:`run` re-read the cluster and reconcile soon, changed or not (like SIGHUP).
+        Any thread; no lock, so safe in a signal handler."""
+        self._reload = True
+        self._wake.set()
+
+    @property
+    def running(self) -> bool:
+        """True while :meth:`run` follows the cluster (after its first reconcile, before teardown)."""
+        return self._looping
 
     def run(self) -> int:
-        """Bring the node up, then follow the cluster file until told to stop."""
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        pidfile = pid_path(self.state_dir, self.interface)
-        other = running_pid(self.state_dir, self.interface)
-        if other is not None:
-            raise RavenError(f"ravenvpn up is already running for {self.interface} (pid {other})")
-        wake = self._wake = _WakePipe()
+        """Bring the node up, then follow the cluster until :meth:`stop`; tear everything down.
+
+        Blocks; any thread. Writes the pid file first and removes all records on the way out, so
+        ``ravenvpn status`` and ``ravenvpn down`` see this node while it runs (``down`` sends the
+        process SIGTERM: install a handler that calls :meth:`stop`, as ``ravenvpn up`` does).
+        A failed later reconcile is logged and the node keeps its last good plan.
+
+        Returns 0 after :meth:`stop`, 1 when the VPN driver's interface stopped on its own.
+
+        Raises:
+            RavenError, ClusterError: a driver cannot work here, another agent runs this interface,
+                the agent ran before, or the first reconcile failed; nothing is left installed.
+        """
+        with self._lock:
+            if self._ran or self._closed:
+                raise RavenError(f"the agent for {self.interface} has already run; make a new Agent")
+            self._ran = True
         try:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                self._saved_handlers[sig] = signal.signal(sig, self._on_signal)   # main thread only
-        except BaseException:
-            self._close_wake()
-            raise
-        try:
-            pidfile.write_text(str(os.getpid()))
             self.reconcile()
         except BaseException:
-            try:
-                self.teardown()
-            finally:
-                self._close_wake()
+            self.close()
             raise
         exit_code = 0
+        self._looping = True
         try:
-            while self._stop is None:
-                wake.wait(POLL_INTERVAL)
-                if self._stop is not None:
+            while self._stop_reason is None:
+                self._wake.wait(self.poll_interval)
+                if self._stop_reason is not None:
                     break
-                if self.dataplane is not None and not self.dataplane.alive:
-                    log.error("dataplane stopped: %s", self.dataplane.stopped_reason)
+                stopped = self.vpn.stopped
+                if stopped is not None:
+                    log.error("dataplane stopped: %s", stopped)
                     exit_code = 1
                     break
-                if self._reload or self._file_signature() != self._file_sig:
+                if self._reload or self._source_signature() != self._source_sig:
                     self._reload = False
                     try:
                         self.reconcile()
-                    except (RavenError, ClusterError) as exc:
+                    except RavenError as exc:
                         # Keep running on the last good plan; a bad edit must not take the node down.
                         log.error("%s (keeping the previous configuration)", exc)
         finally:
-            try:
-                report = self.teardown()
-            finally:
-                self._close_wake()
-            log.info("stopped (%s): %s", self._stop or "dataplane gone", report.summary())
+            self._looping = False
+            reason = self._stop_reason or "dataplane gone"
+            report = self.close()
+            log.info("stopped (%s): %s", reason, report.summary() if report else "nothing to remove")
         return exit_code
 
-    def _close_wake(self) -> None:
-        # The caller's handlers come back before the pipe goes: no handler of ours can run after.
-        for sig, handler in self._saved_handlers.items():
-            # None: a handler installed outside Python, which cannot be put back; the default is the closest.
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-        self._saved_handlers = {}
-        wake, self._wake = self._wake, None
-        if wake is not None:
-            wake.close()
+
+def _check_interface(interface: str) -> None:
+    from ...device.tun import check_ifname   # the kernel's rules for names (IFNAMSIZ, no '/')
+    try:
+        check_ifname(interface)   # before it names the pid and state files
+    except ValueError as exc:
+        raise RavenError(f"interface {interface!r}: {exc}") from None
 
 
 class _WakePipe:
-    """Wakes the agent's loop from a signal handler.
+    """Wakes the agent's loop from another thread or a signal handler.
 
-    Not a threading.Event: its set() takes a lock that the main thread may hold at that moment
-    (inside Event.wait or clear, where the handler can run), and the handler would then wait for
-    itself forever; `ravenvpn down` saw such an `up` ignore SIGTERM. A pipe write takes no lock.
+    Not a threading.Event: its set() takes a lock that the interrupted thread may hold at that moment
+    (inside Event.wait or clear, where a handler can run), and the handler would then wait for itself
+    forever; `ravenvpn down` saw such an `up` ignore SIGTERM. A pipe write takes no lock. The pipe
+    lives as long as the agent, so a late stop() never writes into a reused descriptor.
     """
 
     def __init__(self) -> None:
         self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._closed = False
 
     def set(self) -> None:
         try:
@@ -360,66 +408,7 @@ class _WakePipe:
             pass
 
     def close(self) -> None:
-        os.close(self._r)
-        os.close(self._w)
-
-
-def status_path(state_dir: Path, interface: str) -> Path:
-    return state_dir / f"{interface}.status.json"
-
-
-def pid_path(state_dir: Path, interface: str) -> Path:
-    return state_dir / f"{interface}.pid"
-
-
-def _alive(pid: int) -> bool:
-    """True while the process runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat_line.rpartition(")")[2].split()[0] != "Z"
-
-
-def _is_ravenvpn(pid: int) -> bool:
-    """A pid file left by a killed `up` may name a pid since reused by an unrelated process."""
-    try:
-        return b"ravenvpn" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def running_pid(state_dir: Path, interface: str) -> int | None:
-    try:
-        pid = int(pid_path(state_dir, interface).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    return pid if pid != os.getpid() and _alive(pid) and _is_ravenvpn(pid) else None
-
-
-def down(interface: str, state_dir: str = DEFAULT_STATE_DIR, timeout: float = 10.0) -> str:
-    """Stop a running `up` (it cleans up itself), or clean up what a crashed one left."""
-    sdir = Path(state_dir)
-    pid = running_pid(sdir, interface)
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return f"stopped ravenvpn up (pid {pid})"
-            time.sleep(0.05)
-        raise RavenError(f"ravenvpn up (pid {pid}) did not stop within {timeout:.0f} s")
-    report = Applier(interface, state_dir).teardown()
-    with IPRoute() as ipr:
-        for link in ipr.get_links():
-            # Only a TUN device of that name can be ours; anything else is left alone.
-            info = link.get("IFLA_LINKINFO")
-            kind = info.get("IFLA_INFO_KIND") if info else None
-            if link.get("ifname") == interface and kind == "tun":
-                ipr.link("del", index=link["index"])
-    for path in (status_path(sdir, interface), pid_path(sdir, interface)):
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-    return f"cleaned up after a stopped ravenvpn up: {report.summary()}"
+        if not self._closed:
+            self._closed = True
+            os.close(self._r)
+            os.close(self._w)

@@ -1,44 +1,53 @@
-"""`ravenvpn up`, `down` and `status`: the Raven layer's command line."""
+"""`ravenvpn up`, `down` and `status`: the Raven layer's command line, a thin shell over the library.
+
+`up` is an :class:`~ravenvpn.raven.node.agent.Agent` plus what only a command line does: logging to
+stderr and signals (SIGTERM/SIGINT stop it, SIGHUP reloads the cluster file).
+"""
 from __future__ import annotations
 
 import argparse
-import json
+import base64
+import contextlib
 import logging
+import signal
 import socket
 import sys
 import time
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from ...errors import RavenError
-from .applier import DEFAULT_STATE_DIR
-from ..cluster.errors import ClusterError
+from .agent import Agent
+from .down import down
+from .pidfile import running_pid
+from .records import DEFAULT_STATE_DIR, status_path
+from .statusfile import LivePeer, NodeStatus
 
 UAPI_DIR = "/var/run/wireguard"
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    up = sub.add_parser("up", help="run this node's Raven agent (dataplane + routes) until stopped",
-                        description="Plan this node from the cluster YAML and keep it converged.")
-    up.add_argument("--cluster", required=True, metavar="FILE", help="YAML of Gateway and Node objects ('-': stdin)")
-    up.add_argument("--node", required=True, metavar="NAME", help="this node's name in the cluster")
-    up.add_argument("--private-key", metavar="FILE", help="base64 WireGuard private key (mode 0600)")
-    up.add_argument("--interface", default="raven0", help="tunnel interface name (default raven0)")
-    up.add_argument("--port", type=int, default=4500, help="UDP listen port (default 4500)")
-    up.add_argument("--mtu", type=int, default=None, help="tunnel MTU (default: underlay MTU - 80)")
-    up.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=argparse.SUPPRESS)
-    up.set_defaults(func=cmd_up)
+    up_cmd = sub.add_parser("up", help="run this node's Raven agent (dataplane + routes) until stopped",
+                            description="Plan this node from the cluster YAML and keep it converged.")
+    up_cmd.add_argument("--cluster", required=True, metavar="FILE", help="YAML of Gateway and Node objects ('-': stdin)")
+    up_cmd.add_argument("--node", required=True, metavar="NAME", help="this node's name in the cluster")
+    up_cmd.add_argument("--private-key", metavar="FILE", help="base64 WireGuard private key (mode 0600)")
+    up_cmd.add_argument("--interface", default="raven0", help="tunnel interface name (default raven0)")
+    up_cmd.add_argument("--port", type=int, default=4500, help="UDP listen port (default 4500)")
+    up_cmd.add_argument("--mtu", type=int, default=None, help="tunnel MTU (default: underlay MTU - 80)")
+    up_cmd.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=argparse.SUPPRESS)
+    up_cmd.set_defaults(func=cmd_up)
 
-    down = sub.add_parser("down", help="stop `up` and remove everything it installed")
-    down.add_argument("--interface", default="raven0")
-    down.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=argparse.SUPPRESS)
-    down.set_defaults(func=cmd_down)
+    down_cmd = sub.add_parser("down", help="stop `up` and remove everything it installed")
+    down_cmd.add_argument("--interface", default="raven0")
+    down_cmd.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=argparse.SUPPRESS)
+    down_cmd.set_defaults(func=cmd_down)
 
-    status = sub.add_parser("status", help="role, gateway, peers and routes of this node")
-    status.add_argument("--interface", default="raven0")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=argparse.SUPPRESS)
-    status.set_defaults(func=cmd_status)
+    status_cmd = sub.add_parser("status", help="role, gateway, peers and routes of this node")
+    status_cmd.add_argument("--interface", default="raven0")
+    status_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    status_cmd.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=argparse.SUPPRESS)
+    status_cmd.set_defaults(func=cmd_status)
 
 
 def _setup_logging() -> None:
@@ -49,28 +58,42 @@ def _setup_logging() -> None:
     root.setLevel(logging.INFO)
 
 
+@contextlib.contextmanager
+def _signals_to(agent: Agent) -> Iterator[None]:
+    """SIGTERM/SIGINT stop the agent, SIGHUP reloads; the caller's handlers come back afterwards."""
+    def on_signal(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            agent.reload()
+        else:
+            agent.stop(signal.Signals(signum).name)
+
+    saved: dict[int, Any] = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            saved[sig] = signal.signal(sig, on_signal)
+        yield
+    finally:
+        for sig, handler in saved.items():
+            # None: a handler installed outside Python, which cannot be put back; the default is the closest.
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    from .agent import Agent
     _setup_logging()
     if not 1 <= args.port <= 65535:
         raise RavenError(f"--port {args.port}: must be 1..65535")
-    from ...device.daemon import busy_poll_from_env
     from ...device.tun import check_ifname
     try:
         check_ifname(args.interface)    # before it names the pid and state files
     except ValueError as exc:
         raise RavenError(f"--interface: {exc}") from None
-    busy_poll_from_env()    # a bad RAVENVPN_BUSY_POLL_US is reported now, not when this node becomes the gateway
-    try:
-        agent = Agent(args.cluster, args.node, private_key_path=args.private_key, interface=args.interface,
-                      port=args.port, mtu=args.mtu, state_dir=args.state_dir)
+    agent = Agent(args.cluster, args.node, private_key_path=args.private_key, interface=args.interface,
+                  port=args.port, mtu=args.mtu, state_dir=args.state_dir)
+    with _signals_to(agent):
         return agent.run()
-    except ClusterError as exc:
-        raise RavenError(str(exc)) from None
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from .agent import down
     print(down(args.interface, args.state_dir))
     return 0
 
@@ -100,49 +123,48 @@ def uapi_get(interface: str) -> dict[str, dict[str, Any]]:
     return peers
 
 
-def _live_peers(interface: str, status: dict[str, Any]) -> None:
+def _live_peers(interface: str) -> dict[str, LivePeer]:
+    """Live peer state by base64 public key; empty when the interface's UAPI socket does not answer."""
     try:
         live = uapi_get(interface)
     except OSError:
-        return
-    import base64
-    for peer in status["peers"]:
-        info = live.get(base64.b64decode(peer["public_key"]).hex())
-        if not info:
-            continue
+        return {}
+    out: dict[str, LivePeer] = {}
+    for hex_key, info in live.items():
         sec = int(info.get("last_handshake_time_sec", 0))
-        peer["live_endpoint"] = info.get("endpoint")
-        peer["latest_handshake"] = sec or None
-        peer["rx_bytes"] = int(info.get("rx_bytes", 0))
-        peer["tx_bytes"] = int(info.get("tx_bytes", 0))
+        out[base64.b64encode(bytes.fromhex(hex_key)).decode()] = LivePeer(
+            info.get("endpoint"), sec or None, int(info.get("rx_bytes", 0)), int(info.get("tx_bytes", 0)))
+    return out
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .agent import running_pid, status_path
-    path = status_path(Path(args.state_dir), args.interface)
-    if running_pid(Path(args.state_dir), args.interface) is None or not path.exists():
+    path = status_path(args.state_dir, args.interface)
+    if running_pid(args.state_dir, args.interface) is None or not path.exists():
         raise RavenError(f"ravenvpn up is not running for {args.interface}")
-    status = json.loads(path.read_text())
-    if status["role"] == "active-gateway":
-        _live_peers(args.interface, status)
+    try:
+        status = NodeStatus.read(path)
+    except FileNotFoundError:
+        raise RavenError(f"ravenvpn up is not running for {args.interface}") from None
+    if status.role == "active-gateway":
+        status = status.with_live_peers(_live_peers(args.interface))
     if args.json:
-        print(json.dumps(status, indent=1))
+        print(status.to_json())
         return 0
-    print(f"node {status['node']}: {status['role']} of gateway {status['gateway'] or '-'}"
-          f"{' (relay)' if status['relay'] else ''}")
-    if status["role"] == "active-gateway":
-        print(f"interface {status['interface']}: port {status['listen_port']}, mtu {status['mtu']}")
-    for peer in status["peers"]:
-        hs = peer.get("latest_handshake")
-        ago = f"{int(time.time() - hs)} s ago" if hs else "never"
-        print(f"  peer {peer['gateway']} ({peer['node']}) {peer['public_key']}")
-        print(f"    endpoint {peer.get('live_endpoint') or peer['endpoint'] or '(waits for the peer)'}, "
-              f"latest handshake {ago}, rx {peer.get('rx_bytes', 0)} B, tx {peer.get('tx_bytes', 0)} B")
-        print(f"    allowed ips {', '.join(peer['allowed_ips'])}")
-    print(f"  routes ({len(status['routes'])}):")
-    for route in status["routes"]:
-        target = f"dev {route['dev']}" if route["dev"] else f"via {route['via']}"
-        print(f"    {route['dst']} {target} table {route['table']}")
-    for warning in status["warnings"]:
+    print(f"node {status.node}: {status.role} of gateway {status.gateway or '-'}"
+          f"{' (relay)' if status.relay else ''}")
+    if status.role == "active-gateway":
+        print(f"interface {status.interface}: port {status.listen_port}, mtu {status.mtu}")
+    for peer in status.peers:
+        live = peer.live
+        ago = f"{int(time.time() - live.latest_handshake)} s ago" if live and live.latest_handshake else "never"
+        print(f"  peer {peer.gateway} ({peer.node}) {peer.public_key}")
+        print(f"    endpoint {(live and live.endpoint) or peer.endpoint or '(waits for the peer)'}, "
+              f"latest handshake {ago}, rx {live.rx_bytes if live else 0} B, tx {live.tx_bytes if live else 0} B")
+        print(f"    allowed ips {', '.join(peer.allowed_ips)}")
+    print(f"  routes ({len(status.routes)}):")
+    for route in status.routes:
+        target = f"dev {route.dev}" if route.dev else f"via {route.via}"
+        print(f"    {route.dst} {target} table {route.table}")
+    for warning in status.warnings:
         print(f"  warning: {warning}")
     return 0

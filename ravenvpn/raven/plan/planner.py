@@ -13,7 +13,7 @@ import base64
 from dataclasses import replace
 from typing import Any
 
-from ..cluster.errors import ClusterError
+from ...errors import ClusterError
 from ..cluster.model import Cluster, Endpoint, Gateway
 from .nodeplan import NodePlan, PeerPlan, Role, Route, Rule
 from .routing import gateway_routes, lookup_rules, member_routes, sysctls_for, tunnel_bypass_rules
