@@ -541,13 +541,25 @@ class Lab:
         return netns.wg_dump(self._nodes[name], INTERFACE)
 
     def tunnels_up(self) -> bool:
-        """Every active gateway has completed a handshake with each of its peers."""
+        """Every domain whose nodes run ``up`` has one active gateway, and each active gateway has completed
+        a handshake with each of its peers (standby peers — other candidates of a remote gateway — only
+        when their node runs ``up``: a hot standby calls in by itself)."""
         actives = self.active_gateways()
         if not actives:
             return False
+        for d in self.domains:
+            running = [h.name for h in d.hosts if self.is_up(h.name)]
+            if running and sum(self.role(n) == "active-gateway" for n in running) != 1:
+                return False
         for name in actives:
             dump = self.wg_dump(name)
-            if not dump.peers or any(p.latest_handshake == 0 for p in dump.peers.values()):
+            try:
+                planned = {p["public_key"]: p for p in self.status(name)["peers"]}
+            except (netns.CommandError, ValueError, KeyError):
+                return False
+            needed = [p for k, p in dump.peers.items()
+                      if not (planned.get(k, {}).get("standby") and not self.is_up(planned[k]["node"]))]
+            if not dump.peers or any(p.latest_handshake == 0 for p in needed):
                 return False
         return True
 

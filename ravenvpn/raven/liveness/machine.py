@@ -375,7 +375,7 @@ class Liveness:
                 hello, eph, nonce = wire.make_hello(self._gw_id)
                 w.pending, w.hello_at = (eph, nonce), now
                 out.append((hello, (w.candidate.address, self.config.port)))
-        if changed or (not self.local_active and now - self._started >= SETTLE):
+        if changed or (not self.local_active and (now - self._started >= SETTLE or not self._watches)):
             self._decide(now)
         if now >= self._next_state:
             self._next_state = now + STATE_INTERVAL
@@ -390,6 +390,10 @@ class Liveness:
         return min(self._next_state, self._next_claim if self.local_active else float("inf"),
                    *(w.hello_at + HELLO_RETRY for w in self._watches.values() if w.keys is None),
                    *(w.heard_at + DEAD_AFTER for w in self._watches.values() if w.keys is not None))
+
+    def claim_now(self) -> None:
+        """Make the next :meth:`tick` send CLAIMs (when active): routes through the tunnel just came up."""
+        self._next_claim = float("-inf")
 
     def resign(self, now: float) -> list[Datagram]:
         """Give up the role (planned handover): STATEs and CLAIMs that say so; never claim again."""
@@ -407,7 +411,8 @@ class Liveness:
         cfg = self.config
         d = decide(tuple(c.node for c in cfg.candidates), cfg.local_node, self.is_candidate,
                    self.local_active, self.term, {n: w.state for n, w in self._watches.items()},
-                   self._max_term, not self._resigned and now - self._started >= SETTLE, self._active)
+                   self._max_term, not self._resigned and (now - self._started >= SETTLE or not self._watches),
+                   self._active)
         if d.local_active != self.local_active:
             self._next_state = now          # tell the watchers at once
             self._next_claim = now

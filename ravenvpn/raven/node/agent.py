@@ -19,6 +19,7 @@ import os
 import select
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ from ...errors import ClusterError, RavenError
 from ...protocol import keys
 from ..cluster.loader import load_cluster, load_cluster_file, load_cluster_objects
 from ..cluster.model import Cluster
+from ..liveness.service import LivenessService
+from ..liveness.machine import LivenessView
+from ..liveness.wire import LIVENESS_PORT
+from ..plan.failover import apply_liveness, liveness_config
 from ..plan.nodeplan import NodePlan, Role
 from ..plan.planner import plan as make_plan
 from . import pidfile
@@ -43,6 +48,7 @@ __all__ = ["Agent", "ReconcileReport", "ClusterSource", "POLL_INTERVAL"]
 
 log = logging.getLogger("ravenvpn.agent")
 POLL_INTERVAL = 0.5  # seconds between checks of the cluster file
+HANDOVER_TIMEOUT = 2.0  # seconds a stopping active gateway waits for a standby to take over
 
 #: Where an agent reads the cluster: a YAML file path (``"-"``: standard input, read once), one dict
 #: (a ``kind: List``) or an iterable of dicts as ``json.loads``/``yaml.safe_load_all`` give them.
@@ -84,6 +90,10 @@ class Agent:
             ``ravenvpn status``/``down`` look there.
         vpn / routes: the drivers; default :class:`~ravenvpn.raven.node.wireguard.WireGuardDriver`
             and :class:`~ravenvpn.raven.node.applier.Applier`.
+        failover: run the liveness protocol (:mod:`ravenvpn.raven.liveness`) on UDP
+            ``liveness_port`` of the node's private network: a dead active gateway is replaced by a
+            standby candidate within about a second, with no edit of the cluster; standby candidates
+            run their tunnel interface hot. False: the file alone decides (as Raven does).
 
     Raises:
         RavenError: a bad interface name, an unreadable or exposed key file, both key arguments.
@@ -99,7 +109,8 @@ class Agent:
                  private_key_path: str | os.PathLike[str] | None = None, interface: str = "raven0",
                  port: int = 4500, mtu: int | None = None, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
                  vpn: VpnDriver | None = None, routes: RouteDriver | None = None,
-                 poll_interval: float = POLL_INTERVAL) -> None:
+                 poll_interval: float = POLL_INTERVAL, failover: bool = True,
+                 liveness_port: int = LIVENESS_PORT) -> None:
         _check_interface(interface)
         if private_key is not None and private_key_path is not None:
             raise RavenError("give the private key or its file, not both")
@@ -111,6 +122,10 @@ class Agent:
         self.mtu = mtu
         self.state_dir = Path(state_dir)
         self.poll_interval = poll_interval
+        self.failover = failover
+        self.liveness_port = liveness_port
+        self.liveness: LivenessService | None = None
+        self._liveness_changed = False
         self.private_key = read_private_key(private_key_path) if private_key_path else private_key
         self.vpn: VpnDriver = vpn if vpn is not None else WireGuardDriver(interface, self.private_key)
         self.routes: RouteDriver = routes if routes is not None else Applier(interface, str(self.state_dir))
@@ -197,10 +212,12 @@ class Agent:
         """
         cluster = self.load()
         public = keys.public_from_private(self.private_key) if self.private_key else None
+        if self.failover:
+            cluster = apply_liveness(cluster, self.node, self._follow_liveness(cluster))
         try:
             mtu = self.mtu if self.mtu is not None else min(self.vpn.mtu(), self.routes.mtu())
             plan = make_plan(cluster, self.node, local_public_key=public, mtu=mtu, listen_port=self.port,
-                             interface=self.interface)
+                             interface=self.interface, failover=self.failover)
         except ClusterError:
             raise
         except ValueError as exc:   # a bad --mtu / --interface: still one line, not a traceback
@@ -208,7 +225,34 @@ class Agent:
         if plan.role is Role.ACTIVE_GATEWAY and self.private_key is None:
             raise RavenError(f"node {self.node} is the active tunnel endpoint of {plan.gateway}: "
                              "--private-key is required")
+        if plan.role is Role.STANDBY and self.private_key is None:
+            # Without its key a standby could never take over (and nobody would notice until then).
+            raise RavenError(f"Gateway {plan.gateway}: node {self.node} is a tunnel endpoint (a candidate for "
+                             "failover): --private-key is required")
         return plan
+
+    def _follow_liveness(self, cluster: Cluster) -> LivenessView:
+        """Start the liveness service on first use, give it the file's view, return what it knows.
+
+        Raises:
+            RavenError: the liveness port cannot be bound.
+        """
+        config = liveness_config(cluster, self.node, self.liveness_port)
+        if config is None:
+            if self.liveness is not None:
+                self.liveness.close()
+                self.liveness = None
+            return LivenessView()
+        if self.liveness is None:
+            self.liveness = LivenessService(config, self.private_key, self.interface, self._on_liveness)
+        else:
+            self.liveness.configure(config)
+        return self.liveness.view()
+
+    def _on_liveness(self, view: LivenessView) -> None:
+        """The liveness thread saw a change of who is active: reconcile in run()'s thread, now."""
+        self._liveness_changed = True
+        self._wake.set()
 
     # -------------------------------------------------------------- applying
     def reconcile(self) -> ReconcileReport:
@@ -233,20 +277,22 @@ class Agent:
             plan = self.compute_plan()
             for warning in plan.warnings:
                 log.warning("%s", warning)
-            if plan.role is Role.ACTIVE_GATEWAY:
+            if plan.role is Role.ACTIVE_GATEWAY or plan.peers:   # plan.peers: also a hot standby's interface
                 vpn_report = self.vpn.apply(plan)
                 try:
                     route_report = self.routes.apply(plan)
                 except BaseException:
-                    if self.plan is None or self.plan.role is not Role.ACTIVE_GATEWAY:
+                    if self.plan is None or not (self.plan.role is Role.ACTIVE_GATEWAY or self.plan.peers):
                         # An interface that no route uses would be half of a role change: undo it.
                         self.vpn.cleanup()
                     raise
             else:
                 route_report = self.routes.apply(plan)
                 vpn_report = self.vpn.apply(plan)
-                if vpn_report.changed:
+                if getattr(vpn_report, "removed", False):
                     log.info("%s is no longer the active gateway: interface %s removed", self.node, self.interface)
+            if plan.role is Role.ACTIVE_GATEWAY and self.liveness is not None:
+                self.liveness.announce()    # routes through the tunnel are in place: CLAIM now
             report = ReconcileReport(plan, vpn_report, route_report)
             if self.plan is None or plan != self.plan or report.changed:
                 log.info("role %s, gateway %s, %d peers, %d routes: %s", plan.role.value, plan.gateway or "-",
@@ -289,6 +335,9 @@ class Agent:
         with self._lock:
             was_started, self._started = self._started, False
             self._closed = True
+            if self.liveness is not None:
+                self.liveness.close()
+                self.liveness = None
             if not was_started:
                 return None
             try:
@@ -356,8 +405,8 @@ class Agent:
                     log.error("dataplane stopped: %s", stopped)
                     exit_code = 1
                     break
-                if self._reload or self._source_signature() != self._source_sig:
-                    self._reload = False
+                if self._reload or self._liveness_changed or self._source_signature() != self._source_sig:
+                    self._reload = self._liveness_changed = False
                     try:
                         self.reconcile()
                     except RavenError as exc:
@@ -365,10 +414,30 @@ class Agent:
                         log.error("%s (keeping the previous configuration)", exc)
         finally:
             self._looping = False
+            self._hand_over()
             reason = self._stop_reason or "dataplane gone"
             report = self.close()
             log.info("stopped (%s): %s", reason, report.summary() if report else "nothing to remove")
         return exit_code
+
+
+    def _hand_over(self) -> None:
+        """Planned handover: an active gateway that stops resigns and keeps forwarding until a
+        standby says it has taken over (at most :data:`HANDOVER_TIMEOUT` seconds), so no packet is lost."""
+        service = self.liveness
+        if service is None or self.plan is None or self.plan.role is not Role.ACTIVE_GATEWAY:
+            return
+        gateway = self.plan.gateway
+        service.resign()
+        deadline = time.monotonic() + HANDOVER_TIMEOUT
+        while time.monotonic() < deadline:
+            successor = service.view().active_of(gateway) if gateway else None
+            if successor is not None and successor != self.node:
+                log.info("handed over to %s", successor)
+                time.sleep(0.2)     # its routes are in; let packets in flight through ours drain
+                return
+            time.sleep(0.02)
+        log.info("no standby took over within %.0f s", HANDOVER_TIMEOUT)
 
 
 def _check_interface(interface: str) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ...errors import RavenError
+from ..liveness.wire import LIVENESS_PORT
 from .agent import Agent
 from .down import down
 from .pidfile import running_pid
@@ -35,6 +36,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     up_cmd.add_argument("--interface", default="raven0", help="tunnel interface name (default raven0)")
     up_cmd.add_argument("--port", type=int, default=4500, help="UDP listen port (default 4500)")
     up_cmd.add_argument("--mtu", type=int, default=None, help="tunnel MTU (default: underlay MTU - 80)")
+    up_cmd.add_argument("--liveness-port", type=int, default=LIVENESS_PORT,
+                        help=f"UDP port of the failover liveness protocol on the private network "
+                             f"(default {LIVENESS_PORT}; the same on every node)")
+    up_cmd.add_argument("--no-failover", action="store_true",
+                        help="no automatic failover: only the cluster file moves the gateway")
     up_cmd.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=argparse.SUPPRESS)
     up_cmd.set_defaults(func=cmd_up)
 
@@ -82,13 +88,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     _setup_logging()
     if not 1 <= args.port <= 65535:
         raise RavenError(f"--port {args.port}: must be 1..65535")
+    if not 1 <= args.liveness_port <= 65535 or args.liveness_port == args.port:
+        raise RavenError(f"--liveness-port {args.liveness_port}: must be 1..65535 and not --port")
     from ...device.tun import check_ifname
     try:
         check_ifname(args.interface)    # before it names the pid and state files
     except ValueError as exc:
         raise RavenError(f"--interface: {exc}") from None
     agent = Agent(args.cluster, args.node, private_key_path=args.private_key, interface=args.interface,
-                  port=args.port, mtu=args.mtu, state_dir=args.state_dir)
+                  port=args.port, mtu=args.mtu, state_dir=args.state_dir, failover=not args.no_failover,
+                  liveness_port=args.liveness_port)
     with _signals_to(agent):
         return agent.run()
 

@@ -112,8 +112,8 @@ class WireGuardDriver:
                 port; the MTU cannot be set.
             StartupError: the interface cannot be created; nothing is left behind.
         """
-        if plan.role is not Role.ACTIVE_GATEWAY:
-            return self.cleanup()
+        if plan.role is not Role.ACTIVE_GATEWAY and not (plan.role is Role.STANDBY and plan.peers):
+            return self.cleanup()    # a hot standby (failover) runs the interface with routes held back
         if self.private_key is None:
             raise RavenError(f"{self.interface}: node {plan.node_name} is the active gateway of {plan.gateway} "
                              "but the WireGuard driver has no private key")
@@ -126,7 +126,8 @@ class WireGuardDriver:
             except BaseException:
                 self.cleanup()
                 raise
-            log.info("%s is the active gateway of %s: interface %s up", plan.node_name, plan.gateway,
+            log.info("%s is the %s of %s: interface %s up", plan.node_name,
+                     "active gateway" if plan.role is Role.ACTIVE_GATEWAY else "hot standby", plan.gateway,
                      self.interface)
         else:
             self._configure(plan, report)

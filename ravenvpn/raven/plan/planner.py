@@ -15,6 +15,7 @@ from typing import Any
 
 from ...errors import ClusterError
 from ..cluster.model import Cluster, Endpoint, Gateway
+from .failover import candidates
 from .nodeplan import NodePlan, PeerPlan, Role, Route, Rule
 from .routing import gateway_routes, lookup_rules, member_routes, sysctls_for, tunnel_bypass_rules
 from .topology import PeerSet, plan_peers
@@ -79,15 +80,18 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
         return replace(base, **common, **_gateway_parts(
             gw, active, peer_set, warnings, interface, tunnel_mtu, listen_port,
             gateway_table, rule_priority))
-    parts = _member_parts(gw, peer_set, warnings, tunnel_mtu, member_table, rule_priority)
-    if role is Role.STANDBY and failover:
-        # The device is up with the active's peers; its own UDP must not follow the member routes,
-        # and CLAIMs that arrive on it from remote candidates must pass reverse-path filtering.
-        bypass = tunnel_bypass_rules(parts.get("routes", ()), rule_priority - 1, listen_port)
-        parts.update(peers=peer_set.peers, relay=peer_set.relaying,
-                     rules=_sorted_rules((*parts.get("rules", ()), *bypass)))
-        common["sysctls"] = ((f"net.ipv4.conf.{interface}.rp_filter", "2"),)
-    return replace(base, **common, **parts)
+    if role is Role.STANDBY and failover and own in candidates(cluster, gw):
+        # A hot standby: its device, peers, routes and rules are the active's, for its own node's
+        # traffic (remote gateways route its pods and node IP to it: see topology). Members still
+        # route through the active, so a takeover changes no route here, only members' routes and
+        # remote gateways' AllowedIPs.
+        assert own is not None
+        common["sysctls"] = sysctls_for(Role.ACTIVE_GATEWAY, interface, ipv6)
+        return replace(base, **common, **_gateway_parts(
+            gw, own, peer_set, warnings, interface, tunnel_mtu, listen_port,
+            gateway_table, rule_priority))
+    return replace(base, **common, **_member_parts(gw, peer_set, warnings, tunnel_mtu,
+                                                    member_table, rule_priority))
 
 
 def _gateway_parts(gw: Gateway, active: Endpoint, peer_set: PeerSet, warnings: list[str],

@@ -11,16 +11,18 @@ Every node computes the same answer from the same cluster, with no coordination.
 Raven's optional direct edge<->edge hole punching (by natType) is not attempted.
 
 Failover (:mod:`.failover`): every other candidate of a remote gateway is a peer too, a *standby
-peer* whose AllowedIPs hold only its own node address. A candidate that takes over is then already
-known (its handshake is accepted, its CLAIM reaches us through the tunnel), and moving the domain's
-prefixes to it is a change of AllowedIPs, decided by the liveness view, never by a handshake alone.
+peer* whose AllowedIPs hold only its own node's prefixes (node IP and pod subnets): a hot standby
+sends its own node's traffic through its own tunnel, so both directions take the same path. A
+candidate that takes over is then already known (its handshake is accepted, its CLAIM reaches us
+through the tunnel), and moving the rest of the domain's prefixes to it is a change of AllowedIPs,
+decided by the liveness view, never by a handshake alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..cluster.addresses import IPNetwork, host_network, sorted_networks
+from ..cluster.addresses import IPNetwork, sorted_networks
 from ..cluster.model import Cluster, Endpoint, Gateway
 from .failover import candidates
 from .nodeplan import PeerPlan
@@ -90,7 +92,7 @@ def _peer(local: Gateway, remote: Gateway, extra: list[IPNetwork],
     for ep in standbys:
         standby_member = remote.member(ep.node_name)
         assert standby_member is not None
-        held_back.add(host_network(standby_member.private_ip))
+        held_back.update(standby_member.prefixes)
     member = remote.member(active.node_name)
     assert member is not None  # the loader checked endpoint nodes are members
     # No public IP: assume one underlay for all domains (a lab) and use the private IP.
@@ -111,14 +113,14 @@ def _peer(local: Gateway, remote: Gateway, extra: list[IPNetwork],
 
 
 def _standby_peer(local: Gateway, remote: Gateway, ep: Endpoint, keepalive: int) -> PeerPlan:
-    """A remote candidate that is not active: a peer for its own node address only."""
+    """A remote candidate that is not active: a peer for its own node's prefixes only."""
     assert ep.public_key is not None
     member = remote.member(ep.node_name)
     assert member is not None
     return PeerPlan(
         public_key=ep.public_key,
         endpoint=(str(ep.public_ip or member.private_ip), ep.public_port or ep.port),
-        allowed_ips=(host_network(member.private_ip),),
+        allowed_ips=member.prefixes,
         persistent_keepalive=keepalive if (local.under_nat or remote.under_nat) else 0,
         gateway=remote.name,
         node_name=ep.node_name,
