@@ -502,6 +502,34 @@ class Lab:
     def signal_up(self, name: str, sig: int) -> None:
         os.kill(self._ups[name].pid, sig)
 
+    def kill_up(self, name: str) -> None:
+        """SIGKILL ``ravenvpn up`` in ``name`` (a crash: nothing is cleaned up) and wait until it is gone."""
+        up = self._ups[name]
+        os.kill(up.pid, signal.SIGKILL)
+        wait_for(lambda: up.proc.poll() is not None, timeout=10, interval=0.01, message=f"{name}'s up to die")
+
+    def cable(self, name: str, connected: bool) -> float:
+        """Pull (or plug back) every network cable of cluster node ``name``: the switch-side ends of its
+        LAN and internet links go down (up), so the node's links lose carrier as with a dead NIC or
+        switch port; its addresses and routes stay. Returns ``time.monotonic()`` right after."""
+        d = self.domain_of(name)
+        switches = [self._infra[f"{_short(d.gateway)}-lan"]]
+        if self.hosts[name].public_ip:
+            switches.append(self._infra["internet"])
+        for sw in switches:
+            sw.run("ip", "link", "set", "dev", f"p-{name}"[:15], "up" if connected else "down")
+        return time.monotonic()
+
+    def add_lan_host(self, gateway: str, ip: str, label: str = "intruder") -> Node:
+        """Another host on ``gateway``'s LAN (no cluster node: e.g. an attacker), addressed ``ip``; removed
+        with the lab."""
+        d = self.domain(gateway)
+        node = self._make_node(label)
+        self._infra[label] = node
+        self._attach(self._infra[f"{_short(gateway)}-lan"], node, f"{ip}/{d.lan.prefixlen}", port=f"p-{label}",
+                     name="eth0")
+        return node
+
     def down(self, name: str, timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
         """``ravenvpn down`` in node ``name``, then reap our ``up`` process (which ``down`` stopped)."""
         res = self.ravenvpn(name, "down", timeout=timeout)
