@@ -173,7 +173,8 @@ def _planned_peers(lab: Lab, name: str) -> list[tuple[str, str, bool, tuple[str,
 
 def test_forged_and_replayed_liveness_from_another_lan_host_change_nothing(lab: Lab) -> None:
     from ravenvpn.raven.liveness import wire
-    active, standby = "hz-2", "hz-1"
+    [active] = active_of(lab, "gw-hangzhou")
+    standby = next(n for n in HZ if n != active)
     intruder = lab.add_lan_host("gw-hangzhou", "192.168.1.66")
     routes_before = lab.node("hz-3").run("ip", "route", "show", "table", "9027").stdout
     peers_before = _planned_peers(lab, active)
@@ -189,8 +190,8 @@ def test_forged_and_replayed_liveness_from_another_lan_host_change_nothing(lab: 
         _udp(lab.ip(standby), lab.ip(active), wire.make_state(1, 10**9, fake, wire.FLAG_ACTIVE, 99)),
         # the active resigns (it does not): a forged resign
         _udp(lab.ip(active), lab.ip("hz-3"), wire.make_state(1, 10**9, fake, wire.FLAG_RESIGN, 0)),
-        # a CLAIM on the LAN: qingdao's standby "took over" (claims count only out of the tunnel)
-        _udp(lab.ip("qd-2"), lab.ip(active), wire.make_claim("gw-qingdao", "qd-2", wire.FLAG_ACTIVE, 99)),
+        # a CLAIM on the LAN: the cloud's standby "took over" (claims count only out of the tunnel)
+        _udp(lab.ip("cloud-3"), lab.ip(active), wire.make_claim("gw-cloud", "cloud-3", wire.FLAG_ACTIVE, 99)),
         # a HELLO from a host that is no node of the domain (it must get no answer)
         _udp("192.168.1.66", lab.ip(active), wire.make_hello(wire.gateway_id("gw-hangzhou"))[0]),
     ]
@@ -213,7 +214,7 @@ def test_forged_and_replayed_liveness_from_another_lan_host_change_nothing(lab: 
     assert lab.role(standby) == "standby"
     assert lab.node("hz-3").run("ip", "route", "show", "table", "9027").stdout == routes_before
     assert _planned_peers(lab, active) == peers_before
-    assert holder_at(lab, "cloud-1", "gw-qingdao") == "qd-1"
+    assert holder_at(lab, active, "gw-cloud") == "cloud-1"
 
 
 def _partition(lab: Lab, a: str, b: str, on: bool) -> None:
