@@ -18,6 +18,7 @@ from typing import Iterator
 
 import pytest
 
+from ravenvpn.errors import RavenError
 from tools import netns
 from tools.lab import INTERFACE, Lab
 
@@ -52,10 +53,10 @@ def active_of(lab: Lab, gateway: str) -> list[str]:
 def holder_at(lab: Lab, observer: str, gateway: str) -> str | None:
     """The candidate of ``gateway`` to which ``observer``'s tunnel routes the domain (its non-standby peer)."""
     try:
-        peers = lab.status(observer)["peers"]
-    except (netns.CommandError, ValueError):
+        peers = lab.status(observer).peers
+    except (netns.CommandError, RavenError):
         return None
-    return next((p["node"] for p in peers if p["gateway"] == gateway and not p["standby"]), None)
+    return next((p.node for p in peers if p.gateway == gateway and not p.standby), None)
 
 
 def first_replies(lab: Lab, jobs: list[tuple[str, str]], t0: float, timeout: float = RECOVERY) -> dict[str, float | None]:
@@ -168,7 +169,7 @@ def _udp(src: str, dst: str, payload: bytes, sport: int = 4501, dport: int = 450
 
 
 def _planned_peers(lab: Lab, name: str) -> list[tuple[str, str, bool, tuple[str, ...]]]:
-    return sorted((p["gateway"], p["node"], p["standby"], tuple(p["allowed_ips"])) for p in lab.status(name)["peers"])
+    return sorted((p.gateway, p.node, p.standby, tuple(p.allowed_ips)) for p in lab.status(name).peers)
 
 
 def test_forged_and_replayed_liveness_from_another_lan_host_change_nothing(lab: Lab) -> None:

@@ -67,7 +67,7 @@ def test_roles_follow_the_cluster_file(lab: Lab) -> None:
         "hz-1": "active-gateway", "hz-2": "standby",
         "qd-1": "active-gateway", "qd-2": "standby",
     }
-    assert lab.status(CLOUD_GW)["relay"] is True
+    assert lab.status(CLOUD_GW).relay is True
     for name in lab.names:
         # standbys are hot (failover): raven0 up with the active's peers, routes held back
         assert lab.node(name).has_link(INTERFACE) == (roles[name] in ("active-gateway", "standby")), name
@@ -165,12 +165,12 @@ def test_hangzhou_qingdao_traffic_is_relayed_by_the_cloud_gateway(lab: Lab) -> N
             out[gw] = (sum(dump[k].rx_bytes for k in ks), sum(dump[k].tx_bytes for k in ks))
         return out
 
-    hz_key = lab.status(HZ_GW)["peers"][0]  # hz-1's peers are the cloud gateway's candidates
-    assert {p["gateway"] for p in lab.status(HZ_GW)["peers"]} == {"gw-cloud"}, hz_key
-    assert {p["gateway"] for p in lab.status(QD_GW)["peers"]} == {"gw-cloud"}
+    hz_key = lab.status(HZ_GW).peers[0]  # hz-1's peers are the cloud gateway's candidates
+    assert {p.gateway for p in lab.status(HZ_GW).peers} == {"gw-cloud"}, hz_key
+    assert {p.gateway for p in lab.status(QD_GW).peers} == {"gw-cloud"}
     keys: dict[str, list[str]] = {}
-    for p in lab.status(CLOUD_GW)["peers"]:
-        keys.setdefault(p["gateway"], []).append(p["public_key"])
+    for p in lab.status(CLOUD_GW).peers:
+        keys.setdefault(p.gateway, []).append(p.public_key)
     assert set(keys) == {"gw-hangzhou", "gw-qingdao"}
 
     size, count = 1000, 10
@@ -190,9 +190,9 @@ def test_hangzhou_qingdao_traffic_is_relayed_by_the_cloud_gateway(lab: Lab) -> N
         assert rx >= minimum and tx >= minimum, f"{gw}: rx +{rx}, tx +{tx} (expected >= {minimum} each way)"
     assert not direct.packets(), f"direct hangzhou <-> qingdao packets: {[p.summary() for p in direct.packets()]}"
     status = lab.status(CLOUD_GW)
-    assert status["relay"] is True
-    assert all(p.get("rx_bytes", 0) > 0 and p.get("tx_bytes", 0) > 0 for p in status["peers"] if not p["standby"]), \
-        status["peers"]
+    assert status.relay is True
+    assert all(p.live and p.live.rx_bytes > 0 and p.live.tx_bytes > 0 for p in status.peers if not p.standby), \
+        status.peers
 
 
 def _first_reply(lab: Lab, src: str, dst: str, t0: float, timeout: float = 60.0) -> float | None:
@@ -243,7 +243,7 @@ def test_failover_hz1_notready_makes_hz2_the_gateway(lab: Lab) -> None:
 
         assert lab.node("hz-2").has_link(INTERFACE)
         assert not lab.node("hz-1").has_link(INTERFACE)
-        cloud_peers = {p["node"]: p["standby"] for p in lab.status(CLOUD_GW)["peers"]}
+        cloud_peers = {p.node: p.standby for p in lab.status(CLOUD_GW).peers}
         assert cloud_peers == {"hz-2": False, QD_GW: False, "qd-2": True}   # hz-1 is no candidate now
         jobs = [("hz-2", lab.ip("qd-2")), ("pod:qd-2", lab.pod_ip("hz-2")), ("qd-1", lab.ip("hz-2")),
                 ("pod:hz-1", lab.pod_ip("qd-1")), ("hz-1", lab.ip("qd-2")), ("cloud-2", lab.pod_ip("hz-1")),

@@ -59,8 +59,8 @@ def run(cluster: Path, verbose: bool = False) -> int:
         took_hs = lab.wait_tunnels(timeout=40)
         for name in lab.names:
             st = lab.status(name)
-            relay = " (relay for NAT<->NAT)" if st.get("relay") else ""
-            print(f"    {name:8} {st['role']:15} of {st['gateway']}{relay}")
+            relay = " (relay for NAT<->NAT)" if st.relay else ""
+            print(f"    {name:8} {st.role:15} of {st.gateway}{relay}")
         print(f"all up in {took_up:.1f}s, all gateway handshakes done {took_hs:.1f}s later")
 
         # --- every pair of domains, both directions, host->host and pod->pod
@@ -96,7 +96,7 @@ def run(cluster: Path, verbose: bool = False) -> int:
             print(_indent(out or "(nothing captured)", "  "))
 
         # --- the cloud gateway relays hangzhou <-> qingdao: show its peers and counters
-        cloud_gw = next((n for n in lab.active_gateways() if lab.status(n).get("relay")), "cloud-1")
+        cloud_gw = next((n for n in lab.active_gateways() if lab.status(n).relay), "cloud-1")
         _title(f"ravenvpn status on {cloud_gw} (relays hangzhou <-> qingdao)")
         _cmd(cloud_gw, "ravenvpn status")
         print(_indent(lab.ravenvpn(cloud_gw, "status").stdout, "  "))

@@ -62,14 +62,17 @@ from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 
+from ravenvpn.errors import RavenError
+from ravenvpn.raven.cluster import load_cluster
+from ravenvpn.raven.node.records import DEFAULT_STATE_DIR, status_path
+from ravenvpn.raven.node.statusfile import NodeStatus
 from tools import netns
 from tools.netns import Node, PingResult, veth, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CLUSTER = ROOT / "examples" / "cluster-three-domains.yaml"
 DEFAULT_KEYS = ROOT / "examples" / "keys"
-GATEWAY_LABEL = "raven.openyurt.io/gateway"
-STATE_DIR = Path("/run/ravenvpn")  # ravenvpn's default; a private tmpfs in every lab node
+STATE_DIR = Path(DEFAULT_STATE_DIR)  # ravenvpn's default; a private tmpfs in every lab node
 _STATE_DIR_MARKER = ".created-by-ravenvpn-lab"
 INTERFACE = "raven0"
 TUNNEL_PORT = 4500
@@ -117,50 +120,32 @@ class DomainSpec:
     uplink_ip: str | None = None  # NAT router's address on the internet
 
 
-def _docs(text: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for doc in yaml.safe_load_all(text):
-        if not isinstance(doc, dict):
-            continue
-        if doc.get("kind") == "List" or (doc.get("kind", "").endswith("List") and "items" in doc):
-            out.extend(d for d in doc.get("items") or [] if isinstance(d, dict))
-        else:
-            out.append(doc)
-    return out
-
-
 def parse_topology(text: str) -> tuple[list[DomainSpec], ipaddress.IPv4Network]:
-    """Domains (with their hosts) and the internet prefix, from the cluster YAML text."""
-    docs = _docs(text)
-    gateways = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "Gateway"}
+    """Domains (with their hosts) and the internet prefix, from the cluster YAML text.
+
+    The cluster is read by ravenvpn's own loader, so the lab places exactly the nodes and members the
+    agents will see (``kind: List`` flattening, InternalIP, podCIDRs, derived membership).
+    ClusterError for a cluster the agents would refuse too; ValueError for one the lab cannot build."""
+    cluster = load_cluster(text)
     hosts: list[HostSpec] = []
-    for d in docs:
-        if d.get("kind") != "Node":
-            continue
-        name = d["metadata"]["name"]
-        labels = d["metadata"].get("labels") or {}
-        addrs = (d.get("status") or {}).get("addresses") or []
-        internal = next((a["address"] for a in addrs if a.get("type") == "InternalIP"), None)
-        if internal is None:
-            raise ValueError(f"Node {name}: no InternalIP, the lab cannot place it")
-        spec = d.get("spec") or {}
-        cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
-        pod = next((c for c in cidrs if ipaddress.ip_network(c).version == 4), None)
-        hosts.append(HostSpec(name, labels.get(GATEWAY_LABEL), internal, pod))
+    for node in cluster.nodes:
+        if node.internal_ip is None:
+            raise ValueError(f"Node {node.name}: no InternalIP, the lab cannot place it")
+        gw = cluster.gateway_of(node.name)
+        pod = next((str(c) for c in node.pod_cidrs if c.version == 4), None)
+        hosts.append(HostSpec(node.name, gw.name if gw else None, str(node.internal_ip), pod))
     public: list[str] = []
     domains: list[DomainSpec] = []
-    for gw_name in sorted(gateways):
-        gw = gateways[gw_name]
-        endpoints = (gw.get("spec") or {}).get("endpoints") or []
-        under_nat = any(bool(ep.get("underNAT")) for ep in endpoints)
+    for gw in cluster.gateways:
+        gw_name, under_nat = gw.name, gw.under_nat
         members = sorted((h for h in hosts if h.gateway == gw_name), key=lambda h: h.name)
         if not members:
             continue
         if not under_nat:
-            for ep in endpoints:
-                host = next((h for h in members if h.name == ep.get("nodeName")), None)
-                if host is not None and ep.get("publicIP"):
-                    host.public_ip = str(ep["publicIP"])
+            for ep in gw.endpoints:
+                host = next((h for h in members if h.name == ep.node_name), None)
+                if host is not None and ep.public_ip is not None:
+                    host.public_ip = str(ep.public_ip)
                     public.append(host.public_ip)
         lan = ipaddress.ip_network(f"{members[0].internal_ip}/24", strict=False)
         for h in members:
@@ -466,7 +451,7 @@ class Lab:
         def ready() -> bool:
             if up.proc.poll() is not None:
                 raise UpError(f"ravenvpn up in {name} exited {up.proc.returncode}:\n{up.log()}")
-            return up.state_file(f"{INTERFACE}.status.json").exists()
+            return up.state_file(status_path(STATE_DIR, INTERFACE).name).exists()
 
         try:
             wait_for(ready, timeout=timeout, interval=0.05, message=f"ravenvpn up in {name} to write its status")
@@ -544,12 +529,12 @@ class Lab:
             raise netns.CommandError(res.returncode, ["ravenvpn", "down"], res.stdout, res.stderr)
         return res
 
-    def status(self, name: str) -> dict[str, Any]:
-        """``ravenvpn status --json`` of node ``name``."""
+    def status(self, name: str) -> NodeStatus:
+        """``ravenvpn status --json`` of node ``name`` (with the peers' live state on an active gateway)."""
         res = self.ravenvpn(name, "status", "--json")
         if res.returncode != 0:
             raise netns.CommandError(res.returncode, ["ravenvpn", "status", "--json"], res.stdout, res.stderr)
-        return json.loads(res.stdout)
+        return NodeStatus.from_json(res.stdout)
 
     def role(self, name: str) -> str | None:
         """The role ``up`` in ``name`` last wrote to its status file (no process spawn), None if none."""
@@ -557,8 +542,8 @@ class Lab:
         if up is None:
             return None
         try:
-            return json.loads(up.state_file(f"{INTERFACE}.status.json").read_text())["role"]
-        except (OSError, ValueError, KeyError):
+            return NodeStatus.read(up.state_file(status_path(STATE_DIR, INTERFACE).name)).role
+        except (OSError, RavenError):
             return None
 
     def active_gateways(self) -> list[str]:
@@ -582,11 +567,11 @@ class Lab:
         for name in actives:
             dump = self.wg_dump(name)
             try:
-                planned = {p["public_key"]: p for p in self.status(name)["peers"]}
-            except (netns.CommandError, ValueError, KeyError):
+                planned = {p.public_key: p for p in self.status(name).peers}
+            except (netns.CommandError, RavenError):
                 return False
             needed = [p for k, p in dump.peers.items()
-                      if not (planned.get(k, {}).get("standby") and not self.is_up(planned[k]["node"]))]
+                      if not (k in planned and planned[k].standby and not self.is_up(planned[k].node))]
             if not dump.peers or any(p.latest_handshake == 0 for p in needed):
                 return False
         return True

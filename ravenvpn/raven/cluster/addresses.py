@@ -11,12 +11,20 @@ IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def parse_ip(text: str) -> IPAddress:
-    """Parse one IP address; raises ValueError with ipaddress's reason."""
+    """Parse one IPv4 or IPv6 address (surrounding blanks ignored).
+
+    Raises:
+        ValueError: not an address (ipaddress's reason).
+    """
     return ipaddress.ip_address(text.strip())
 
 
 def parse_cidr(text: str) -> IPNetwork:
-    """Parse a CIDR strictly: host bits set is a typo we want to report, not mask away."""
+    """Parse a CIDR (``10.244.1.0/24``) strictly: host bits set is a typo we want to report, not mask away.
+
+    Raises:
+        ValueError: no prefix length, host bits set, or not a network (ipaddress's reason).
+    """
     text = text.strip()
     if "/" not in text:
         raise ValueError("missing prefix length")
@@ -29,7 +37,8 @@ def host_network(ip: IPAddress) -> IPNetwork:
 
 
 def network_sort_key(net: IPNetwork) -> tuple[int, int, int]:
-    # IPv4 and IPv6 networks do not compare with each other; sort v4 first.
+    """(version, network address, prefix length): IPv4 and IPv6 networks do not compare with each other,
+    so this sorts v4 first, then by address."""
     return (net.version, int(net.network_address), net.prefixlen)
 
 
@@ -37,6 +46,3 @@ def sorted_networks(nets: Iterable[IPNetwork]) -> tuple[IPNetwork, ...]:
     """Deduplicated and in a stable order, so plans compare equal run to run."""
     return tuple(sorted(set(nets), key=network_sort_key))
 
-
-def networks_overlap(a: IPNetwork, b: IPNetwork) -> bool:
-    return a.version == b.version and a.overlaps(b)

@@ -1,6 +1,7 @@
 """Cross-object consistency checks; each raises the first problem as a ClusterError.
 
-Field-level problems (bad CIDR, port, key encoding) are caught while parsing;
+Every check names the object and field at fault, in Raven's field names
+(``Gateway gw-hangzhou: spec.endpoints[1].underNAT: ...``). Field-level problems (bad CIDR, port, key encoding) are caught while parsing;
 what is checked here needs several objects at once.
 """
 
@@ -18,6 +19,11 @@ LABEL_FIELD = f"metadata.labels[{GATEWAY_LABEL}]"
 
 
 def check_unique_names(kind: str, names: Iterable[str]) -> None:
+    """Each ``metadata.name`` of ``kind`` (``"Node"``, ``"Gateway"``) at most once.
+
+    Raises:
+        ClusterError: the first name defined twice.
+    """
     seen: set[str] = set()
     for name in names:
         if name in seen:
@@ -26,6 +32,12 @@ def check_unique_names(kind: str, names: Iterable[str]) -> None:
 
 
 def check_gateway_spec(gw: ParsedGateway) -> None:
+    """One Gateway's ``spec`` on its own: no duplicate (node, type) endpoint, one ``underNAT`` for all
+    endpoints, no exposed gateway under NAT, at most one tunnel replica.
+
+    Raises:
+        ClusterError: the first violation, naming the endpoint index.
+    """
     first: dict[tuple[str, str], int] = {}
     for ep in gw.endpoints:
         key = (ep.node_name, ep.type)
@@ -52,13 +64,23 @@ def check_gateway_spec(gw: ParsedGateway) -> None:
 
 
 def check_labels(nodes: Iterable[Node], gateway_names: set[str]) -> None:
+    """Every ``raven.openyurt.io/gateway`` label names a Gateway of the cluster.
+
+    Raises:
+        ClusterError: a label naming an unknown Gateway.
+    """
     for node in nodes:
         if node.gateway_label is not None and node.gateway_label not in gateway_names:
             raise ClusterError(f"Node {node.name}: {LABEL_FIELD}: unknown Gateway {node.gateway_label!r}")
 
 
 def check_written_status_nodes(gw: ParsedGateway, nodes: Mapping[str, Node]) -> None:
-    """A status.nodes written in the file must agree with the Node objects."""
+    """A ``status.nodes`` written in the file must agree with the Node objects: known nodes, each once,
+    privateIP equal to the Node's InternalIP, and every labelled member listed.
+
+    Raises:
+        ClusterError: the first disagreement, naming ``status.nodes[i]``.
+    """
     assert gw.status_nodes is not None
     listed: set[str] = set()
     for i, info in enumerate(gw.status_nodes):
@@ -79,7 +101,11 @@ def check_written_status_nodes(gw: ParsedGateway, nodes: Mapping[str, Node]) -> 
 
 
 def check_claims(nodes: Iterable[Node], gateways: Sequence[ParsedGateway]) -> None:
-    """A node belongs to at most one gateway, whether by label or by a written status."""
+    """A node belongs to at most one gateway, whether by label or by a written status.
+
+    Raises:
+        ClusterError: a node claimed by two gateways (names both claims).
+    """
     for node in nodes:
         claims: dict[str, str] = {}
         if node.gateway_label is not None:
@@ -96,6 +122,12 @@ def check_claims(nodes: Iterable[Node], gateways: Sequence[ParsedGateway]) -> No
 
 def check_endpoint_references(gw: ParsedGateway, members: Sequence[NodeInfo],
                               nodes: Mapping[str, Node]) -> None:
+    """Every ``spec.endpoints[].nodeName`` and written ``status.activeEndpoints[]`` names a known Node
+    that is a member of ``gw``; an active endpoint matches a spec endpoint (type, public key).
+
+    Raises:
+        ClusterError: the first endpoint that does not.
+    """
     member_names = {m.node_name for m in members}
     how = "not in status.nodes" if gw.status_nodes is not None else f"no {GATEWAY_LABEL}={gw.name} label"
     for ep in gw.endpoints:
@@ -118,7 +150,12 @@ def check_endpoint_references(gw: ParsedGateway, members: Sequence[NodeInfo],
 
 
 def check_unique_keys(gateways: Sequence[ParsedGateway]) -> None:
-    # WireGuard identifies peers by public key; two nodes sharing one is a copy-paste slip.
+    """No two tunnel endpoints share a ``config.publicKey``: WireGuard identifies peers by public key,
+    so two nodes sharing one is a copy-paste slip.
+
+    Raises:
+        ClusterError: the second endpoint with a key, naming the first.
+    """
     owner: dict[bytes, tuple[str, int, str]] = {}
     for gw in gateways:
         for ep in gw.endpoints:
@@ -149,6 +186,9 @@ def check_overlaps(members: Mapping[str, tuple[NodeInfo, ...]], written: set[str
 
     ``members`` maps gateway name to its members; ``written`` names the gateways
     whose status.nodes came from the file (errors then point into the Gateway).
+
+    Raises:
+        ClusterError: the first overlap between prefixes of two gateways, naming both fields.
     """
     claims = sorted(
         (c for gw, infos in members.items() for c in _claims(gw, infos, gw in written)),

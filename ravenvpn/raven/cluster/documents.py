@@ -28,6 +28,12 @@ except AttributeError:  # pragma: no cover - depends on how PyYAML was built
 
 @dataclass(frozen=True)
 class KubeObject:
+    """One Gateway or Node object as found in the input, not yet parsed.
+
+    ``data`` is the object's dict as given (never changed); ``where`` locates it for errors on
+    unnamed objects (``document 2``, ``object 1 items[3]``).
+    """
+
     kind: str          # "Gateway" or "Node"
     api_version: str
     data: dict[str, Any]
@@ -35,6 +41,7 @@ class KubeObject:
 
     @property
     def name(self) -> str | None:
+        """``metadata.name`` if it is a non-empty string, else None (the parsers report it)."""
         meta = self.data.get("metadata")
         name = meta.get("name") if isinstance(meta, dict) else None
         return name if isinstance(name, str) and name else None
@@ -46,7 +53,11 @@ class KubeObject:
 
 
 def parse_yaml(text: str) -> list[Any]:
-    """All documents of a YAML stream; syntax errors become one line with a line number."""
+    """All non-empty documents of a YAML stream (safe loading: plain dicts, lists, scalars).
+
+    Raises:
+        ClusterError: a syntax error, as one line with line and column.
+    """
     try:
         return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None]
     except yaml.MarkedYAMLError as exc:

@@ -21,7 +21,13 @@ from .model import PROXY, TUNNEL, Endpoint, Node, NodeInfo
 
 
 def derive_members(gw: ParsedGateway, nodes: Iterable[Node]) -> tuple[NodeInfo, ...]:
-    """status.nodes for a gateway whose status was not written."""
+    """``status.nodes`` for a gateway whose status was not written: the nodes labelled
+    ``raven.openyurt.io/gateway=<gw>``, with privateIP = first InternalIP and subnets = pod CIDRs,
+    sorted by node name (as yurt-manager's gateway-pickup controller computes them).
+
+    Raises:
+        ClusterError: a labelled node without an InternalIP.
+    """
     members = []
     for node in nodes:
         if node.gateway_label != gw.name:
@@ -34,7 +40,9 @@ def derive_members(gw: ParsedGateway, nodes: Iterable[Node]) -> tuple[NodeInfo, 
 
 
 def elect(gw: ParsedGateway, is_candidate: Callable[[str], bool]) -> tuple[Endpoint, ...]:
-    """status.activeEndpoints: both types, sorted by node name like the controller does."""
+    """``status.activeEndpoints``: the elected tunnel and proxy endpoints, sorted by node name like the
+    controller does. ``is_candidate(node_name)`` says whether a node may be elected (a Ready member);
+    see the module doc for the rule."""
     chosen = [*_elect_type(gw, TUNNEL, gw.tunnel_replicas, is_candidate),
               *_elect_type(gw, PROXY, gw.proxy_replicas, is_candidate)]
     return tuple(sorted(chosen, key=lambda ep: (ep.node_name, ep.type)))

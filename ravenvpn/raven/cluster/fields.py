@@ -30,6 +30,12 @@ def _type_name(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Field:
+    """A value of a parsed object with its owner and path; accessors check its type and raise a
+    ClusterError naming both (``Gateway gw-hz: spec.endpoints[0].port: invalid port 0``).
+
+    ``value`` is :data:`MISSING` when the key is absent; YAML's null counts as absent too.
+    """
+
     owner: str          # "Gateway gw-hangzhou", "Node hz-1", "document 3"
     path: str           # "spec.endpoints[0]"; "" for the object itself
     value: Any = MISSING
@@ -38,10 +44,13 @@ class Field:
 
     @property
     def present(self) -> bool:
-        # YAML `key:` with no value is null; Kubernetes treats it like an omitted field.
+        """True unless absent or null (YAML `key:` with no value is null; Kubernetes treats it like
+        an omitted field)."""
         return self.value is not MISSING and self.value is not None
 
     def child(self, key: str) -> Field:
+        """The field at ``<path>.<key>`` (absent if this field is absent). Raises ClusterError (via
+        :meth:`mapping`) if this field is not a mapping."""
         mapping = self.mapping()
         value = MISSING if mapping is None else mapping.get(key, MISSING)
         return Field(self.owner, f"{self.path}.{key}" if self.path else key, value)
@@ -61,6 +70,11 @@ class Field:
         return Field(self.owner, f"{self.path}[{key}]", value)
 
     def items(self) -> list[Field]:
+        """The elements of a list as fields ``<path>[i]``; [] when absent.
+
+        Raises:
+            ClusterError: the value is not a list.
+        """
         if not self.present:
             return []
         if not isinstance(self.value, list):
@@ -68,6 +82,11 @@ class Field:
         return [Field(self.owner, f"{self.path}[{i}]", v) for i, v in enumerate(self.value)]
 
     def mapping(self) -> dict[str, Any] | None:
+        """The value as a dict; None when absent.
+
+        Raises:
+            ClusterError: the value is not a mapping.
+        """
         if not self.present:
             return None
         if not isinstance(self.value, dict):
@@ -77,12 +96,18 @@ class Field:
     # --- errors -----------------------------------------------------------
 
     def error(self, message: str) -> ClusterError:
+        """A ClusterError ``<owner>: <path>: <message>`` for the caller to raise."""
         where = f"{self.owner}: {self.path}" if self.path else self.owner
         return ClusterError(f"{where}: {message}")
 
     # --- scalars ----------------------------------------------------------
 
     def string(self, default: str | None = None, *, required: bool = False) -> str | None:
+        """The value as text (numbers are accepted as YAML often unquotes them); ``default`` when absent.
+
+        Raises:
+            ClusterError: not a scalar; or, with ``required``, absent or blank.
+        """
         if not self.present:
             if required:
                 raise self.error("missing")
@@ -95,11 +120,17 @@ class Field:
         return text
 
     def required_string(self) -> str:
+        """Like :meth:`string` with ``required=True``; raises ClusterError when absent or blank."""
         text = self.string(required=True)
         assert text is not None
         return text
 
     def boolean(self, default: bool = False) -> bool:
+        """A YAML boolean; ``default`` when absent.
+
+        Raises:
+            ClusterError: anything but true or false (the string "true" included).
+        """
         if not self.present:
             return default
         if not isinstance(self.value, bool):
@@ -107,6 +138,11 @@ class Field:
         return self.value
 
     def integer(self, default: int, *, minimum: int = 0) -> int:
+        """An integer of at least ``minimum``; ``default`` when absent.
+
+        Raises:
+            ClusterError: not an integer (a boolean is not one), or below ``minimum``.
+        """
         if not self.present:
             return default
         # bool is an int subclass in Python; `replicas: true` is a mistake, not 1.
@@ -117,6 +153,11 @@ class Field:
         return self.value
 
     def port(self, default: int | None = None) -> int | None:
+        """A port number 1-65535; ``default`` when absent.
+
+        Raises:
+            ClusterError: anything else.
+        """
         if not self.present:
             return default
         if isinstance(self.value, bool) or not isinstance(self.value, int) \
@@ -125,6 +166,11 @@ class Field:
         return self.value
 
     def ip(self, *, required: bool = False) -> IPAddress | None:
+        """An IPv4 or IPv6 address; None when absent or blank (unless ``required``).
+
+        Raises:
+            ClusterError: not an address; or, with ``required``, absent.
+        """
         text = self.string(required=required)
         if text is None or not text.strip():
             return None
@@ -134,12 +180,23 @@ class Field:
             raise self.error(f"invalid IP address {text!r}") from None
 
     def required_ip(self) -> IPAddress:
+        """Like :meth:`ip` with ``required=True``.
+
+        Raises:
+            ClusterError: absent, blank or not an address.
+        """
         ip = self.ip(required=True)
         if ip is None:  # whitespace only
             raise self.error("empty")
         return ip
 
     def cidr(self) -> IPNetwork:
+        """A required network in CIDR notation, host bits clear (``10.244.1.0/24``).
+
+        Raises:
+            ClusterError: absent, or not such a network (the reason is given for host bits or a
+                missing prefix length).
+        """
         text = self.required_string()
         try:
             return parse_cidr(text)
@@ -149,4 +206,5 @@ class Field:
             raise self.error(f"invalid CIDR {text!r}{detail}") from None
 
     def cidr_list(self) -> tuple[IPNetwork, ...]:
+        """A list of CIDRs (see :meth:`cidr`); () when absent. Raises ClusterError for a bad entry."""
         return tuple(item.cidr() for item in self.items())

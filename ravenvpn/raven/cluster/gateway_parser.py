@@ -1,6 +1,8 @@
 """raven.openyurt.io Gateway dict -> :class:`ParsedGateway` (spec plus the status as given).
 
-The status is kept as written; :mod:`status` decides what of it still holds.
+The status is kept as written; :mod:`.election` decides what of it still holds.
+Field names are Raven's ``raven.openyurt.io/v1beta1`` (v1alpha1 read as OpenYurt's conversion
+webhook converts it).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class StatusEndpoint:
 
 @dataclass(frozen=True)
 class ParsedGateway:
+    """A Gateway's fields, checked one by one but not yet against other objects (:mod:`.checks`)."""
+
     name: str
     label: str           # "Gateway gw-x", for errors
     api_version: str
@@ -41,6 +45,12 @@ class ParsedGateway:
 
 
 def parse_gateway(obj: KubeObject) -> ParsedGateway:
+    """Parse a ``raven.openyurt.io`` Gateway: metadata.name, spec (exposeType, nodeSelector,
+    tunnelConfig.Replicas, proxyConfig.Replicas, endpoints) and status (nodes, activeEndpoints).
+
+    Raises:
+        ClusterError: the first malformed field, named by its path.
+    """
     root = Field(obj.label, "", obj.data)
     name = root.child("metadata").child("name").required_string()
     alpha = obj.api_version.endswith("/v1alpha1")
@@ -69,6 +79,14 @@ def parse_gateway(obj: KubeObject) -> ParsedGateway:
 
 
 def parse_endpoint(field: Field, index: int, alpha: bool, *, in_status: bool) -> Endpoint:
+    """One ``spec.endpoints[index]`` (or a ``status.activeEndpoints`` entry with ``in_status``):
+    nodeName, type, port, underNAT, natType, publicIP, publicPort, config (publicKey decoded).
+    v1alpha1 (``alpha``) and status entries default the type to tunnel; port 0 means the default.
+
+    Raises:
+        ClusterError: the first malformed field; an unknown type; a tunnel endpoint of the spec
+            without a 32-byte base64 ``config.publicKey``.
+    """
     type_field = field.child("type")
     # v1alpha1 had no type: every endpoint was a tunnel (OpenYurt's conversion says so).
     # Status entries are observations, so be as lenient there.

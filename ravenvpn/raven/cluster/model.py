@@ -49,10 +49,8 @@ class Endpoint:
 
     @property
     def public_key_b64(self) -> str | None:
+        """``config.publicKey`` as base64 text, None when the endpoint has none."""
         return None if self.public_key is None else base64.b64encode(self.public_key).decode()
-
-    def config_value(self, key: str) -> str | None:
-        return dict(self.config).get(key)
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,8 @@ class Gateway:
 
     @property
     def under_nat(self) -> bool:
-        # The loader guarantees that all endpoints of a gateway agree on underNAT.
+        """``spec.endpoints[].underNAT``: the domain is behind NAT (the loader guarantees that all
+        endpoints of a gateway agree)."""
         return any(ep.under_nat for ep in self.endpoints)
 
     @property
@@ -107,9 +106,11 @@ class Gateway:
 
     @property
     def tunnel_endpoints(self) -> tuple[Endpoint, ...]:
+        """The candidates for terminating tunnels: ``spec.endpoints`` of type tunnel, in spec order."""
         return tuple(ep for ep in self.endpoints if ep.type == TUNNEL)
 
     def member(self, node_name: str) -> NodeInfo | None:
+        """The ``status.nodes`` entry of ``node_name``, None if it is no member."""
         return next((n for n in self.nodes if n.node_name == node_name), None)
 
     @property
@@ -120,13 +121,17 @@ class Gateway:
 
 @dataclass(frozen=True)
 class Cluster:
+    """Every Gateway and Node of the input, validated together; immutable, comparable, hashable."""
+
     gateways: tuple[Gateway, ...]   # sorted by name
     nodes: tuple[Node, ...]         # sorted by name
 
     def gateway(self, name: str) -> Gateway | None:
+        """The Gateway called ``name``, if any."""
         return next((gw for gw in self.gateways if gw.name == name), None)
 
     def node(self, name: str) -> Node | None:
+        """The Node called ``name``, if any."""
         return next((n for n in self.nodes if n.name == name), None)
 
     def gateway_of(self, node_name: str) -> Gateway | None:

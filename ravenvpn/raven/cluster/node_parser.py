@@ -8,6 +8,13 @@ from .model import GATEWAY_LABEL, Node
 
 
 def parse_node(obj: KubeObject) -> Node:
+    """Parse a core/v1 Node: metadata.name, the ``raven.openyurt.io/gateway`` label, the first
+    ``status.addresses[type=InternalIP]``, ``spec.podCIDRs`` (else ``spec.podCIDR``) and the Ready
+    condition (Ready only with an explicit status "True", as yurt-manager reads it).
+
+    Raises:
+        ClusterError: the first malformed field; podCIDR differing from podCIDRs[0].
+    """
     root = Field(obj.label, "", obj.data)
     name = root.child("metadata").child("name").required_string()
     label = root.child("metadata").child("labels").keyed(GATEWAY_LABEL).string()

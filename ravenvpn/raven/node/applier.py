@@ -158,7 +158,7 @@ class Applier:
     coordinate through the state file: ``ravenvpn down`` runs :meth:`cleanup` of a crashed ``up``.
     """
 
-    def __init__(self, interface: str = "raven0", state_dir: str = DEFAULT_STATE_DIR) -> None:
+    def __init__(self, interface: str = "raven0", state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> None:
         self.interface = interface
         self.state_path = state_path(state_dir, interface)
         self._state: dict[str, Any] | None = None

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from ...device.uapi_server import socket_path
 from ...errors import RavenError
 from ..liveness.wire import LIVENESS_PORT
 from .agent import Agent
@@ -24,10 +25,8 @@ from .pidfile import running_pid
 from .records import DEFAULT_STATE_DIR, status_path
 from .statusfile import LivePeer, NodeStatus
 
-UAPI_DIR = "/var/run/wireguard"
-
-
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``up``, ``down`` and ``status`` to the ``ravenvpn`` command line's subparsers."""
     up_cmd = sub.add_parser("up", help="run this node's Raven agent (dataplane + routes) until stopped",
                             description="Plan this node from the cluster YAML and keep it converged.")
     up_cmd.add_argument("--cluster", required=True, metavar="FILE", help="YAML of Gateway and Node objects ('-': stdin)")
@@ -85,6 +84,11 @@ def _signals_to(agent: Agent) -> Iterator[None]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    """``ravenvpn up``: log to stderr, map signals to the agent, run it until stopped.
+
+    Raises:
+        RavenError: a bad option, or whatever :meth:`Agent.run` raises (one line for the user).
+    """
     _setup_logging()
     if not 1 <= args.port <= 65535:
         raise RavenError(f"--port {args.port}: must be 1..65535")
@@ -103,6 +107,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    """``ravenvpn down``: see :func:`~ravenvpn.raven.node.down.down`."""
     print(down(args.interface, args.state_dir))
     return 0
 
@@ -112,7 +117,7 @@ def uapi_get(interface: str) -> dict[str, dict[str, Any]]:
     peers: dict[str, dict[str, Any]] = {}
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(5)
-        sock.connect(f"{UAPI_DIR}/{interface}.sock")
+        sock.connect(socket_path(interface))
         sock.sendall(b"get=1\n\n")
         data = b""
         while not data.endswith(b"\n\n"):
@@ -147,6 +152,12 @@ def _live_peers(interface: str) -> dict[str, LivePeer]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """``ravenvpn status [--json]``: the status file of the running agent, with the live peer state
+    of an active gateway's interface (handshakes, bytes) from its UAPI socket.
+
+    Raises:
+        RavenError: no agent runs for the interface, or its status file is malformed.
+    """
     path = status_path(args.state_dir, args.interface)
     if running_pid(args.state_dir, args.interface) is None or not path.exists():
         raise RavenError(f"ravenvpn up is not running for {args.interface}")

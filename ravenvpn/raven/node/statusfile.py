@@ -43,6 +43,7 @@ class PeerStatus:
     standby: bool = False       # another candidate of the remote gateway: AllowedIPs = its own node's prefixes
 
     def to_dict(self) -> dict[str, Any]:
+        """The peer's JSON object; the live keys only when known."""
         out: dict[str, Any] = {"public_key": self.public_key, "gateway": self.gateway, "node": self.node,
                                "endpoint": self.endpoint, "allowed_ips": list(self.allowed_ips),
                                "persistent_keepalive": self.persistent_keepalive, "standby": self.standby}
@@ -53,6 +54,7 @@ class PeerStatus:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PeerStatus:
+        """Parse what :meth:`to_dict` gave. Raises KeyError or TypeError on a malformed object."""
         live = None
         if "rx_bytes" in d:
             live = LivePeer(d.get("live_endpoint"), d.get("latest_handshake"), d["rx_bytes"], d.get("tx_bytes", 0))
@@ -122,6 +124,7 @@ class NodeStatus:
                 "warnings": list(self.warnings)}
 
     def to_json(self) -> str:
+        """:meth:`to_dict` as indented JSON text."""
         return json.dumps(self.to_dict(), indent=1)
 
     @classmethod

@@ -1,4 +1,4 @@
-"""What one node must look like: the output of :func:`ravenvpn.raven.planner.plan`.
+"""What one node must look like: the output of :func:`ravenvpn.raven.plan.planner.plan`.
 
 Plain immutable data for the applier (kernel side) and the daemon (WireGuard side);
 tuples everywhere, sorted, so two plans of the same cluster compare equal.
@@ -16,6 +16,8 @@ MAIN_TABLE = 254
 
 
 class Role(StrEnum):
+    """A node's part in its network domain, from its Gateway's ``status.activeEndpoints``."""
+
     ACTIVE_GATEWAY = "active-gateway"   # terminates this domain's tunnels
     STANDBY = "standby"                 # a tunnel candidate of its gateway, not elected
     MEMBER = "member"                   # in a gateway; reaches remote domains via the active node
@@ -37,6 +39,7 @@ class PeerPlan:
 
     @property
     def public_key_b64(self) -> str:
+        """The peer's public key as base64 text (as ``wg`` prints it)."""
         return base64.b64encode(self.public_key).decode()
 
 
@@ -65,6 +68,10 @@ class Rule:
 
 @dataclass(frozen=True)
 class NodePlan:
+    """Everything one node must run: its role, the tunnel (interface, UDP port, MTU in bytes, peers)
+    and the kernel's routes, rules and sysctls. Immutable and hashable; two plans of the same cluster
+    compare equal."""
+
     node_name: str
     role: Role
     gateway: str | None              # the node's gateway, None for Role.NONE
@@ -81,4 +88,5 @@ class NodePlan:
     warnings: tuple[str, ...] = ()
 
     def sysctl(self, key: str) -> str | None:
+        """The planned value of sysctl ``key`` (``net.ipv4.ip_forward``), None if the plan leaves it alone."""
         return dict(self.sysctls).get(key)

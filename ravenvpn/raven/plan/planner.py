@@ -43,8 +43,16 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
 
     ``local_public_key`` is the public half of the key the node's daemon will use;
     when the node is a tunnel endpoint, it must match ``config.publicKey`` in the
-    cluster (a mismatch is a ClusterError naming the field).  Bad parameters are
-    ValueErrors; cluster problems are ClusterErrors.
+    cluster (a mismatch is a ClusterError naming the field).
+
+    ``mtu`` is the tunnel MTU in bytes; without it, ``underlay_mtu`` minus :data:`WIREGUARD_OVERHEAD`.
+    ``listen_port`` is the tunnel's UDP port, ``keepalive`` the persistent keepalive (seconds) toward
+    peers with a NAT on the path (Raven's KeepAliveInterval), the tables and rule priority Raven's.
+
+    Raises:
+        ValueError: a parameter out of range (MTU 576-65535, port, table, interface name, key size).
+        ClusterError: ``node_name`` is not in the cluster, or the cluster names another public key
+            for it than ``local_public_key``.
     """
     tunnel_mtu = mtu if mtu is not None else underlay_mtu - WIREGUARD_OVERHEAD
     _check_parameters(tunnel_mtu, listen_port, interface, gateway_table, member_table,

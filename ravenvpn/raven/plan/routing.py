@@ -21,8 +21,12 @@ from .nodeplan import MAIN_TABLE, Role, Route, Rule
 
 def gateway_routes(prefixes: Iterable[IPNetwork], interface: str, table: int, mtu: int,
                    src: IPAddress | None) -> tuple[Route, ...]:
-    # src pins the source of the gateway's own traffic to its node IP, which the remote
-    # side accepts (it is in their AllowedIPs); raven0 itself may carry no address.
+    """The active gateway's routes: each remote prefix ``dev <interface> table <table> mtu <mtu>``.
+
+    ``src`` (the node's private IP) pins the source of the gateway's own traffic to its node IP,
+    which the remote side accepts (it is in their AllowedIPs); raven0 itself may carry no address.
+    It is set on routes of its own family only.
+    """
     return tuple(Route(dst=p, dev=interface, gateway=None, table=table,
                        src=src if src is not None and src.version == p.version else None, mtu=mtu)
                  for p in prefixes)
@@ -30,6 +34,9 @@ def gateway_routes(prefixes: Iterable[IPNetwork], interface: str, table: int, mt
 
 def member_routes(prefixes: Iterable[IPNetwork], via: IPAddress, table: int,
                   mtu: int) -> tuple[tuple[Route, ...], tuple[str, ...]]:
+    """A member's (or standby's) routes: each remote prefix ``via`` the active gateway node's private
+    IP in ``table``, and warnings for the prefixes of the other family, which that next hop cannot
+    carry (they are left unrouted)."""
     routes, skipped = [], []
     for p in prefixes:
         if p.version != via.version:
@@ -42,6 +49,7 @@ def member_routes(prefixes: Iterable[IPNetwork], via: IPAddress, table: int,
 
 
 def lookup_rules(routes: Iterable[Route], priority: int, table: int) -> tuple[Rule, ...]:
+    """``ip [-6] rule add priority <priority> lookup <table>`` for each address family the routes use."""
     return tuple(Rule(priority=priority, table=table, family=f) for f in _families(routes))
 
 

@@ -30,6 +30,8 @@ from .nodeplan import PeerPlan
 
 @dataclass(frozen=True)
 class PeerSet:
+    """The peers of one gateway's active node, with the relay decision and what could not be planned."""
+
     peers: tuple[PeerPlan, ...]
     relay: Gateway | None          # the relay gateway of the cluster
     relaying: bool                 # the local gateway is the relay and NAT<->NAT pairs exist
@@ -37,10 +39,12 @@ class PeerSet:
 
     @property
     def remote_prefixes(self) -> tuple[IPNetwork, ...]:
+        """Every prefix reachable through a peer (the union of their allowed IPs), sorted."""
         return sorted_networks(p for peer in self.peers for p in peer.allowed_ips)
 
 
 def find_relay(cluster: Cluster) -> Gateway | None:
+    """The gateway that relays NAT<->NAT traffic (see the module doc), None if no gateway qualifies."""
     candidates = [gw for gw in cluster.gateways if gw.active_tunnel and not gw.under_nat]
     if not candidates:
         return None
