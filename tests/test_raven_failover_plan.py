@@ -104,3 +104,13 @@ def test_a_hot_standby_is_planned_as_the_active_for_its_own_node(cluster: Cluste
     assert routes_via(plan(cluster, "hz-2")) == {"192.168.1.11"}
     c = with_not_ready("hz-2")
     assert routes_via(plan(apply_liveness(c, "hz-2", view({"gw-hangzhou": "hz-1"})), "hz-2", failover=True)) == {"192.168.1.11"}
+
+
+def test_a_tunnel_candidate_without_its_key_is_refused_at_start(tmp_path: Path) -> None:
+    """Issue 13 H2: a standby started without --private-key could never take over; refuse it at once."""
+    from ravenvpn.errors import RavenError
+    from ravenvpn.raven.node.agent import Agent
+    agent = Agent(str(EXAMPLE), "hz-2", mtu=1420, state_dir=str(tmp_path))
+    with pytest.raises(RavenError, match=r"Gateway gw-hangzhou: node hz-2 is a tunnel endpoint.*--private-key"):
+        agent.compute_plan()
+    assert Agent(str(EXAMPLE), "cloud-2", mtu=1420, state_dir=str(tmp_path)).compute_plan().role is Role.MEMBER

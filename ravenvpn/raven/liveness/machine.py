@@ -89,9 +89,11 @@ class DomainConfig:
     port: int = wire.LIVENESS_PORT
 
     def candidate(self, node: str) -> Candidate | None:
+        """The candidate on ``node``, None when that node is none."""
         return next((c for c in self.candidates if c.node == node), None)
 
     def order(self, node: str) -> int:
+        """``node``'s place in the preference order (0 first); after every candidate when it is none."""
         return next((i for i, c in enumerate(self.candidates) if c.node == node), len(self.candidates))
 
 
@@ -109,6 +111,7 @@ class LivenessView:
     term: int = 0
 
     def active_of(self, gateway: str) -> str | None:
+        """The node liveness says is ``gateway``'s active one; None when unknown or said to be nobody."""
         return dict(self.active).get(gateway)
 
 
@@ -123,6 +126,8 @@ class PeerState:
 
 @dataclass(frozen=True)
 class Decision:
+    """The outcome of :func:`decide`: whether we hold the role, our term, and who is active."""
+
     local_active: bool
     term: int
     active: str | None      # the domain's active candidate as far as we know

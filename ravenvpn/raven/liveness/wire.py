@@ -79,6 +79,8 @@ def message_type(data: bytes) -> int:
 
 @dataclass(frozen=True)
 class Hello:
+    """A parsed HELLO: the Gateway it is for, the watcher's ephemeral public key and nonce (bytes)."""
+
     gateway_id: bytes
     ephemeral: bytes      # the watcher's ephemeral X25519 public key
     nonce: bytes          # 16 random bytes
@@ -86,6 +88,8 @@ class Hello:
 
 @dataclass(frozen=True)
 class State:
+    """An authenticated STATE: session id, counter, flags and the sender's term (integers)."""
+
     session: int
     counter: int
     flags: int
@@ -93,15 +97,19 @@ class State:
 
     @property
     def active(self) -> bool:
+        """The sender says it is its domain's active gateway."""
         return bool(self.flags & FLAG_ACTIVE)
 
     @property
     def resigning(self) -> bool:
+        """The sender is stopping (planned handover)."""
         return bool(self.flags & FLAG_RESIGN)
 
 
 @dataclass(frozen=True)
 class Claim:
+    """A parsed CLAIM: ``node`` of Gateway ``gateway`` says it is (or stops being) active, in ``term``."""
+
     gateway: str
     node: str
     flags: int
@@ -109,6 +117,7 @@ class Claim:
 
     @property
     def active(self) -> bool:
+        """The claim is "I am active" (not a resignation)."""
         return bool(self.flags & FLAG_ACTIVE) and not self.flags & FLAG_RESIGN
 
 
@@ -131,7 +140,11 @@ def make_hello(gw_id: bytes) -> tuple[bytes, X25519PrivateKey, bytes]:
 
 
 def parse_hello(data: bytes) -> Hello:
-    """Raises WireError when ``data`` is not a HELLO."""
+    """The fields of a HELLO datagram.
+
+    Raises:
+        WireError: ``data`` is not a HELLO (wrong type or length).
+    """
     if len(data) != _HELLO.size or data[0] != HELLO:
         raise WireError("not a HELLO")
     _t, gid, eph, nonce = _HELLO.unpack(data)
@@ -150,6 +163,7 @@ def welcome_keys(shared: bytes, gw_id: bytes, candidate_public: bytes, ephemeral
 
 
 def make_welcome(session: int, nonce_c: bytes, keys: SessionKeys) -> bytes:
+    """The candidate's WELCOME: its session id, its nonce, and an AEAD tag (key ``keys.welcome``) over both."""
     head = struct.pack("<B3xI16s", WELCOME, session, nonce_c)
     return head + crypto.aead_encrypt(keys.welcome, 0, b"", head)
 
@@ -159,8 +173,9 @@ def open_welcome(data: bytes, ephemeral: X25519PrivateKey, candidate_public: byt
     """The watcher's side: verify a WELCOME against its pending HELLO; ``(session id, keys)``.
 
     The DH is the watcher's ephemeral × the candidate's static (members have no key of their own).
-    Raises WireError when malformed or when the tag does not verify (not the candidate, or an old
-    WELCOME replayed).
+
+    Raises:
+        WireError: malformed, or the tag does not verify (not the candidate, or an old WELCOME replayed).
     """
     if len(data) != _WELCOME.size or data[0] != WELCOME:
         raise WireError("not a WELCOME")
@@ -182,19 +197,28 @@ def open_welcome(data: bytes, ephemeral: X25519PrivateKey, candidate_public: byt
 
 
 def make_state(session: int, counter: int, keys: SessionKeys, flags: int, term: int) -> bytes:
+    """A STATE: flags and term sealed with ChaCha20-Poly1305 under ``keys.state``, nonce = ``counter``."""
     head = _STATE_HEAD.pack(STATE, session, counter)
     return head + crypto.aead_encrypt(keys.state, counter, _STATE_BODY.pack(flags, term), head)
 
 
 def state_session(data: bytes) -> int:
-    """The session id of a STATE datagram (to find its keys). Raises WireError if it is no STATE."""
+    """The session id of a STATE datagram (to find its keys).
+
+    Raises:
+        WireError: ``data`` is not a STATE (wrong type or length).
+    """
     if len(data) != STATE_SIZE or data[0] != STATE:
         raise WireError("not a STATE")
     return _STATE_HEAD.unpack_from(data)[1]
 
 
 def open_state(data: bytes, keys: SessionKeys) -> State:
-    """Authenticate and decrypt a STATE; the caller checks the counter. Raises WireError."""
+    """Authenticate and decrypt a STATE; the caller checks the counter (replay).
+
+    Raises:
+        WireError: the AEAD tag does not verify under ``keys``.
+    """
     _t, session, counter = _STATE_HEAD.unpack_from(data)
     try:
         body = crypto.aead_decrypt(keys.state, counter, data[_STATE_HEAD.size:], data[:_STATE_HEAD.size])
@@ -208,6 +232,11 @@ def open_state(data: bytes, keys: SessionKeys) -> State:
 
 
 def make_claim(gateway: str, node: str, flags: int, term: int) -> bytes:
+    """A CLAIM (plain: it travels inside the WireGuard tunnel).
+
+    Raises:
+        ValueError: a name longer than 255 bytes in UTF-8.
+    """
     g, n = gateway.encode(), node.encode()
     if len(g) > 255 or len(n) > 255:
         raise ValueError("gateway and node names are at most 255 bytes")
@@ -215,7 +244,11 @@ def make_claim(gateway: str, node: str, flags: int, term: int) -> bytes:
 
 
 def parse_claim(data: bytes) -> Claim:
-    """Raises WireError when ``data`` is not a well-formed CLAIM."""
+    """The fields of a CLAIM datagram.
+
+    Raises:
+        WireError: ``data`` is not a well-formed CLAIM (type, lengths, UTF-8, trailing bytes).
+    """
     if len(data) < _CLAIM_HEAD.size + 2 or data[0] != CLAIM:
         raise WireError("not a CLAIM")
     _t, flags, term = _CLAIM_HEAD.unpack_from(data)

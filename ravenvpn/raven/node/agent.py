@@ -93,7 +93,10 @@ class Agent:
         failover: run the liveness protocol (:mod:`ravenvpn.raven.liveness`) on UDP
             ``liveness_port`` of the node's private network: a dead active gateway is replaced by a
             standby candidate within about a second, with no edit of the cluster; standby candidates
-            run their tunnel interface hot. False: the file alone decides (as Raven does).
+            run their tunnel interface hot. False (the library's default: it opens a UDP port on the
+            private network, and every node of the cluster must run it): the file alone decides, as
+            in Raven. ``ravenvpn up`` turns it on unless ``--no-failover``.
+        liveness_port: that UDP port (:data:`~ravenvpn.raven.liveness.wire.LIVENESS_PORT`).
 
     Raises:
         RavenError: a bad interface name, an unreadable or exposed key file, both key arguments.
@@ -109,7 +112,7 @@ class Agent:
                  private_key_path: str | os.PathLike[str] | None = None, interface: str = "raven0",
                  port: int = 4500, mtu: int | None = None, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
                  vpn: VpnDriver | None = None, routes: RouteDriver | None = None,
-                 poll_interval: float = POLL_INTERVAL, failover: bool = True,
+                 poll_interval: float = POLL_INTERVAL, failover: bool = False,
                  liveness_port: int = LIVENESS_PORT) -> None:
         _check_interface(interface)
         if private_key is not None and private_key_path is not None:

@@ -46,7 +46,9 @@ class PeerStatus:
         """The peer's JSON object; the live keys only when known."""
         out: dict[str, Any] = {"public_key": self.public_key, "gateway": self.gateway, "node": self.node,
                                "endpoint": self.endpoint, "allowed_ips": list(self.allowed_ips),
-                               "persistent_keepalive": self.persistent_keepalive, "standby": self.standby}
+                               "persistent_keepalive": self.persistent_keepalive}
+        if self.standby:    # only on failover's standby peers: the keys of other peers stay as they were
+            out["standby"] = True
         if self.live is not None:
             out.update(live_endpoint=self.live.endpoint, latest_handshake=self.live.latest_handshake,
                        rx_bytes=self.live.rx_bytes, tx_bytes=self.live.tx_bytes)
