@@ -88,7 +88,8 @@ def test_the_preferred_candidate_becomes_active_after_settling() -> None:
     net = domain()
     assert net.active() == ["hz-1"]
     assert {n: net.view(n) for n in IPS} == {"hz-1": "hz-1", "hz-2": "hz-1", "hz-3": "hz-1"}
-    assert net.history == [(pytest.approx(100.0 + SETTLE, abs=0.02), "hz-1", True)]
+    [(at, who, active)] = net.history
+    assert who == "hz-1" and active and 100.0 + SETTLE <= at <= 100.0 + SETTLE + 0.5
 
 
 def test_a_dead_active_is_replaced_within_one_second_and_members_follow() -> None:
@@ -109,7 +110,7 @@ def test_the_returning_old_active_does_not_take_over() -> None:
     net.add("hz-1")           # restarted: new keys for its sessions, term forgotten
     net.run(5.0)
     assert net.active() == ["hz-2"]
-    assert [h for h in net.history if h[1] == "hz-1"][-1:] == [(pytest.approx(100.0 + SETTLE, abs=0.02), "hz-1", True)]
+    assert [h[1:] for h in net.history if h[1] == "hz-1"] == [("hz-1", True)]   # only its first start
     assert {n: net.view(n) for n in IPS} == {"hz-1": "hz-2", "hz-2": "hz-2", "hz-3": "hz-2"}
 
 
@@ -277,3 +278,59 @@ def test_decide_never_makes_a_non_candidate_active() -> None:
 def test_malformed_claims_are_wire_errors(data: bytes) -> None:
     with pytest.raises(wire.WireError):
         wire.parse_claim(data)
+
+
+def _isolate(net: Net, name: str) -> None:
+    ip = IPS[name]
+    net.drop = lambda s, d: ip in (s, d)
+
+
+def test_a_cut_off_standby_does_not_claim_and_a_cut_off_active_steps_down() -> None:
+    net = domain()
+    _isolate(net, "hz-2")
+    net.run(3.0)
+    assert net.active() == ["hz-1"]                    # the standby heard nobody: no claim
+    _isolate(net, "hz-1")
+    net.run(3.0)
+    assert net.active() == ["hz-2"]                    # the active heard nobody: stepped down; hz-2 took over
+    net.drop = lambda s, d: False
+    net.run(3.0)
+    assert net.active() == ["hz-2"] and net.view("hz-3") == "hz-2"
+
+
+def test_a_flapping_link_moves_the_role_at_most_once() -> None:
+    net = domain()
+    for i in range(15):                                # the active's link: down 2 s, up 2 s, for 60 s
+        _isolate(net, "hz-1")
+        net.run(2.0)
+        net.drop = lambda s, d: False
+        net.run(2.0)
+    changes = [h for h in net.history if h[0] > 100.0 + SETTLE + 0.1]
+    assert net.active() == ["hz-2"]
+    assert len(changes) <= 2, changes                  # hz-1 stepped down, hz-2 took over; nothing after
+
+
+def test_a_domain_of_two_candidates_and_no_member_still_fails_over() -> None:
+    net = Net()
+    for name in ("hz-1", "hz-2"):
+        node = Liveness(DomainConfig(GW, name, CANDS, frozenset({IPS["hz-1"], IPS["hz-2"]})), PRIV[name], net.now)
+        net.nodes[IPS[name]] = node
+        net.names[IPS[name]] = name
+    net.run(SETTLE + 0.5)
+    assert net.active() == ["hz-1"]
+    net.kill("hz-1")
+    net.run(1.0)
+    assert net.active() == ["hz-2"]
+
+
+def test_heard_messages_are_authenticated_and_not_replayable() -> None:
+    net = domain()
+    active = net.nodes[IPS["hz-1"]]
+    heard = [d for d in net.sniffed if d[0][0] == wire.HEARD and d[2] == IPS["hz-1"] and d[1] == IPS["hz-3"]]
+    assert heard
+    before = active.rejected
+    for data, src, _dst in heard[:5]:
+        assert active.receive(data, (src, PORT), net.now) == []
+    fake = wire.SessionKeys(bytes(32), bytes(32), bytes(32))
+    active.receive(wire.make_heard(1, 10**6, fake), (IPS["hz-3"], PORT), net.now)
+    assert active.rejected - before == 6

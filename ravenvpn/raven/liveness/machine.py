@@ -26,7 +26,14 @@ The election rule (:func:`decide`), evaluated by every node on what it heard:
    candidate in the order, and it has listened for :data:`SETTLE` since it started (so a node
    that returns hears the current active before it could claim). Its term is one more than any
    term it has heard: the current active keeps the role while alive, the returning one follows.
-3. A remote gateway moves a domain's holder to a claimant with a higher term (or the same term
+3. A candidate must be *connected* to hold or take the role: in a domain with member nodes, some
+   other node of the domain heard it within :data:`DEAD_AFTER` (the watchers' HEARDs) or it hears a
+   live candidate; to *take* the role it must have been connected for :data:`SETTLE` (like a
+   starting node, a returning one first hears who is active). An active cut off from its LAN steps
+   down, a cut-off standby does not claim; so a flapping link does not make its node grab the role
+   each time it is isolated and win it back on every return. (A domain of candidates only has no such witness: there a
+   cut-off candidate claims, and the term rule settles it when the link returns.)
+4. A remote gateway moves a domain's holder to a claimant with a higher term (or the same term
    and an earlier place), or to any claimant once the holder's claims are :data:`CLAIM_STALE`
    old — never on a rekey, which carries no claim.
 """
@@ -54,6 +61,8 @@ HELLO_RETRY = 0.25     # seconds between HELLOs to a candidate we have no live s
 SETTLE = 0.8           # seconds a starting candidate listens before it may claim the role
 CLAIM_INTERVAL = 0.5   # seconds between CLAIMs of an active candidate to remote gateways
 CLAIM_STALE = 3.0      # seconds after which a remote holder that stopped claiming may be replaced
+FRESH = 0.3            # seconds: to take the role, the domain must have heard us this recently (a node
+                       # cut off sees the active die after DEAD_AFTER, when its last HEARD is as old)
 LAG_GRACE = 0.3        # a tick later than this after the previous one: we were not running, not them
 HELLO_RATE, HELLO_BURST = 10.0, 5          # per source address
 HELLO_TOTAL_RATE, HELLO_TOTAL_BURST = 100.0, 50
@@ -135,18 +144,21 @@ class Decision:
 
 def decide(order: tuple[str, ...], local: str, local_is_candidate: bool, local_active: bool,
            local_term: int, peers: dict[str, PeerState], max_term: int, may_take_over: bool,
-           previous: str | None) -> Decision:
-    """The election rule (module docstring, points 1-2); pure.
+           previous: str | None, connected: bool = True) -> Decision:
+    """The election rule (module docstring, points 1-3); pure.
 
     ``order`` is the candidate preference order, ``peers`` the watched candidates' states,
     ``max_term`` the highest term heard so far, ``may_take_over`` false while settling or after a
-    resign, ``previous`` the last known active (kept when nobody claims: members do not flap).
+    resign, ``previous`` the last known active (kept when nobody claims: members do not flap),
+    ``connected`` whether the domain still hears us (point 3).
     """
     def rank(node: str, term: int) -> tuple[int, int]:
         idx = order.index(node) if node in order else len(order)
         return (term, -idx)
 
     claimants = {n: s.term for n, s in peers.items() if s.alive and s.active and n in order}
+    if local_active and not connected:
+        local_active = False                                 # cut off: give the role up
     if local_active and local_is_candidate:
         claimants[local] = local_term
     if claimants:
@@ -154,7 +166,7 @@ def decide(order: tuple[str, ...], local: str, local_is_candidate: bool, local_a
         if local_active and best != local:
             return Decision(False, local_term, best)          # a better claimant: step down
         return Decision(local_active and local_is_candidate, local_term, best)
-    if local_is_candidate and may_take_over:
+    if local_is_candidate and may_take_over and connected:
         live = [n for n in order if n == local or (n in peers and peers[n].alive)]
         if live and live[0] == local:
             term = max(max_term, local_term) + 1
@@ -170,6 +182,8 @@ class _Served:
     session: int
     keys: wire.SessionKeys
     counter: int = 0
+    heard_at: float = float("-inf")     # its last authentic HEARD
+    heard_counter: int = -1
 
 
 @dataclass
@@ -183,6 +197,7 @@ class _Watch:
     keys: wire.SessionKeys | None = None
     last_counter: int = -1
     heard_at: float = float("-inf")
+    sent_heard: int = 0
     state: PeerState = field(default_factory=PeerState)
 
 
@@ -217,6 +232,7 @@ class Liveness:
         self._max_term = 0
         self._resigned = False
         self._active: str | None = None
+        self._connected_since: float | None = None
         self.rejected = 0          # datagrams dropped (bad, forged, replayed, rate-limited): for tests
         self.config = config
         self.configure(config, now)
@@ -274,6 +290,8 @@ class Liveness:
                 self._on_welcome(data, source, now)
             elif kind == wire.STATE and not via_tunnel:
                 self._on_state(data, source, now)
+            elif kind == wire.HEARD and not via_tunnel:
+                self._on_heard(data, source, now)
             elif kind == wire.CLAIM and via_tunnel:
                 self._on_claim(data, source, now)
             else:
@@ -314,7 +332,7 @@ class Liveness:
         eph, nonce = watch.pending
         session, keys = wire.open_welcome(data, eph, watch.candidate.public_key, self._gw_id, nonce)
         watch.pending = None
-        watch.session, watch.keys, watch.last_counter = session, keys, -1
+        watch.session, watch.keys, watch.last_counter, watch.sent_heard = session, keys, -1, 0
 
     def _on_state(self, data: bytes, source: Address, now: float) -> None:
         watch = self._watch_at(source)
@@ -335,6 +353,24 @@ class Liveness:
         self._max_term = max(self._max_term, state.term)
         if (watch.state.alive, watch.state.active, watch.state.term) != was:
             self._decide(now)
+
+    def _on_heard(self, data: bytes, source: Address, now: float) -> None:
+        served = self._served.get(source)
+        session, counter = wire.open_heard(
+            data, lambda sid: served.keys if served is not None and served.session == sid else None)
+        assert served is not None
+        if counter <= served.heard_counter:
+            raise wire.WireError("replayed HEARD")
+        served.heard_counter, served.heard_at = counter, now
+
+    def _connected(self, now: float, within: float = DEAD_AFTER) -> bool:
+        """Point 3 of the rule: another node of the domain heard us (or we heard a live candidate)
+        ``within`` seconds; always true when the domain has no member to ask."""
+        candidates = {c.address for c in self.config.candidates}
+        if not (self.config.watchers - candidates):
+            return True
+        return (any(now - s.heard_at <= within for s in self._served.values())
+                or any(w.state.alive and now - w.heard_at <= within for w in self._watches.values()))
 
     def _on_claim(self, data: bytes, source: Address, now: float) -> None:
         claim = wire.parse_claim(data)
@@ -368,6 +404,8 @@ class Liveness:
             # We did not run for a while (CPU starved, suspended): their silence is our deafness.
             for w in self._watches.values():
                 w.heard_at += lag
+            for served in self._served.values():
+                served.heard_at += lag
         self._last_tick = now
         changed = False
         for w in self._watches.values():
@@ -380,11 +418,16 @@ class Liveness:
                 hello, eph, nonce = wire.make_hello(self._gw_id)
                 w.pending, w.hello_at = (eph, nonce), now
                 out.append((hello, (w.candidate.address, self.config.port)))
-        if changed or (not self.local_active and (now - self._started >= SETTLE or not self._watches)):
+        if changed or self.local_active or now - self._started >= SETTLE or not self._watches:
             self._decide(now)
         if now >= self._next_state:
             self._next_state = now + STATE_INTERVAL
             out.extend(self._states())
+            for w in self._watches.values():
+                if w.keys is not None and w.session is not None:
+                    w.sent_heard += 1
+                    out.append((wire.make_heard(w.session, w.sent_heard, w.keys),
+                                (w.candidate.address, self.config.port)))
         if self.local_active and now >= self._next_claim:
             self._next_claim = now + CLAIM_INTERVAL
             out.extend(self._claims(wire.FLAG_ACTIVE))
@@ -414,10 +457,17 @@ class Liveness:
     # ------------------------------------------------------------------ internals
     def _decide(self, now: float) -> None:
         cfg = self.config
+        connected = self._connected(now)
+        if not connected:
+            self._connected_since = None
+        elif self._connected_since is None:
+            self._connected_since = now
+        settled = (now - self._started >= SETTLE and self._connected_since is not None
+                   and now - self._connected_since >= SETTLE and self._connected(now, FRESH))
         d = decide(tuple(c.node for c in cfg.candidates), cfg.local_node, self.is_candidate,
                    self.local_active, self.term, {n: w.state for n, w in self._watches.items()},
-                   self._max_term, not self._resigned and (now - self._started >= SETTLE or not self._watches),
-                   self._active)
+                   self._max_term, not self._resigned and (settled or not self._watches),
+                   self._active, connected)
         if d.local_active != self.local_active:
             self._next_state = now          # tell the watchers at once
             self._next_claim = now

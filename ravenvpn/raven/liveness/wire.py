@@ -7,6 +7,7 @@ Four messages, all UDP to :data:`LIVENESS_PORT` (little-endian, fixed layouts, a
 HELLO      60 B   header | gateway id (8) | watcher's ephemeral X25519 public (32) | nonce_w (16)
 WELCOME    40 B   header | session id (4) | nonce_c (16) | tag (16)
 STATE      41 B   header | session id (4) | counter (8) | AEAD(flags (1) | term (8)) (9 + 16)
+HEARD      32 B   header | session id (4) | counter (8) | tag (16)
 CLAIM      ≥14 B  header | flags (1) | term (8) | len+gateway name | len+node name (plain)
 =========  =====  ============================================================================
 
@@ -20,6 +21,9 @@ of the candidate's private key (or the watcher itself) can compute those keys, a
 every HELLO, so a STATE or WELCOME recorded earlier never verifies in a later session. STATEs carry
 a strictly increasing counter (replay within a session), are encrypted and authenticated with
 ChaCha20-Poly1305 (the AEAD of WireGuard), and say "I am alive, I am (not) active, my term is N".
+HEARDs go the other way, tagged under a third session key with their own counter: they tell a
+candidate that the domain still hears it, so a candidate cut off from the LAN (a flapping link)
+neither keeps the role nor claims it (see :mod:`.machine`).
 
 CLAIM goes from an active candidate to the candidates of *remote* gateways, inside the WireGuard
 tunnel (to their node IPs, routed through raven0). It has no cryptography of its own: WireGuard
@@ -36,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -46,11 +51,12 @@ __all__ = [
     "LIVENESS_PORT", "HELLO", "WELCOME", "STATE", "CLAIM", "FLAG_ACTIVE", "FLAG_RESIGN",
     "WireError", "gateway_id", "Hello", "State", "Claim", "SessionKeys",
     "make_hello", "parse_hello", "welcome_keys", "make_welcome", "open_welcome",
-    "make_state", "open_state", "state_session", "make_claim", "parse_claim", "message_type",
+    "make_state", "open_state", "state_session", "make_heard", "open_heard", "make_claim", "parse_claim",
+    "message_type",
 ]
 
 LIVENESS_PORT = 4501      # UDP; next to WireGuard's 4500, unused by Raven (10262/10263 TCP proxy, 4500 UDP)
-HELLO, WELCOME, STATE, CLAIM = 1, 2, 3, 4
+HELLO, WELCOME, STATE, CLAIM, HEARD = 1, 2, 3, 4, 5
 FLAG_ACTIVE = 0x01        # the sender terminates its domain's tunnels
 FLAG_RESIGN = 0x02        # the sender is stopping: take over now (planned handover)
 _LABEL = b"ravenvpn liveness v1"
@@ -59,6 +65,8 @@ _HELLO = struct.Struct("<B3x8s32s16s")
 _WELCOME = struct.Struct("<B3xI16s16s")
 _STATE_HEAD = struct.Struct("<B3xIQ")
 _STATE_BODY = struct.Struct("<BQ")
+_HEARD_HEAD = struct.Struct("<B3xIQ")
+HEARD_SIZE = _HEARD_HEAD.size + 16
 _CLAIM_HEAD = struct.Struct("<B3xBQ")
 STATE_SIZE = _STATE_HEAD.size + _STATE_BODY.size + 16
 
@@ -123,10 +131,12 @@ class Claim:
 
 @dataclass(frozen=True)
 class SessionKeys:
-    """The keys of one watcher↔candidate session: ``welcome`` tags WELCOME, ``state`` seals STATEs."""
+    """The keys of one watcher↔candidate session: ``welcome`` tags WELCOME, ``state`` seals STATEs,
+    ``heard`` tags HEARDs (32 bytes each)."""
 
     welcome: bytes
     state: bytes
+    heard: bytes = bytes(32)
 
 
 # ----------------------------------------------------------------------------- HELLO / WELCOME
@@ -158,8 +168,8 @@ def welcome_keys(shared: bytes, gw_id: bytes, candidate_public: bytes, ephemeral
     HKDF as WireGuard's (HMAC-BLAKE2s, whitepaper §5.4): salt = hash of the transcript, input = the DH.
     """
     salt = crypto.hash_(_LABEL, gw_id, candidate_public, ephemeral, nonce_w, nonce_c)
-    welcome, state = crypto.kdf2(salt, shared)
-    return SessionKeys(welcome, state)
+    welcome, state, heard = crypto.kdf3(salt, shared)
+    return SessionKeys(welcome, state, heard)
 
 
 def make_welcome(session: int, nonce_c: bytes, keys: SessionKeys) -> bytes:
@@ -226,6 +236,34 @@ def open_state(data: bytes, keys: SessionKeys) -> State:
         raise WireError("STATE does not authenticate") from None
     flags, term = _STATE_BODY.unpack(body)
     return State(session, counter, flags, term)
+
+
+# ----------------------------------------------------------------------------- HEARD
+
+
+def make_heard(session: int, counter: int, keys: SessionKeys) -> bytes:
+    """A watcher's HEARD: "I still hear you", tagged under ``keys.heard`` with nonce ``counter``."""
+    head = _HEARD_HEAD.pack(HEARD, session, counter)
+    return head + crypto.aead_encrypt(keys.heard, counter, b"", head)
+
+
+def open_heard(data: bytes, keys_of: Callable[[int], SessionKeys | None]) -> tuple[int, int]:
+    """Authenticate a HEARD; ``keys_of(session)`` gives that session's keys. ``(session, counter)``.
+
+    Raises:
+        WireError: not a HEARD, no such session, or the tag does not verify.
+    """
+    if len(data) != HEARD_SIZE or data[0] != HEARD:
+        raise WireError("not a HEARD")
+    _t, session, counter = _HEARD_HEAD.unpack_from(data)
+    keys = keys_of(session)
+    if keys is None:
+        raise WireError("HEARD of no session")
+    try:
+        crypto.aead_decrypt(keys.heard, counter, data[_HEARD_HEAD.size:], data[:_HEARD_HEAD.size])
+    except crypto.DecryptError:
+        raise WireError("HEARD does not authenticate") from None
+    return session, counter
 
 
 # ----------------------------------------------------------------------------- CLAIM

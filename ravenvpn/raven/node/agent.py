@@ -49,6 +49,7 @@ __all__ = ["Agent", "ReconcileReport", "ClusterSource", "POLL_INTERVAL"]
 log = logging.getLogger("ravenvpn.agent")
 POLL_INTERVAL = 0.5  # seconds between checks of the cluster file
 HANDOVER_TIMEOUT = 2.0  # seconds a stopping active gateway waits for a standby to take over
+HANDOVER_DRAIN = 1.0    # seconds it keeps forwarding after the successor claimed the role
 
 #: Where an agent reads the cluster: a YAML file path (``"-"``: standard input, read once), one dict
 #: (a ``kind: List``) or an iterable of dicts as ``json.loads``/``yaml.safe_load_all`` give them.
@@ -437,7 +438,9 @@ class Agent:
             successor = service.view().active_of(gateway) if gateway else None
             if successor is not None and successor != self.node:
                 log.info("handed over to %s", successor)
-                time.sleep(0.2)     # its routes are in; let packets in flight through ours drain
+                # Members and remote gateways heard it too, but need a reconcile to move their routes
+                # (a few tens of ms, more on a busy host): keep forwarding for them meanwhile.
+                time.sleep(HANDOVER_DRAIN)
                 return
             time.sleep(0.02)
         log.info("no standby took over within %.0f s", HANDOVER_TIMEOUT)
