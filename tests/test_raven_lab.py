@@ -118,8 +118,8 @@ def test_tcpdump_sees_crossing_traffic_on_raven0_and_only_udp_on_the_underlay(la
     hz_nat, qd_nat = lab.nat("gw-hangzhou"), lab.nat("gw-qingdao")
     src_pod, dst_pod = lab.pod_ip("hz-2"), lab.pod_ip("qd-2")
     # hz-2 and qd-2 are standby candidates: hot standbys carry their own node's traffic in their own raven0
-    with netns.capture(lab.node(_carrier(lab, "hz-2")), INTERFACE, "icmp") as cap_hz, \
-            netns.capture(lab.node(_carrier(lab, "qd-2")), INTERFACE, "icmp") as cap_qd, \
+    with netns.capture(lab.node(lab.carrier("hz-2")), INTERFACE, "icmp") as cap_hz, \
+            netns.capture(lab.node(lab.carrier("qd-2")), INTERFACE, "icmp") as cap_qd, \
             netns.capture(hz_nat, "wan0") as wan_hz, \
             netns.capture(qd_nat, "wan0") as wan_qd, \
             netns.capture(lab.infra("internet"), "br0") as internet:
@@ -146,14 +146,6 @@ def test_tcpdump_sees_crossing_traffic_on_raven0_and_only_udp_on_the_underlay(la
                or not ((p["IP"].dst == cloud_public and p["UDP"].dport == TUNNEL_PORT)
                        or (p["IP"].src == cloud_public and p["UDP"].sport == TUNNEL_PORT))]
         assert not bad, f"non-tunnel IPv4 traffic on {cap.node} {cap.iface}: {bad[:5]}"
-
-
-def _carrier(lab: Lab, name: str) -> str:
-    """The node whose raven0 carries ``name``'s own traffic: itself when it is a tunnel candidate (active
-    or hot standby), else its domain's active gateway."""
-    if lab.role(name) in ("active-gateway", "standby"):
-        return name
-    return next(h.name for h in lab.domain_of(name).hosts if lab.role(h.name) == "active-gateway")
 
 
 def test_hangzhou_qingdao_traffic_is_relayed_by_the_cloud_gateway(lab: Lab) -> None:

@@ -546,6 +546,13 @@ class Lab:
         except (OSError, RavenError):
             return None
 
+    def carrier(self, name: str) -> str:
+        """The node whose raven0 carries ``name``'s own traffic: ``name`` itself when it is a tunnel
+        candidate (the active gateway, or a hot standby with failover), else its domain's active gateway."""
+        if self.role(name) in ("active-gateway", "standby"):
+            return name
+        return next(h.name for h in self.domain_of(name).hosts if self.role(h.name) == "active-gateway")
+
     def active_gateways(self) -> list[str]:
         return [n for n in self.names if self.role(n) == "active-gateway"]
 
