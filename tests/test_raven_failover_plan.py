@@ -114,3 +114,17 @@ def test_a_tunnel_candidate_without_its_key_is_refused_at_start(tmp_path: Path) 
     with pytest.raises(RavenError, match=r"Gateway gw-hangzhou: node hz-2 is a tunnel endpoint.*--private-key"):
         agent.compute_plan()
     assert Agent(str(EXAMPLE), "cloud-2", mtu=1420, state_dir=str(tmp_path)).compute_plan().role is Role.MEMBER
+
+
+def test_the_ha_example_keys_match_and_its_roles() -> None:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    import base64
+    ha = load_cluster_file(EXAMPLE.parent / "cluster-ha.yaml")
+    for gw in ha.gateways:
+        for ep in gw.tunnel_endpoints:
+            private = base64.b64decode((EXAMPLE.parent / "keys" / f"{ep.node_name}.key").read_text().strip())
+            assert X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw() == ep.public_key
+    roles = {n.name: plan(ha, n.name, failover=True).role.value for n in ha.nodes}
+    assert roles == {"cloud-1": "active-gateway", "cloud-2": "member", "cloud-3": "standby",
+                     "hz-1": "active-gateway", "hz-2": "standby", "hz-3": "member",
+                     "qd-1": "active-gateway", "qd-2": "standby"}

@@ -61,6 +61,7 @@ class LivenessService:
                              "(--liveness-port picks another; every node of a domain must use the same)") from None
         self._sock.setblocking(False)
         self._view = self._machine.view()
+        self._view_lock = threading.Lock()     # _check_view runs in the service's and the agent's thread
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="liveness", daemon=True)
         self._thread.start()
@@ -70,6 +71,11 @@ class LivenessService:
         """Who is active now, as this node's liveness sees it."""
         with self._lock:
             return self._machine.view()
+
+    def live_candidates(self) -> list[str]:
+        """The other candidates of the domain that are alive now (node names)."""
+        with self._lock:
+            return sorted(n for n, st in self._machine.peer_states().items() if st.alive)
 
     def configure(self, config: DomainConfig) -> None:
         """Follow a new cluster file (candidates, addresses, remote gateways)."""
@@ -152,9 +158,11 @@ class LivenessService:
                     log.debug("liveness send to %s: %s", addr[0], exc)
 
     def _check_view(self) -> None:
-        with self._lock:
-            view = self._machine.view()
-        if view != self._view:
+        with self._view_lock:
+            with self._lock:
+                view = self._machine.view()
+            if view == self._view:
+                return
             self._view = view
             try:
                 self._on_change(view)

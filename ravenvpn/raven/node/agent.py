@@ -255,6 +255,8 @@ class Agent:
 
     def _on_liveness(self, view: LivenessView) -> None:
         """The liveness thread saw a change of who is active: reconcile in run()'s thread, now."""
+        log.info("liveness: %s (term %d)", ", ".join(f"{gw} active {node or '-'}" for gw, node in view.active)
+                 or "no gateway known", view.term)
         self._liveness_changed = True
         self._wake.set()
 
@@ -432,6 +434,8 @@ class Agent:
         if service is None or self.plan is None or self.plan.role is not Role.ACTIVE_GATEWAY:
             return
         gateway = self.plan.gateway
+        if not service.live_candidates():
+            return          # nobody to hand over to: tear down at once
         service.resign()
         deadline = time.monotonic() + HANDOVER_TIMEOUT
         while time.monotonic() < deadline:
