@@ -172,12 +172,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"node {status.node}: {status.role} of gateway {status.gateway or '-'}"
           f"{' (relay)' if status.relay else ''}")
-    if status.role == "active-gateway":
+    if status.role == "active-gateway" or status.peers:   # peers on a standby: a hot standby (failover)
         print(f"interface {status.interface}: port {status.listen_port}, mtu {status.mtu}")
     for peer in status.peers:
         live = peer.live
         ago = f"{int(time.time() - live.latest_handshake)} s ago" if live and live.latest_handshake else "never"
-        print(f"  peer {peer.gateway} ({peer.node}) {peer.public_key}")
+        print(f"  peer {peer.gateway} ({peer.node}{', standby' if peer.standby else ''}) {peer.public_key}")
         print(f"    endpoint {(live and live.endpoint) or peer.endpoint or '(waits for the peer)'}, "
               f"latest handshake {ago}, rx {live.rx_bytes if live else 0} B, tx {live.tx_bytes if live else 0} B")
         print(f"    allowed ips {', '.join(peer.allowed_ips)}")
