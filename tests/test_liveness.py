@@ -334,3 +334,44 @@ def test_heard_messages_are_authenticated_and_not_replayable() -> None:
     fake = wire.SessionKeys(bytes(32), bytes(32), bytes(32))
     active.receive(wire.make_heard(1, 10**6, fake), (IPS["hz-3"], PORT), net.now)
     assert active.rejected - before == 6
+
+
+def test_the_service_on_real_sockets_fails_over_on_loopback() -> None:
+    """The UDP service (threads, sockets, IP_PKTINFO) around the machine: three nodes on 127.0.0.x."""
+    import socket as _socket
+    import threading as _threading
+    import time as _time
+    from ravenvpn.raven.liveness.service import LivenessService
+
+    probe = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    ips = {"hz-1": "127.0.0.11", "hz-2": "127.0.0.12", "hz-3": "127.0.0.13"}
+    cands = tuple(Candidate(n, ips[n], keys.public_from_private(PRIV[n])) for n in ("hz-1", "hz-2"))
+    changed = _threading.Event()
+
+    def start(name: str) -> LivenessService:
+        cfg = DomainConfig(GW, name, cands, frozenset(ips.values()), port=port, address=ips[name])
+        return LivenessService(cfg, PRIV.get(name), "rvtnonexist0", lambda view: changed.set())
+
+    services = {n: start(n) for n in ips}
+    try:
+        def wait(pred: Callable[[], bool], timeout: float) -> bool:
+            end = _time.monotonic() + timeout
+            while _time.monotonic() < end:
+                if pred():
+                    return True
+                _time.sleep(0.02)
+            return False
+
+        assert wait(lambda: services["hz-3"].view().active_of(GW) == "hz-1", 5.0)
+        assert services["hz-1"].view().local_active and not services["hz-2"].view().local_active
+        services.pop("hz-1").close()
+        t0 = _time.monotonic()
+        assert wait(lambda: services["hz-3"].view().active_of(GW) == "hz-2", 5.0)
+        print(f"\nloopback failover seen by the member after {_time.monotonic() - t0:.2f} s")
+        assert changed.is_set()
+    finally:
+        for s in services.values():
+            s.close()

@@ -96,6 +96,7 @@ class DomainConfig:
     watchers: frozenset[str]
     remote: tuple[tuple[str, tuple[Candidate, ...]], ...] = ()
     port: int = wire.LIVENESS_PORT
+    address: str = "0.0.0.0"      # the local node's private IP: the service binds it
 
     def candidate(self, node: str) -> Candidate | None:
         """The candidate on ``node``, None when that node is none."""

@@ -1,7 +1,7 @@
 """The liveness protocol on a real socket: one UDP socket and one thread per agent.
 
-:class:`LivenessService` binds ``0.0.0.0:<port>`` (UDP, :data:`~.wire.LIVENESS_PORT` by default) in
-the node's network namespace, feeds every datagram and a tick every few milliseconds to the
+:class:`LivenessService` binds ``<private IP>:<port>`` (UDP, :data:`~.wire.LIVENESS_PORT` by default:
+the node's InternalIP, where both the LAN messages and the CLAIMs out of the tunnel are addressed), feeds every datagram and a tick every few milliseconds to the
 sans-I/O :class:`~.machine.Liveness`, sends what it returns and calls ``on_change`` (from its own
 thread) whenever the :class:`~.machine.LivenessView` changes. It learns the arrival interface of
 each datagram (``IP_PKTINFO``): a CLAIM counts only when it came out of the tunnel interface.
@@ -54,10 +54,10 @@ class LivenessService:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             self._sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-            self._sock.bind(("0.0.0.0", config.port))
+            self._sock.bind((config.address, config.port))
         except OSError as exc:
             self._sock.close()
-            raise RavenError(f"liveness UDP port {config.port}: {exc.strerror or exc} "
+            raise RavenError(f"liveness UDP port {config.address}:{config.port}: {exc.strerror or exc} "
                              "(--liveness-port picks another; every node of a domain must use the same)") from None
         self._sock.setblocking(False)
         self._view = self._machine.view()
@@ -110,19 +110,29 @@ class LivenessService:
     # ------------------------------------------------------------------ thread
     def _run(self) -> None:
         while not self._stop.is_set():
-            with self._lock:
-                wait = min(_MAX_WAIT, max(0.0, self._machine.next_deadline() - time.monotonic()))
             try:
-                readable, _, _ = select.select([self._sock], [], [], wait)
+                self._step()
             except (OSError, ValueError):
-                return          # closed under us
-            out = []
-            if readable:
-                out.extend(self._drain())
-            with self._lock:
-                out.extend(self._machine.tick(time.monotonic()))
-            self._send(out)
-            self._check_view()
+                if self._stop.is_set():
+                    return          # closed under us
+                log.exception("liveness: socket error (continuing)")
+                time.sleep(_MAX_WAIT)
+            except Exception:       # a bug must not silence us: the domain would think we died
+                log.exception("liveness: unexpected error (continuing)")
+                time.sleep(_MAX_WAIT)
+
+    def _step(self) -> None:
+        """One wake-up: wait for datagrams or the next deadline, handle them, tick, send, report."""
+        with self._lock:
+            wait = min(_MAX_WAIT, max(0.0, self._machine.next_deadline() - time.monotonic()))
+        readable, _, _ = select.select([self._sock], [], [], wait)
+        out = []
+        if readable:
+            out.extend(self._drain())
+        with self._lock:
+            out.extend(self._machine.tick(time.monotonic()))
+        self._send(out)
+        self._check_view()
 
     def _drain(self) -> list[tuple[bytes, tuple[str, int]]]:
         out = []

@@ -57,8 +57,11 @@ def liveness_config(cluster: Cluster, node_name: str, port: int = LIVENESS_PORT)
         return None
     remote = tuple((other.name, _as_candidates(cluster, other)) for other in cluster.gateways
                    if other.name != gw.name)
+    me = gw.member(node_name)
+    assert me is not None
     return DomainConfig(gateway=gw.name, local_node=node_name, candidates=_as_candidates(cluster, gw),
-                        watchers=frozenset(str(n.private_ip) for n in gw.nodes), remote=remote, port=port)
+                        watchers=frozenset(str(n.private_ip) for n in gw.nodes), remote=remote, port=port,
+                        address=str(me.private_ip))
 
 
 def apply_liveness(cluster: Cluster, node_name: str, view: LivenessView) -> Cluster:
