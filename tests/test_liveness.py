@@ -375,3 +375,21 @@ def test_the_service_on_real_sockets_fails_over_on_loopback() -> None:
     finally:
         for s in services.values():
             s.close()
+
+
+def test_a_busy_liveness_port_is_one_line_naming_it() -> None:
+    import socket as _socket
+    from ravenvpn.errors import RavenError
+    from ravenvpn.raven.liveness.service import LivenessService
+
+    holder = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    holder.bind(("127.0.0.21", 0))
+    port = holder.getsockname()[1]
+    try:
+        cfg = DomainConfig(GW, "hz-3", CANDS, frozenset({"127.0.0.21"}), port=port, address="127.0.0.21")
+        with pytest.raises(RavenError) as err:
+            LivenessService(cfg, None, "raven0", lambda view: None)
+        assert f"liveness UDP port 127.0.0.21:{port}" in str(err.value) and "\n" not in str(err.value)
+        assert "--liveness-port" in str(err.value)
+    finally:
+        holder.close()
