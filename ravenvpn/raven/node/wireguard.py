@@ -139,8 +139,8 @@ class WireGuardDriver:
             StartupError: the interface cannot be created, or its UDP port is busy; nothing is left
                 behind.
         """
-        if plan.role is not Role.ACTIVE_GATEWAY:
-            return self.cleanup()
+        if plan.role is not Role.ACTIVE_GATEWAY and not (plan.role is Role.STANDBY and plan.peers):
+            return self.cleanup()    # a hot standby (failover) runs the interface with routes held back
         if self.private_key is None:
             raise RavenError(f"{self.interface}: node {plan.node_name} is the active gateway of {plan.gateway} "
                              "but the WireGuard driver has no private key")
@@ -156,7 +156,8 @@ class WireGuardDriver:
                 self.cleanup()
                 raise
             # The device logged "interface ... up (MTU, port)" itself: this line says why.
-            log.info("%s is the active gateway of %s", plan.node_name, plan.gateway)
+            log.info("%s is the %s of %s", plan.node_name,
+                     "active gateway" if plan.role is Role.ACTIVE_GATEWAY else "hot standby", plan.gateway)
         else:
             self._configure(plan, report)
         return report

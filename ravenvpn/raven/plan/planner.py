@@ -18,6 +18,7 @@ from ...errors import ClusterError
 from ..cluster.addresses import IPAddress
 from ..cluster.model import Cluster, Endpoint, Gateway
 from ..cluster.problems import OBJECT_SKIPPED
+from .failover import candidates
 from .nodeplan import NodePlan, PeerPlan, Role, Route, Rule
 from .routing import gateway_routes, lookup_rules, member_routes, sysctls_for, tunnel_bypass_rules
 from .topology import PeerSet, plan_peers
@@ -40,7 +41,8 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
          mtu: int | None = None, underlay_mtu: int = 1500, listen_port: int = 4500,
          interface: str = DEFAULT_INTERFACE, gateway_table: int = GATEWAY_TABLE,
          member_table: int = MEMBER_TABLE, rule_priority: int = RULE_PRIORITY,
-         keepalive: int = KEEPALIVE, resolved: Mapping[str, IPAddress | str] | None = None) -> NodePlan:
+         keepalive: int = KEEPALIVE, resolved: Mapping[str, IPAddress | str] | None = None,
+         failover: bool = False) -> NodePlan:
     """The plan for ``node_name``.
 
     ``local_public_key`` is the public half of the key the node's daemon will use;
@@ -92,7 +94,7 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
             f"Gateway {gw.name}: spec.endpoints[{own.index}].config.publicKey: {own.public_key_b64} "
             f"does not match the local public key {base64.b64encode(local_public_key).decode()}")
 
-    peer_set = plan_peers(cluster, gw, keepalive, resolved)
+    peer_set = plan_peers(cluster, gw, keepalive, resolved, standby_peers=failover)
     ipv6 = any(p.version == 6 for p in (*gw.prefixes, *peer_set.remote_prefixes))
     warnings = [*cluster.warnings, *peer_set.warnings]
     if tunnel_mtu < 1280 and ipv6:
@@ -105,6 +107,16 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
         assert active is not None
         return replace(base, **common, **_gateway_parts(
             gw, active, peer_set, warnings, interface, tunnel_mtu, listen_port,
+            gateway_table, rule_priority))
+    if role is Role.STANDBY and failover and own in candidates(cluster, gw):
+        # A hot standby: its device, peers, routes and rules are the active's, for its own node's
+        # traffic (remote gateways route its pods and node IP to it: see topology). Members still
+        # route through the active, so a takeover changes no route here, only members' routes and
+        # remote gateways' AllowedIPs.
+        assert own is not None
+        common["sysctls"] = sysctls_for(Role.ACTIVE_GATEWAY, interface, ipv6)
+        return replace(base, **common, **_gateway_parts(
+            gw, own, peer_set, warnings, interface, tunnel_mtu, listen_port,
             gateway_table, rule_priority))
     return replace(base, **common, **_member_parts(gw, peer_set, warnings, tunnel_mtu,
                                                     member_table, rule_priority))
