@@ -242,6 +242,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--interface", default="raven0", help="tunnel interface (default raven0)")
     p.add_argument("--port", type=int, default=4500, help="UDP listen port (default 4500)")
     p.add_argument("--state-dir", default=None, help="records for ravenvpn status/down (default /run/ravenvpn)")
+    p.add_argument("--no-failover", action="store_true",
+                   help="no automatic gateway failover (liveness on UDP 4501): only the cluster moves the gateway")
     return p.parse_args(argv)
 
 
@@ -254,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"embedded-agent: {args.cluster}: {exc}", file=sys.stderr)
         return 1
     options: dict[str, Any] = {"interface": args.interface, "port": args.port,
-                               "private_key_path": args.private_key}
+                               "private_key_path": args.private_key, "failover": not args.no_failover}
     if args.state_dir:
         options["state_dir"] = args.state_dir
     try:

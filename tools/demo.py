@@ -37,7 +37,33 @@ def _indent(text: str, prefix: str = "    ") -> str:
     return "\n".join(prefix + line for line in text.rstrip().splitlines())
 
 
-def run(cluster: Path, verbose: bool = False) -> int:
+def _failover(lab: Lab) -> list[str]:
+    """Kill the active hangzhou gateway (SIGKILL, cables pulled) and show a member's pings come back."""
+    member = next((h.name for h in lab.domain("gw-hangzhou").hosts if lab.role(h.name) == "member"), None)
+    active = next((h.name for h in lab.domain("gw-hangzhou").hosts if lab.role(h.name) == "active-gateway"), None)
+    if member is None or active is None:
+        print("(no hangzhou member in this cluster: try --cluster examples/cluster-ha.yaml)")
+        return []
+    target = next(n for n in lab.active_gateways() if lab.domain_of(n).gateway == "gw-qingdao")
+    _title(f"failover: SIGKILL of ravenvpn up on {active}, its cables pulled; {member} keeps pinging {target}")
+    t0 = time.monotonic()
+    lab.kill_up(active)
+    lab.cable(active, False)
+    while time.monotonic() - t0 < 15:
+        if lab.ping(f"pod:{member}", lab.pod_ip(target), count=1, wait=0.3).ok:
+            break
+    took = time.monotonic() - t0
+    ok = lab.ping(f"pod:{member}", lab.pod_ip(target), count=3, interval=0.2, wait=2).ok
+    time.sleep(0.5)
+    for h in lab.domain("gw-hangzhou").hosts:
+        print(f"    {h.name:8} {lab.role(h.name) if lab.is_up(h.name) else '(killed)'}")
+    print(f"pod {member} -> pod {target}: first reply {took:.2f}s after the kill; no edit of the cluster file")
+    lab.cable(active, True)
+    lab.up(active, wait=False)
+    return [] if ok else [f"pod {member} -> pod {target} after the failover"]
+
+
+def run(cluster: Path, verbose: bool = False, failover: bool = False) -> int:
     failures: list[str] = []
     t_start = time.monotonic()
     with Lab(cluster, verbose=verbose) as lab:
@@ -79,10 +105,11 @@ def run(cluster: Path, verbose: bool = False) -> int:
                 if not res.ok:
                     failures.append(f"{kind} {a} -> {b} ({dst_of(b)})")
 
-        # --- the guide's scenario, with tcpdump on both edge gateways
-        hz_gw = next((n for n in lab.active_gateways() if n.startswith("hz")), "hz-1")
-        qd_gw = next((n for n in lab.active_gateways() if n.startswith("qd")), "qd-1")
-        _title("non-gateway hz-2 pings non-gateway qd-2 (tcpdump -i raven0 on both gateways)")
+        # --- the guide's scenario, with tcpdump on the raven0 that carries the traffic: the edge gateways'
+        # (hz-2 and qd-2 are standby tunnel endpoints: with failover they are hot standbys, which carry
+        # their own node's traffic in their own raven0)
+        hz_gw, qd_gw = lab.carrier("hz-2"), lab.carrier("qd-2")
+        _title(f"hz-2 pings qd-2 (tcpdump -i raven0 on {hz_gw} and {qd_gw})")
         with capture(lab.node(hz_gw), INTERFACE, "icmp") as cap_hz, \
                 capture(lab.node(qd_gw), INTERFACE, "icmp") as cap_qd:
             _cmd("hz-2", f"ping {lab.ip('qd-2')} -c 4")
@@ -103,6 +130,9 @@ def run(cluster: Path, verbose: bool = False) -> int:
         _cmd(cloud_gw, f"wg show {INTERFACE} transfer")
         print(_indent(lab.node(cloud_gw).run("wg", "show", INTERFACE, "transfer").stdout, "  "))
 
+        if failover:
+            failures += _failover(lab)
+
         _title("ravenvpn down on every node")
         for name in lab.names:
             res = lab.down(name)
@@ -119,9 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m tools.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cluster", type=Path, default=DEFAULT_CLUSTER, help="cluster YAML (default: the example)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print lab build steps")
+    parser.add_argument("--failover", action="store_true",
+                        help="also kill the active hangzhou gateway and show a member's traffic come back "
+                             "(with --cluster examples/cluster-ha.yaml)")
     args = parser.parse_args(argv)
     try:
-        return run(args.cluster, args.verbose)
+        return run(args.cluster, args.verbose, args.failover)
     except KeyboardInterrupt:
         print("interrupted; lab removed", file=sys.stderr)
         return 2

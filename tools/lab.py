@@ -587,6 +587,34 @@ class Lab:
     def signal_up(self, name: str, sig: int) -> None:
         os.kill(self._ups[name].pid, sig)
 
+    def kill_up(self, name: str) -> None:
+        """SIGKILL ``ravenvpn up`` in ``name`` (a crash: nothing is cleaned up) and wait until it is gone."""
+        up = self._ups[name]
+        os.kill(up.pid, signal.SIGKILL)
+        wait_for(lambda: up.proc.poll() is not None, timeout=10, interval=0.01, message=f"{name}'s up to die")
+
+    def cable(self, name: str, connected: bool) -> float:
+        """Pull (or plug back) every network cable of cluster node ``name``: the switch-side ends of its
+        LAN and internet links go down (up), so the node's links lose carrier as with a dead NIC or
+        switch port; its addresses and routes stay. Returns ``time.monotonic()`` right after."""
+        d = self.domain_of(name)
+        switches = [self._infra[f"{_short(d.gateway)}-lan"]]
+        if self.hosts[name].public_ip:
+            switches.append(self._infra["internet"])
+        for sw in switches:
+            sw.run("ip", "link", "set", "dev", f"p-{name}"[:15], "up" if connected else "down")
+        return time.monotonic()
+
+    def add_lan_host(self, gateway: str, ip: str, label: str = "intruder") -> Node:
+        """Another host on ``gateway``'s LAN (no cluster node: e.g. an attacker), addressed ``ip``; removed
+        with the lab."""
+        d = self.domain(gateway)
+        node = self._make_node(label)
+        self._infra[label] = node
+        self._attach(self._infra[f"{_short(gateway)}-lan"], node, f"{ip}/{d.lan.prefixlen}", port=f"p-{label}",
+                     name="eth0")
+        return node
+
     def down(self, name: str, timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
         """``ravenvpn down`` in node ``name``, then reap our ``up`` process (which ``down`` stopped)."""
         res = self.ravenvpn(name, "down", timeout=timeout)
@@ -618,6 +646,13 @@ class Lab:
         except (OSError, RavenError):
             return None
 
+    def carrier(self, name: str) -> str:
+        """The node whose raven0 carries ``name``'s own traffic: ``name`` itself when it is a tunnel
+        candidate (the active gateway, or a hot standby with failover), else its domain's active gateway."""
+        if self.role(name) in ("active-gateway", "standby"):
+            return name
+        return next(h.name for h in self.domain_of(name).hosts if self.role(h.name) == "active-gateway")
+
     def active_gateways(self) -> list[str]:
         return [n for n in self.names if self.role(n) == "active-gateway"]
 
@@ -626,13 +661,25 @@ class Lab:
         return wg.wg_dump(self._nodes[name], INTERFACE)
 
     def tunnels_up(self) -> bool:
-        """Every active gateway has completed a handshake with each of its peers."""
+        """Every domain whose nodes run ``up`` has one active gateway, and each active gateway has completed
+        a handshake with each of its peers (standby peers — other candidates of a remote gateway — only
+        when their node runs ``up``: a hot standby calls in by itself)."""
         actives = self.active_gateways()
         if not actives:
             return False
+        for d in self.domains:
+            running = [h.name for h in d.hosts if self.is_up(h.name)]
+            if running and sum(self.role(n) == "active-gateway" for n in running) != 1:
+                return False
         for name in actives:
             dump = self.wg_dump(name)
-            if not dump.peers or any(p.latest_handshake == 0 for p in dump.peers.values()):
+            try:
+                planned = {p.public_key: p for p in self.status(name).peers}
+            except (CommandError, RavenError):
+                return False
+            needed = [p for k, p in dump.peers.items()
+                      if not (k in planned and planned[k].standby and not self.is_up(planned[k].node))]
+            if not dump.peers or any(p.latest_handshake == 0 for p in needed):
                 return False
         return True
 

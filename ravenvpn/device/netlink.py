@@ -129,9 +129,12 @@ class LinkMonitor:
         self.netns_inode = _ns_inode_here()
 
     def fileno(self) -> int:
+        """An fd that becomes readable when link events wait (an epoll fd, so the pump's registration
+        survives the monitor re-opening its netlink socket in another namespace)."""
         return self._epoll.fileno()
 
     def read_events(self) -> list[LinkEvent]:
+        """Every pending event about the watched link (others are read and dropped); never blocks."""
         events: list[LinkEvent] = []
         while True:
             try:
@@ -238,5 +241,6 @@ class LinkMonitor:
         return None
 
     def close(self) -> None:
+        """Close the netlink socket and the epoll fd. Not idempotent: call once."""
         self.sock.close()
         self._epoll.close()

@@ -78,24 +78,49 @@ def parse_true(value: str, what: str) -> None:
 
 
 def parse_endpoint(value: str) -> Endpoint:
-    """`a.b.c.d:port` or `[v6]:port` (optionally `[v6%zone]:port`); IP literals only, like wireguard-go."""
+    """`a.b.c.d:port`, `[v6]:port`, or `[v6%zone]:port` with the zone an interface name or index,
+    the form `wg` sends for a link-local address (getnameinfo's). IP literals only, like wireguard-go.
+
+    A link-local address keeps its zone as the scope id of the endpoint, so its packets leave on
+    that link; on any other address a zone means nothing and is dropped.
+
+    Raises:
+        UapiError: (EINVAL) not one of those forms, or a zone naming no interface of this host.
+    """
     if value.startswith("["):
         host, sep, port = value[1:].partition("]:")
         if not sep or ":" not in host:
             raise invalid(f"invalid endpoint {value!r}")
     else:
         host, sep, port = value.rpartition(":")
-        if not sep or ":" in host:
+        if not sep or ":" in host or "%" in host:
             raise invalid(f"invalid endpoint {value!r}")
+    host, percent, zone = host.partition("%")
     try:
-        addr = ipaddress.ip_address(host.split("%", 1)[0])
+        if percent and not zone:
+            raise ValueError("an empty zone")
+        addr = ipaddress.ip_address(host)
     except ValueError:
         raise invalid(f"invalid endpoint {value!r}") from None
-    return normalise_endpoint(str(addr), parse_uint(port, 16, "endpoint port"))
+    scope = 0
+    if zone:
+        try:
+            scope = int(zone) if zone.isdigit() else socket.if_nametoindex(zone)
+        except OSError:
+            raise invalid(f"invalid endpoint {value!r}: no interface {zone!r}") from None
+    return normalise_endpoint(str(addr), parse_uint(port, 16, "endpoint port"), 0, scope)
 
 
 def format_endpoint(endpoint: Endpoint) -> str:
-    host, port = endpoint
+    """`a.b.c.d:port`, `[v6]:port` or `[v6%ifname]:port` (the scope by interface name, as `wg`
+    prints it; by index if that interface is gone)."""
+    host, port = endpoint[0], endpoint[1]
+    if len(endpoint) == 4 and endpoint[3]:
+        try:
+            zone = socket.if_indextoname(endpoint[3])
+        except OSError:
+            zone = str(endpoint[3])
+        host = f"{host}%{zone}"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

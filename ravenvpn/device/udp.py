@@ -1,7 +1,9 @@
 """Dual-stack UDP transport: one AF_INET and one AF_INET6 (V6ONLY) socket on the same port.
 
-Endpoints handed to and taken from the core are plain (ip, port) tuples: an IPv4
-or IPv6 literal without brackets or scope. The socket is picked by family.
+Endpoints handed to and taken from the core are the socket module's address tuples:
+(ip, port) with an IPv4 or IPv6 literal without brackets, or (ip, port, 0, scope id) for a
+link-local IPv6 address, whose scope (an interface index) says which link to use; sendto
+takes both as they are. The socket is picked by family.
 
 Rebinding (listen_port / fwmark changes from the UAPI thread) opens the new
 sockets first and only then retires the old ones; the pump unregisters and
@@ -15,7 +17,8 @@ import logging
 import os
 import socket
 
-Endpoint = tuple[str, int]
+#: (ip, port), or (ip, port, flowinfo 0, scope id) for a link-local IPv6 address (see above).
+Endpoint = tuple[str, int] | tuple[str, int, int, int]
 
 DEFAULT_PORT = 4500
 SOCKET_BUFFER = 7 << 20     # wireguard-go asks for 7 MiB as well
@@ -37,13 +40,19 @@ _GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
 log = logging.getLogger("ravenvpn.udp")
 
 
-def normalise_endpoint(host: str, port: int) -> Endpoint:
-    """Strip a scope id and unmap ::ffff:a.b.c.d so the core sees one spelling per address."""
+def normalise_endpoint(host: str, port: int, flowinfo: int = 0, scope_id: int = 0) -> Endpoint:
+    """One spelling per address for the core, from a socket address or a parsed UAPI endpoint:
+    ::ffff:a.b.c.d becomes a.b.c.d; a link-local IPv6 address keeps `scope_id` (the index of the
+    interface it is on; (ip, port, 0, scope_id)), any other address drops it, and the flow label.
+    A ``%zone`` suffix on `host` is dropped (pass its index as `scope_id`)."""
     host = host.split("%", 1)[0]
     if ":" in host:
-        mapped = ipaddress.IPv6Address(host).ipv4_mapped
+        address = ipaddress.IPv6Address(host)
+        mapped = address.ipv4_mapped
         if mapped is not None:
             return (str(mapped), port)
+        if scope_id and address.is_link_local:
+            return (host, port, 0, scope_id)
     return (host, port)
 
 
@@ -163,7 +172,7 @@ class UdpTransport:
                     break
                 continue
             if v6:
-                addr = normalise_endpoint(addr[0], addr[1])
+                addr = normalise_endpoint(*addr)
             n = len(data)
             segment = n
             for level, kind, value in ancillary:

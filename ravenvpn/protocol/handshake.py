@@ -74,7 +74,6 @@ class Handshake:
     remote_index: int = 0
     last_timestamp: bytes = bytes(12)  # greatest TAI64N accepted from this peer
     last_initiation_consumed: float | None = None
-    last_sent_initiation: float | None = None
 
     def zero(self) -> None:
         """Forget the handshake in flight (ephemeral key, chaining key, indices); keeps the peer's

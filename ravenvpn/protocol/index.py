@@ -7,7 +7,7 @@ so that indices reveal nothing about how many sessions exist. Not thread-safe (t
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from typing import Callable, Generic, Iterator, TypeVar
 
 __all__ = ["IndexTable"]
 
@@ -55,3 +55,7 @@ class IndexTable(Generic[Owner]):
 
     def __contains__(self, index: object) -> bool:
         return index in self._owners
+
+    def __iter__(self) -> Iterator[int]:
+        """The indices in use (a snapshot is the caller's: do not allocate while iterating)."""
+        return iter(self._owners)

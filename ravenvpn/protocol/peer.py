@@ -14,8 +14,9 @@ from .keypair import Keypair
 
 __all__ = ["Endpoint", "Peer"]
 
-#: A UDP endpoint: (IPv4 or IPv6 literal without brackets or scope, port).
-Endpoint = tuple[str, int]
+#: A UDP endpoint as the socket module spells it: (IPv4 or IPv6 literal without brackets, port), or
+#: for a link-local IPv6 address (literal, port, flowinfo 0, scope id: the index of its interface).
+Endpoint = tuple[str, int] | tuple[str, int, int, int]
 
 
 class Peer:
@@ -25,7 +26,7 @@ class Peer:
 
     Attributes:
         public_key: its Curve25519 public key, 32 bytes (read-only).
-        endpoint: where to send, (ip, port); None until configured or learnt from an
+        endpoint: where to send, an `Endpoint`; None until configured or learnt from an
             authenticated packet (roaming: the source of the last one wins, whitepaper §2.1).
         preshared_key: 32 bytes mixed into the handshake (§5.2); all zeros = none.
         persistent_keepalive_interval: seconds, 0..65535; 0 = off (§6.5).
@@ -38,6 +39,9 @@ class Peer:
         last_handshake_time_ns: wall-clock Unix time in ns of the last completed handshake (0 = never).
         retransmit_handshake_at, send_keepalive_at, new_handshake_at, zero_keys_at,
             persistent_keepalive_at: timer deadlines, monotonic seconds or None (timers.py).
+        initiation_allowed_at: monotonic seconds before which no handshake initiation is sent
+            (None = any time): REKEY_TIMEOUT after our last initiation, REKEY_TIMEOUT + jitter
+            after our last response (`timers.may_initiate`).
     """
 
     def __init__(self, public_key: bytes, precomputed_static_static: bytes | None,
@@ -63,6 +67,7 @@ class Peer:
         self.new_handshake_at: float | None = None
         self.zero_keys_at: float | None = None
         self.persistent_keepalive_at: float | None = None
+        self.initiation_allowed_at: float | None = None
         self.handshake_attempts = 0
         self.need_another_keepalive = False
         self.sent_lastminute_handshake = False

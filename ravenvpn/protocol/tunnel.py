@@ -164,9 +164,9 @@ class Tunnel:
         for peer in self.peers.values():
             self._expire_sessions(peer)
             peer.handshake.precomputed_static_static = hsm.precompute_static_static(self._identity, peer.public_key)
-            # The sessions just went; the next packet must be able to start a new one at once,
-            # not REKEY_TIMEOUT after the last initiation (the kernel and wireguard-go reset it too).
-            peer.handshake.last_sent_initiation = None
+            # Under the new key nothing is in flight: the next packet may start a handshake at
+            # once (the kernel and wireguard-go's ExpireCurrentKeypairs reset it too).
+            peer.initiation_allowed_at = None
             if self._identity is not None and peer.persistent_keepalive_interval:
                 # The key makes the peer usable: with persistent keepalive on, start now (a keepalive,
                 # so a handshake), as the kernel and wireguard-go do; the next tick sends it.
@@ -624,6 +624,9 @@ class Tunnel:
         wire = peer.cookies.add_macs(response, MSG_RESPONSE, now)
         out.network.append((wire, source))
         peer.tx_bytes += len(wire)
+        # Until the initiator confirms this session (its first transport message) or REKEY_TIMEOUT
+        # passes, our own packets wait staged instead of starting a competing handshake.
+        timers.response_sent(peer, now, self.timers, self._jitter)
         timers.any_authenticated_packet_sent(peer)
         timers.any_authenticated_packet_traversal(peer, now)
 
@@ -675,16 +678,19 @@ class Tunnel:
             self.stats[Counter.RX_BAD_COOKIE] += 1
 
     def _initiate_handshake(self, peer: Peer, out: Output, now: float, *, retry: bool) -> None:
-        """Send a handshake initiation to `peer` unless one went out less than REKEY_TIMEOUT ago
-        (§6.4); `retry` keeps the attempt count (a retransmission), else it restarts from 0."""
+        """Send a handshake initiation to `peer` unless an initiation or a response went out less
+        than REKEY_TIMEOUT ago (`timers.may_initiate`, §6.4; then it is retried once allowed if
+        packets wait); `retry` keeps the attempt count (a retransmission), else it restarts from 0."""
         if not retry:
             peer.handshake_attempts = 0
         hs = peer.handshake
-        if hs.last_sent_initiation is not None and now - hs.last_sent_initiation < self.timers.rekey_timeout:
-            return  # at most one initiation per REKEY_TIMEOUT
+        if not timers.may_initiate(peer, now):
+            # An initiation or response went out less than REKEY_TIMEOUT ago.
+            timers.initiation_deferred(peer)
+            return
         if self._identity is None or hs.precomputed_static_static is None:
             return
-        hs.last_sent_initiation = now
+        timers.initiation_sent(peer, now, self.timers)
         self._release_handshake_index(peer)
         index = self._index.new(peer)
         msg = hsm.create_initiation(hs, self._identity, index, self.clock.wall_ns())

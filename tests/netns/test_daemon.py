@@ -388,7 +388,9 @@ def test_busy_poll_carries_traffic_then_goes_back_to_sleep(node_factory, env) ->
     quiet = _cpu_seconds(a, pid)
     time.sleep(1.0)
     slept = _cpu_seconds(a, pid) - quiet        # budget over: back to sleeping in epoll
-    assert spun >= 0.05, spun
+    # A sleeping daemon spends ~0 s here; a polling one a whole core when it has one. The bound leaves
+    # room for a CI machine whose two cores are shared with other test processes.
+    assert spun >= 0.02, spun
     assert slept <= 0.1, slept
     assert ping(a, tunnel.b.inner4, count=3, interval=0.05, deadline=10).received == 3
     assert tunnel.down() == (True, True)

@@ -158,11 +158,16 @@ def test_foreign_routes_and_rules_are_left_alone(gw: tuple[Node, Any]) -> None:
 def test_underlay_mtu_leaves_out_our_own_tunnel_whatever_its_name(gw: tuple[Node, Any]) -> None:
     node, _ = gw
     node.run("ip", "link", "add", "wg7", "mtu", "1420", "type", "veth", "peer", "name", "wg7p", "mtu", "1420")
-    node.run("ip", "link", "set", "wg7", "up")     # wg7p stays down: not counted either way
+    node.run("ip", "link", "set", "wg7", "up")
+    # The endpoint's route leads into wg7; everything else goes by the default route over eth1.
+    node.run("ip", "route", "add", "203.0.113.0/24", "dev", "wg7")
+    node.run("ip", "route", "add", "default", "via", "192.168.50.2")
     out = node.run(sys.executable, "-c",
-                   "from ravenvpn.raven.node.links import underlay_mtu; print(underlay_mtu('wg7'), underlay_mtu('raven0'))",
+                   "from ravenvpn.raven.node.links import underlay_mtu; "
+                   "print(underlay_mtu('wg7', ['203.0.113.1']), underlay_mtu('raven0', ['203.0.113.1']))",
                    env={**os.environ, "PYTHONPATH": str(REPO)})
-    # counted as underlay, a tunnel named wg7 would shrink the planned MTU by 80 on every reconcile
+    # A route into our own tunnel is no underlay (it would shrink the planned MTU by 80 on every
+    # reconcile); for another interface, wg7 is just the link toward that endpoint (issue 14 kind 4).
     assert out.stdout.split() == ["1500", "1420"]
 
 

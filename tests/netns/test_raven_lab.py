@@ -70,7 +70,8 @@ def test_roles_follow_the_cluster_file(lab: Lab) -> None:
     }
     assert lab.status(CLOUD_GW).relay is True
     for name in lab.names:
-        assert lab.node(name).has_link(INTERFACE) == (roles[name] == "active-gateway"), name
+        # standbys are hot (failover): raven0 up with the active's peers, routes held back
+        assert lab.node(name).has_link(INTERFACE) == (roles[name] in ("active-gateway", "standby")), name
 
 
 def test_ping_every_pair_of_domains_hosts_and_pods(lab: Lab) -> None:
@@ -117,8 +118,9 @@ def test_sighup_with_unchanged_file_changes_nothing(lab: Lab) -> None:
 def test_tcpdump_sees_crossing_traffic_on_raven0_and_only_udp_on_the_underlay(lab: Lab) -> None:
     hz_nat, qd_nat = lab.nat("gw-hangzhou"), lab.nat("gw-qingdao")
     src_pod, dst_pod = lab.pod_ip("hz-2"), lab.pod_ip("qd-2")
-    with capture(lab.node(HZ_GW), INTERFACE, "icmp") as cap_hz, \
-            capture(lab.node(QD_GW), INTERFACE, "icmp") as cap_qd, \
+    # hz-2 and qd-2 are standby candidates: hot standbys carry their own node's traffic in their own raven0
+    with capture(lab.node(lab.carrier("hz-2")), INTERFACE, "icmp") as cap_hz, \
+            capture(lab.node(lab.carrier("qd-2")), INTERFACE, "icmp") as cap_qd, \
             capture(hz_nat, "wan0") as wan_hz, \
             capture(qd_nat, "wan0") as wan_qd, \
             capture(lab.infra("internet"), "br0") as internet:
@@ -149,13 +151,20 @@ def test_tcpdump_sees_crossing_traffic_on_raven0_and_only_udp_on_the_underlay(la
 
 def test_hangzhou_qingdao_traffic_is_relayed_by_the_cloud_gateway(lab: Lab) -> None:
     def transfer() -> dict[str, tuple[int, int]]:
-        return {p.public_key: (p.rx_bytes, p.tx_bytes) for p in lab.wg_dump(CLOUD_GW).peers.values()}
+        """cloud-1's bytes to and from each remote gateway (all of its candidates' peers together)."""
+        dump = lab.wg_dump(CLOUD_GW).peers
+        out: dict[str, tuple[int, int]] = {}
+        for gw, ks in keys.items():
+            out[gw] = (sum(dump[k].rx_bytes for k in ks), sum(dump[k].tx_bytes for k in ks))
+        return out
 
-    hz_key = lab.status(HZ_GW).peers[0]  # hz-1's only peer is the cloud gateway
-    assert [p.gateway for p in lab.status(HZ_GW).peers] == ["gw-cloud"], hz_key
-    assert [p.gateway for p in lab.status(QD_GW).peers] == ["gw-cloud"]
-    keys = {p.node: p.public_key for p in lab.status(CLOUD_GW).peers}
-    assert set(keys) == {HZ_GW, QD_GW}
+    hz_key = lab.status(HZ_GW).peers[0]  # hz-1's peers are the cloud gateway's candidates
+    assert {p.gateway for p in lab.status(HZ_GW).peers} == {"gw-cloud"}, hz_key
+    assert {p.gateway for p in lab.status(QD_GW).peers} == {"gw-cloud"}
+    keys: dict[str, list[str]] = {}
+    for p in lab.status(CLOUD_GW).peers:
+        keys.setdefault(p.gateway, []).append(p.public_key)
+    assert set(keys) == {"gw-hangzhou", "gw-qingdao"}
 
     size, count = 1000, 10
     inet = lab.infra("internet")
@@ -167,16 +176,16 @@ def test_hangzhou_qingdao_traffic_is_relayed_by_the_cloud_gateway(lab: Lab) -> N
     after = transfer()
     assert all(r.ok for r in results), results
     minimum = count * size  # each direction of each ping crosses the relay at least once
-    for node in (HZ_GW, QD_GW):
-        key = keys[node]
-        rx = after[key][0] - before[key][0]
-        tx = after[key][1] - before[key][1]
-        print(f"\ncloud-1 <-> {node}: rx +{rx} B, tx +{tx} B during the hz <-> qd pings")
-        assert rx >= minimum and tx >= minimum, f"{node}: rx +{rx}, tx +{tx} (expected >= {minimum} each way)"
+    for gw in ("gw-hangzhou", "gw-qingdao"):
+        rx = after[gw][0] - before[gw][0]
+        tx = after[gw][1] - before[gw][1]
+        print(f"\ncloud-1 <-> {gw}: rx +{rx} B, tx +{tx} B during the hz <-> qd pings")
+        assert rx >= minimum and tx >= minimum, f"{gw}: rx +{rx}, tx +{tx} (expected >= {minimum} each way)"
     assert not direct.packets(), f"direct hangzhou <-> qingdao packets: {[p.summary() for p in direct.packets()]}"
     status = lab.status(CLOUD_GW)
     assert status.relay is True
-    assert all(p.live and p.live.rx_bytes > 0 and p.live.tx_bytes > 0 for p in status.peers), status.peers
+    assert all(p.live and p.live.rx_bytes > 0 and p.live.tx_bytes > 0 for p in status.peers if not p.standby), \
+        status.peers
 
 
 def _first_reply(lab: Lab, src: str, dst: str, t0: float, timeout: float = 60.0) -> float | None:
@@ -193,7 +202,8 @@ def _first_reply(lab: Lab, src: str, dst: str, t0: float, timeout: float = 60.0)
 
 def test_failover_hz1_notready_makes_hz2_the_gateway(lab: Lab) -> None:
     hz_nat = lab.nat("gw-hangzhou")
-    assert lab.ping("pod:hz-2", lab.pod_ip("qd-2"), count=1).ok
+    # pod:hz-1's traffic goes through hz-1's own tunnel (hz-2, a hot standby, carries its own node's)
+    assert lab.ping("pod:hz-1", lab.pod_ip("qd-2"), count=1).ok
     # hz-1 loses its uplink (what makes a node NotReady in real life): the old path is dead. `-o wan0`:
     # with br_netfilter, frames bridged inside the hangzhou LAN (hz-1 <-> hz-2) traverse FORWARD too.
     cut = ["iptables", "-I", "FORWARD", "-s", lab.ip("hz-1"), "-o", "wan0", "-j", "DROP"]
@@ -202,17 +212,18 @@ def test_failover_hz1_notready_makes_hz2_the_gateway(lab: Lab) -> None:
 
     def background() -> None:  # dense traffic through the role change, to catch any plaintext leak
         while not stop.is_set():
-            lab.ping("pod:hz-2", lab.pod_ip("qd-2"), count=50, interval=0.01, wait=0.2, pattern=PATTERN)
+            lab.ping("pod:hz-1", lab.pod_ip("qd-2"), count=50, interval=0.01, wait=0.2, pattern=PATTERN)
 
     try:
-        assert not lab.ping("pod:hz-2", lab.pod_ip("qd-2"), count=2, interval=0.2, wait=1).ok
+        # (liveness runs on the LAN, where hz-1 is alive: an uplink loss alone is the file's to judge)
+        assert not lab.ping("pod:hz-1", lab.pod_ip("qd-2"), count=2, interval=0.2, wait=1).ok
         with capture(hz_nat, "wan0", "ip") as uplink:
             flood = threading.Thread(target=background, daemon=True)
             flood.start()
             t0 = lab.set_ready("hz-1", False)  # the node controller's verdict, in the file every `up` follows
-            took = _first_reply(lab, "pod:hz-2", lab.pod_ip("qd-2"), t0)
-            assert took is not None, f"no pod hz-2 -> pod qd-2 reply within 60 s of the failover\n{lab.debug_dump()}"
-            print(f"\nfailover: first pod hz-2 -> pod qd-2 reply {took:.2f}s after hz-1 was marked NotReady")
+            took = _first_reply(lab, "pod:hz-1", lab.pod_ip("qd-2"), t0)
+            assert took is not None, f"no pod hz-1 -> pod qd-2 reply within 60 s of the failover\n{lab.debug_dump()}"
+            print(f"\nfailover: first pod hz-1 -> pod qd-2 reply {took:.2f}s after hz-1 was marked NotReady")
             wait_for(lambda: lab.role("hz-1") == "standby" and lab.role("hz-2") == "active-gateway",
                            timeout=10, message="hz-2 active, hz-1 standby")
             time.sleep(0.5)
@@ -225,8 +236,8 @@ def test_failover_hz1_notready_makes_hz2_the_gateway(lab: Lab) -> None:
 
         assert lab.node("hz-2").has_link(INTERFACE)
         assert not lab.node("hz-1").has_link(INTERFACE)
-        cloud_peers = {p.node for p in lab.status(CLOUD_GW).peers}
-        assert cloud_peers == {"hz-2", QD_GW}
+        cloud_peers = {p.node: p.standby for p in lab.status(CLOUD_GW).peers}
+        assert cloud_peers == {"hz-2": False, QD_GW: False, "qd-2": True}   # hz-1 is no candidate now
         jobs = [("hz-2", lab.ip("qd-2")), ("pod:qd-2", lab.pod_ip("hz-2")), ("qd-1", lab.ip("hz-2")),
                 ("pod:hz-1", lab.pod_ip("qd-1")), ("hz-1", lab.ip("qd-2")), ("cloud-2", lab.pod_ip("hz-1")),
                 ("pod:hz-2", lab.pod_ip("cloud-2"))]

@@ -9,6 +9,7 @@ from scapy.layers.inet6 import IPv6, ICMPv6EchoRequest
 from scapy.packet import Raw, raw
 
 from ravenvpn.protocol import keys
+from ravenvpn.protocol.clock import Clock
 from ravenvpn.protocol.tunnel import Output, Tunnel
 
 
@@ -34,8 +35,11 @@ class Net:
         self.now = 1000.0
         inner_a, inner_b = ("fd00::1", "fd00::2") if v6 else ("10.9.0.1", "10.9.0.2")
         host = 128 if v6 else 32
-        self.a = Side(Tunnel(), ("192.0.2.1", 51820), inner_a, keys.generate_private())
-        self.b = Side(Tunnel(), ("192.0.2.2", 51820), inner_b, keys.generate_private())
+        # Handshake timestamps follow the simulated time, not the real clock: a test that simulates
+        # minutes in microseconds must not see its later initiations refused as replays (§5.1).
+        clock = Clock(monotonic=lambda: self.now, wall=lambda: 1_700_000_000_000_000_000 + int(self.now * 1e9))
+        self.a = Side(Tunnel(clock=clock), ("192.0.2.1", 51820), inner_a, keys.generate_private())
+        self.b = Side(Tunnel(clock=clock), ("192.0.2.2", 51820), inner_b, keys.generate_private())
         self.a.tunnel.private_key = self.a.private
         self.b.tunnel.private_key = self.b.private
         self.pa = self.a.tunnel.add_peer(self.b.tunnel.public_key)

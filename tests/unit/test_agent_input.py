@@ -5,9 +5,7 @@ cluster loading, the planner and the messages are real.
 """
 from __future__ import annotations
 
-import copy
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ravenvpn.errors import ClusterError, RavenError
+from ravenvpn.errors import RavenError
 from ravenvpn.protocol import keys
 from ravenvpn.raven.node.agent import Agent
 from ravenvpn.raven.plan.nodeplan import NodePlan, Role
@@ -45,7 +43,7 @@ class Recorder:
     def init(self) -> None:
         pass
 
-    def mtu(self) -> int:
+    def mtu(self, endpoints: object = ()) -> int:
         return self._mtu
 
     def apply(self, plan: NodePlan) -> _Report:

@@ -67,7 +67,8 @@ class FakeDriver:
     def init(self) -> None:
         self._enter("init", None)
 
-    def mtu(self) -> int:
+    def mtu(self, endpoints: Any = ()) -> int:
+        self.mtu_endpoints = list(endpoints)
         return self._mtu
 
     def apply(self, plan: NodePlan) -> FakeReport:
@@ -180,11 +181,18 @@ def test_losing_the_gateway_role_moves_routes_before_the_interface_goes(tmp_path
     agent.close()
 
 
-def test_mtu_is_the_smaller_of_the_drivers_unless_configured(tmp_path: Path, drivers) -> None:
+def test_mtu_is_the_vpn_drivers_toward_the_planned_endpoints_unless_configured(tmp_path: Path, drivers) -> None:
+    """Issue 14 kind 4: the tunnel MTU is derived from the paths toward the peers' endpoints (the
+    VPN driver's call), not from the route driver's view of the host."""
+    vpn, routes = drivers
+    plan = make_agent(tmp_path, drivers).compute_plan()
+    assert plan.mtu == 1420
+    assert vpn.mtu_endpoints == [p.endpoint for p in plan.peers if p.endpoint is not None] != []
+    routes._mtu = 1300              # another link of the host: not the tunnel's
     assert make_agent(tmp_path, drivers).compute_plan().mtu == 1420
-    drivers[1]._mtu = 1300
-    assert make_agent(tmp_path, drivers).compute_plan().mtu == 1300
-    assert make_agent(tmp_path, drivers, mtu=1380).compute_plan().mtu == 1380
+    vpn._mtu = 1380
+    assert make_agent(tmp_path, drivers).compute_plan().mtu == 1380
+    assert make_agent(tmp_path, drivers, mtu=1400).compute_plan().mtu == 1400
 
 
 def test_route_failure_on_a_new_gateway_removes_the_new_interface(tmp_path: Path, drivers, calls) -> None:

@@ -42,7 +42,7 @@ def test_up_help_says_root_defaults_signals_files_and_environment(ravenvpn) -> N
     for fact in ("needs root (or CAP_NET_ADMIN)", "default raven0", "default 4500", "/run/ravenvpn",
                  "--state-dir", "SIGTERM", "SIGINT", "SIGHUP", "RAVENVPN_BUSY_POLL_US", "RAVENVPN_UDP_GSO",
                  "RAVENVPN_TUN_OFFLOAD", "--private-key is required on every node listed as a tunnel",
-                 "underlay's smallest MTU - 80", "standard input"):
+                 "the path toward the peers - 80", "standard input"):
         assert fact in out, fact
 
 

@@ -132,3 +132,13 @@ def test_padding_rounds_to_16_but_not_past_mtu() -> None:
 def test_malformed_framing_is_refused(data: bytes) -> None:
     with pytest.raises(MalformedMessage):
         message_type(data)
+
+
+@pytest.mark.parametrize("host", ["192.0.2.1", "::1", "2001:db8::7", "fe80::1%lo", "::ffff:192.0.2.1"])
+def test_cookie_endpoint_bytes_are_the_packed_address_and_port(host: str) -> None:
+    import ipaddress
+
+    from ravenvpn.protocol.cookie import endpoint_bytes
+    assert endpoint_bytes((host, 51820)) == ipaddress.ip_address(host).packed + (51820).to_bytes(2, "big")
+    with pytest.raises(ValueError):
+        endpoint_bytes(("not-an-address", 1))

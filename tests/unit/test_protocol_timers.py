@@ -75,7 +75,7 @@ def test_wall_offset_makes_a_restarted_peer_go_back_in_time() -> None:
     net.send(net.a)
     assert handshakes(net) == 1
     # "restart" A: a fresh Tunnel with the same key, its wall clock an hour behind
-    restarted = Tunnel(clock=Clock(wall_offset_ns=-3600 * 10**9))
+    restarted = Tunnel(clock=Clock(wall=net.a.tunnel.clock.wall, wall_offset_ns=-3600 * 10**9))
     restarted.private_key = net.a.private
     peer = restarted.add_peer(net.b.tunnel.public_key)
     peer.endpoint = net.b.underlay
@@ -87,7 +87,7 @@ def test_wall_offset_makes_a_restarted_peer_go_back_in_time() -> None:
     # the same restart with its clock ahead is accepted (the real one may still be within the
     # 16 ms granularity of the first timestamp)
     restarted.clock = Clock(wall_offset_ns=10**9)
-    peer.handshake.last_sent_initiation = None
+    peer.initiation_allowed_at = None
     out = restarted.send_packets([icmp(net.a.inner, net.b.inner)], net.now + 2)
     reply = net.b.tunnel.receive_datagrams([(out.datagrams()[0][0], net.a.underlay)], net.now + 2)
     assert [len(d) for d, _ in reply.datagrams()] == [C.RESPONSE_SIZE]

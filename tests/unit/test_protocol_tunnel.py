@@ -102,7 +102,7 @@ def test_replayed_initiation_is_rejected_and_floods_are_throttled() -> None:
     assert net.b.tunnel.stats["rx_handshake_replay"] == 1
     # a fresh initiation (newer timestamp) within 20 ms of the last accepted one is dropped
     net.a.tunnel.clock = Clock(wall_offset_ns=10**9)     # a timestamp one second newer
-    net.pa.handshake.last_sent_initiation = None
+    net.pa.initiation_allowed_at = None
     out = net.a.tunnel.tick(net.now)  # nothing due
     assert out.datagrams() == []
     net.a.tunnel._initiate_handshake(net.pa, out, net.now, retry=False)
@@ -263,7 +263,7 @@ def test_reject_after_time_refuses_an_old_session() -> None:
     net.send(net.a)
     kp = net.pa.current
     kp.created -= C.REJECT_AFTER_TIME + 1
-    net.pa.handshake.last_sent_initiation = None  # the last initiation was long ago too
+    net.pa.initiation_allowed_at = None  # the last initiation was long ago too
     out = net.a.tunnel.send_packets([icmp(net.a.inner, net.b.inner)], net.now)
     assert [len(d) for d, _ in out.datagrams()] == [148]  # no transport under the dead key, a new handshake
     assert len(net.pa.staged) == 1
@@ -274,7 +274,7 @@ def test_rekey_after_messages() -> None:
     net.send(net.b)  # B initiates, so A is the responder: only the message limit applies to A
     net.send(net.a)
     net.pa.current.send_counter = C.REKEY_AFTER_MESSAGES + 1
-    net.pa.handshake.last_sent_initiation = None
+    net.pa.initiation_allowed_at = None
     out = net.a.tunnel.send_packets([icmp(net.a.inner, net.b.inner)], net.now)
     assert [d[0] for d, _ in out.datagrams()] == [4, 1]
 
@@ -290,7 +290,7 @@ def test_initiator_rehandshakes_on_receive_near_reject_time() -> None:
     net = Net()
     net.send(net.a)
     net.pa.current.created -= C.REKEY_ON_RECEIVE_AGE + 1
-    net.pa.handshake.last_sent_initiation = None
+    net.pa.initiation_allowed_at = None
     n = handshakes(net)
     net.send(net.b)
     assert handshakes(net) == n + 1

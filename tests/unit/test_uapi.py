@@ -224,7 +224,8 @@ def test_config_changed_called_even_on_error(uapi: Uapi) -> None:
     ("127.0.0.1:51820", ("127.0.0.1", 51820)),
     ("[::1]:1", ("::1", 1)),
     ("[FD00:0:0::1]:65535", ("fd00::1", 65535)),
-    ("[fe80::1%eth0]:5", ("fe80::1", 5)),
+    ("[fe80::1%1]:5", ("fe80::1", 5, 0, 1)),    # a link-local address keeps its scope (issue 14 kind 8)
+    ("[fd00::1%1]:5", ("fd00::1", 5)),          # on any other address a zone means nothing
     ("[::ffff:192.0.2.1]:7", ("192.0.2.1", 7)),
 ])
 def test_parse_endpoint(text: str, expected: tuple[str, int]) -> None:

@@ -20,6 +20,7 @@ import os
 import select
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -31,7 +32,12 @@ from ...protocol import keys
 from ..cluster.hostnames import resolve_hostnames
 from ..cluster.loader import load_cluster, load_cluster_file, load_cluster_objects
 from ..cluster.model import Cluster
+from ..liveness.service import LivenessService
+from ..liveness.machine import LivenessView
+from ..liveness.wire import LIVENESS_PORT
+from ..plan.failover import apply_liveness, liveness_config
 from ..plan.nodeplan import NodePlan, Role
+from ..plan.planner import WIREGUARD_OVERHEAD
 from ..plan.planner import plan as make_plan
 from . import pidfile
 from .applier import Applier
@@ -45,6 +51,8 @@ __all__ = ["Agent", "ReconcileReport", "ClusterSource", "POLL_INTERVAL"]
 
 log = logging.getLogger("ravenvpn.agent")
 POLL_INTERVAL = 0.5  # seconds between checks of the cluster file
+HANDOVER_TIMEOUT = 2.0  # seconds a stopping active gateway waits for a standby to take over
+HANDOVER_DRAIN = 1.0    # seconds it keeps forwarding after the successor claimed the role
 
 #: Where an agent reads the cluster: a YAML file path (``"-"``: standard input, read once), one dict
 #: (a ``kind: List``) or an iterable of dicts as ``json.loads``/``yaml.safe_load_all`` give them.
@@ -81,12 +89,20 @@ class Agent:
             mode 0600 (at most one). Needed when the node is a tunnel (or proxy) endpoint of any
             Gateway: a standby without its key could not take over (:meth:`compute_plan` refuses).
         interface: the tunnel interface (also names the records under ``state_dir``).
-        port: the UDP listen port of the tunnel. mtu: the tunnel MTU in bytes; None: the smallest
-            of the drivers' :meth:`~ravenvpn.raven.node.drivers.VpnDriver.mtu`.
+        port: the UDP listen port of the tunnel. mtu: the tunnel MTU in bytes; None: the VPN
+            driver's :meth:`~ravenvpn.raven.node.drivers.VpnDriver.mtu` toward the planned peers'
+            endpoints, derived again on every plan.
         state_dir: where the records live (``<interface>.state.json``, ``.pid``, ``.status.json``);
             ``ravenvpn status``/``down`` look there.
         vpn / routes: the drivers; default :class:`~ravenvpn.raven.node.wireguard.WireGuardDriver`
             and :class:`~ravenvpn.raven.node.applier.Applier`.
+        failover: run the liveness protocol (:mod:`ravenvpn.raven.liveness`) on UDP
+            ``liveness_port`` of the node's private network: a dead active gateway is replaced by a
+            standby candidate within about a second, with no edit of the cluster; standby candidates
+            run their tunnel interface hot. False (the library's default: it opens a UDP port on the
+            private network, and every node of the cluster must run it): the file alone decides, as
+            in Raven. ``ravenvpn up`` turns it on unless ``--no-failover``.
+        liveness_port: that UDP port (:data:`~ravenvpn.raven.liveness.wire.LIVENESS_PORT`).
 
     Raises:
         RavenError: a bad interface name, an unreadable or exposed key file, both key arguments.
@@ -102,7 +118,8 @@ class Agent:
                  private_key_path: str | os.PathLike[str] | None = None, interface: str = "raven0",
                  port: int = 4500, mtu: int | None = None, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
                  vpn: VpnDriver | None = None, routes: RouteDriver | None = None,
-                 poll_interval: float = POLL_INTERVAL) -> None:
+                 poll_interval: float = POLL_INTERVAL, failover: bool = False,
+                 liveness_port: int = LIVENESS_PORT) -> None:
         _check_interface(interface)
         if private_key is not None and private_key_path is not None:
             raise RavenError("give the private key or its file, not both")
@@ -115,6 +132,10 @@ class Agent:
         self.state_dir = Path(state_dir)
         self.poll_interval = poll_interval
         self.private_key_path = os.fspath(private_key_path) if private_key_path else None
+        self.failover = failover
+        self.liveness_port = liveness_port
+        self.liveness: LivenessService | None = None
+        self._liveness_changed = False
         self.private_key = read_private_key(private_key_path) if private_key_path else private_key
         self.vpn: VpnDriver = vpn if vpn is not None else WireGuardDriver(interface, self.private_key,
                                                                            state_dir=self.state_dir)
@@ -208,7 +229,8 @@ class Agent:
 
     def compute_plan(self) -> NodePlan:
         """This node's plan for the cluster as it is now. Pure but for reading the source, resolving
-        ``publicIP`` hostnames and the drivers' MTUs.
+        ``publicIP`` hostnames and the VPN driver's MTU toward the planned peers' endpoints (unless the
+        MTU is configured).
 
         Raises:
             ClusterError: the cluster is unreadable or inconsistent, has no Gateway objects, does not
@@ -223,10 +245,17 @@ class Agent:
         # publicIP hostnames: resolved here, on every (re)plan, so the planner stays free of I/O.
         resolved = resolve_hostnames(cluster.hostnames)
         public = keys.public_from_private(self.private_key) if self.private_key else None
+        if self.failover:
+            cluster = apply_liveness(cluster, self.node, self._follow_liveness(cluster))
         try:
-            mtu = self.mtu if self.mtu is not None else min(self.vpn.mtu(), self.routes.mtu())
-            plan = make_plan(cluster, self.node, local_public_key=public, mtu=mtu, listen_port=self.port,
-                             interface=self.interface, resolved=resolved)
+            plan = make_plan(cluster, self.node, local_public_key=public, mtu=self.mtu, listen_port=self.port,
+                             interface=self.interface, resolved=resolved, failover=self.failover)
+            if self.mtu is None:
+                # The tunnel MTU follows the paths toward the planned peers' endpoints (the VPN
+                # driver's call): plan once to know them, then again with the MTU they give.
+                mtu = self.vpn.mtu([p.endpoint for p in plan.peers if p.endpoint is not None])
+                plan = make_plan(cluster, self.node, local_public_key=public, mtu=mtu, listen_port=self.port,
+                                 interface=self.interface, resolved=resolved, failover=self.failover)
         except ClusterError:
             raise
         except ValueError as exc:   # a bad --mtu / --interface: still one line, not a traceback
@@ -278,6 +307,31 @@ class Agent:
                             f"(spec.endpoints[{ep.index}]): --private-key is required, or automatic "
                             "failover to it cannot work")
 
+    def _follow_liveness(self, cluster: Cluster) -> LivenessView:
+        """Start the liveness service on first use, give it the file's view, return what it knows.
+
+        Raises:
+            RavenError: the liveness port cannot be bound.
+        """
+        config = liveness_config(cluster, self.node, self.liveness_port)
+        if config is None:
+            if self.liveness is not None:
+                self.liveness.close()
+                self.liveness = None
+            return LivenessView()
+        if self.liveness is None:
+            self.liveness = LivenessService(config, self.private_key, self.interface, self._on_liveness)
+        else:
+            self.liveness.configure(config)
+        return self.liveness.view()
+
+    def _on_liveness(self, view: LivenessView) -> None:
+        """The liveness thread saw a change of who is active: reconcile in run()'s thread, now."""
+        log.info("liveness: %s (term %d)", ", ".join(f"{gw} active {node or '-'}" for gw, node in view.active)
+                 or "no gateway known", view.term)
+        self._liveness_changed = True
+        self._wake.set()
+
     # -------------------------------------------------------------- applying
     def reconcile(self) -> ReconcileReport:
         """Plan and converge now, in the calling thread; returns what changed.
@@ -304,21 +358,23 @@ class Agent:
             if plan.role is Role.NONE and (self.plan is None or self.plan.role is not Role.NONE):
                 log.warning("node %s belongs to no Gateway (no raven.openyurt.io/gateway label, in no "
                             "Gateway's status.nodes): nothing to do", self.node)
-            self._warn_mtu()
-            if plan.role is Role.ACTIVE_GATEWAY:
+            self._warn_mtu(plan)
+            if plan.role is Role.ACTIVE_GATEWAY or plan.peers:   # plan.peers: also a hot standby's interface
                 vpn_report = self.vpn.apply(plan)
                 try:
                     route_report = self.routes.apply(plan)
                 except BaseException:
-                    if self.plan is None or self.plan.role is not Role.ACTIVE_GATEWAY:
+                    if self.plan is None or not (self.plan.role is Role.ACTIVE_GATEWAY or self.plan.peers):
                         # An interface that no route uses would be half of a role change: undo it.
                         self.vpn.cleanup()
                     raise
             else:
                 route_report = self.routes.apply(plan)
                 vpn_report = self.vpn.apply(plan)
-                if vpn_report.changed:
+                if getattr(vpn_report, "removed", False):
                     log.info("%s is no longer the active gateway: interface %s removed", self.node, self.interface)
+            if plan.role is Role.ACTIVE_GATEWAY and self.liveness is not None:
+                self.liveness.announce()    # routes through the tunnel are in place: CLAIM now
             report = ReconcileReport(plan, vpn_report, route_report)
             if self.plan is None or plan != self.plan or report.changed:
                 log.info("role %s, gateway %s, %d peers, %d routes: %s", plan.role.value, plan.gateway or "-",
@@ -327,12 +383,14 @@ class Agent:
             self._write_status(plan)
             return report
 
-    def _warn_mtu(self) -> None:
-        """Once: a configured MTU above what the underlay carries fragments or loses large packets."""
+    def _warn_mtu(self, plan: NodePlan) -> None:
+        """Once: a configured MTU above what the path toward the peers carries fragments or loses
+        large packets (the limit is the VPN driver's derived MTU for the plan's endpoints)."""
         if self.mtu is None or self._mtu_warned:
             return
         self._mtu_warned = True
-        limit, underlay = min(self.vpn.mtu(), self.routes.mtu()), self.routes.mtu()
+        limit = self.vpn.mtu([p.endpoint for p in plan.peers if p.endpoint is not None])
+        underlay = limit + WIREGUARD_OVERHEAD
         if self.mtu > limit:
             log.warning("--mtu %d exceeds the underlay MTU %d - %d (WireGuard's overhead) = %d: large packets "
                         "will be fragmented or dropped", self.mtu, underlay, underlay - limit, limit)
@@ -371,6 +429,9 @@ class Agent:
         with self._lock:
             was_started, self._started = self._started, False
             self._closed = True
+            if self.liveness is not None:
+                self.liveness.close()
+                self.liveness = None
             if not was_started:
                 return None
             try:
@@ -438,8 +499,8 @@ class Agent:
                     log.error("dataplane stopped: %s", stopped)
                     exit_code = 1
                     break
-                if self._reload or self._source_signature() != self._source_sig:
-                    self._reload = False
+                if self._reload or self._liveness_changed or self._source_signature() != self._source_sig:
+                    self._reload = self._liveness_changed = False
                     try:
                         self.reconcile()
                     except RavenError as exc:
@@ -447,10 +508,34 @@ class Agent:
                         log.error("%s (keeping the previous configuration)", exc)
         finally:
             self._looping = False
+            self._hand_over()
             reason = self._stop_reason or "dataplane gone"
             report = self.close()
             log.info("stopped (%s): %s", reason, report.summary() if report else "nothing to remove")
         return exit_code
+
+
+    def _hand_over(self) -> None:
+        """Planned handover: an active gateway that stops resigns and keeps forwarding until a
+        standby says it has taken over (at most :data:`HANDOVER_TIMEOUT` seconds), so no packet is lost."""
+        service = self.liveness
+        if service is None or self.plan is None or self.plan.role is not Role.ACTIVE_GATEWAY:
+            return
+        gateway = self.plan.gateway
+        if not service.live_candidates():
+            return          # nobody to hand over to: tear down at once
+        service.resign()
+        deadline = time.monotonic() + HANDOVER_TIMEOUT
+        while time.monotonic() < deadline:
+            successor = service.view().active_of(gateway) if gateway else None
+            if successor is not None and successor != self.node:
+                log.info("handed over to %s", successor)
+                # Members and remote gateways heard it too, but need a reconcile to move their routes
+                # (a few tens of ms, more on a busy host): keep forwarding for them meanwhile.
+                time.sleep(HANDOVER_DRAIN)
+                return
+            time.sleep(0.02)
+        log.info("no standby took over within %.0f s", HANDOVER_TIMEOUT)
 
 
 def _check_interface(interface: str) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from ...device.uapi_server import socket_path
 from ...errors import RavenError
+from ..liveness.wire import LIVENESS_PORT
 from .agent import Agent
 from .applier import Applier
 from .down import down
@@ -53,9 +54,12 @@ needs root (or CAP_NET_ADMIN): it creates the tunnel interface and changes route
 --private-key is required on every node listed as a tunnel (or proxy) endpoint of a Gateway: a
 standby without its key could not take over when the active gateway fails.
 One ravenvpn up per network namespace: Raven's tables 9027/9028 and rule priorities are shared.
+Ports: UDP --port (4500) for the tunnel on the underlay; UDP --liveness-port (4501) on the private
+network for automatic failover (unless --no-failover): the same on every node of the cluster.
 
 signals:
-  SIGTERM, SIGINT   remove everything it installed and exit ('ravenvpn down' sends SIGTERM)
+  SIGTERM, SIGINT   remove everything it installed and exit ('ravenvpn down' sends SIGTERM); an
+                    active gateway first hands over to a live standby (failover)
   SIGHUP            re-read the cluster file now (edits are also picked up within 0.5 s);
                     '--cluster -' (standard input) is read once: SIGHUP re-applies the same text
 
@@ -85,7 +89,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         help="tunnel interface name (default raven0)")
     up_cmd.add_argument("--port", type=int, default=4500, help="UDP listen port of the tunnel (default 4500)")
     up_cmd.add_argument("--mtu", type=int, default=None,
-                        help="tunnel MTU in bytes, 576..65535 (default: the underlay's smallest MTU - 80)")
+                        help="tunnel MTU in bytes, 576..65535 (default: the MTU of the path toward the peers - 80)")
+    up_cmd.add_argument("--liveness-port", type=int, default=LIVENESS_PORT,
+                        help=f"UDP port of the failover liveness protocol on the private network "
+                             f"(default {LIVENESS_PORT}; the same on every node)")
+    up_cmd.add_argument("--no-failover", action="store_true",
+                        help="no automatic failover: only the cluster file moves the gateway")
     _add_state_dir(up_cmd)
     up_cmd.set_defaults(func=cmd_up)
 
@@ -199,6 +208,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise RavenError(f"--port {args.port}: must be 1..65535")
     if args.mtu is not None and not MTU_MIN <= args.mtu <= MTU_MAX:
         raise RavenError(f"--mtu {args.mtu}: must be {MTU_MIN}..{MTU_MAX}")
+    if not 1 <= args.liveness_port <= 65535 or args.liveness_port == args.port:
+        raise RavenError(f"--liveness-port {args.liveness_port}: must be 1..65535 and not --port")
     from ...device.tun import check_ifname
     try:
         check_ifname(args.interface)    # before it names the pid and state files
@@ -209,7 +220,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     require_net_admin("ravenvpn up creates the tunnel interface and changes routes, rules and sysctls")
     _check_state_dir_writable(args.state_dir)
     agent = Agent(args.cluster, args.node, private_key_path=args.private_key, interface=args.interface,
-                  port=args.port, mtu=args.mtu, state_dir=args.state_dir)
+                  port=args.port, mtu=args.mtu, state_dir=args.state_dir, failover=not args.no_failover,
+                  liveness_port=args.liveness_port)
     with _signals_to(agent):
         return agent.run()
 
@@ -324,12 +336,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"node {status.node}: {status.role} of gateway {status.gateway or '-'}"
           f"{' (relay)' if status.relay else ''}")
-    if status.role == "active-gateway":
+    if status.role == "active-gateway" or status.peers:   # peers on a standby: a hot standby (failover)
         print(f"interface {status.interface}: port {status.listen_port}, mtu {status.mtu}")
     for peer in status.peers:
         live = peer.live
         ago = f"{int(time.time() - live.latest_handshake)} s ago" if live and live.latest_handshake else "never"
-        print(f"  peer {peer.gateway} ({peer.node}) {peer.public_key}")
+        print(f"  peer {peer.gateway} ({peer.node}{', standby' if peer.standby else ''}) {peer.public_key}")
         print(f"    endpoint {(live and live.endpoint) or peer.endpoint or '(waits for the peer)'}, "
               f"latest handshake {ago}, rx {live.rx_bytes if live else 0} B, tx {live.tx_bytes if live else 0} B")
         print(f"    allowed ips {', '.join(peer.allowed_ips)}")

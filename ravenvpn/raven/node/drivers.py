@@ -17,8 +17,9 @@ serialises them, so a driver needs no lock of its own for them):
     stops without having changed anything (Raven: "if return an error, raven agent will exit").
 ``mtu()``
     The largest packet, in bytes, the driver's paths carry on this host now (read from the kernel
-    on each call). The agent plans with the smallest of the two unless the MTU is configured.
-    Raises RavenError when it cannot be determined.
+    on each call). The VPN driver's takes the peers' endpoints its packets will go to; unless the
+    MTU is configured, the agent plans with it (the tunnel MTU). Raises RavenError when it cannot
+    be determined.
 ``apply(plan)``
     Converge the host to ``plan``. Idempotent: applying the same plan again changes nothing and
     returns an empty report (``report.changed`` is false). The agent retries nothing by itself: after
@@ -40,6 +41,7 @@ Error semantics per driver:
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 from ..plan.nodeplan import NodePlan
@@ -69,8 +71,9 @@ class VpnDriver(Protocol):
         """Check, without changing the host, that the driver can work. Raises: RavenError."""
         ...
 
-    def mtu(self) -> int:
-        """Largest inner packet, in bytes, a tunnel over this host's underlay carries. Raises: RavenError."""
+    def mtu(self, endpoints: Iterable[tuple[str, int]] = ()) -> int:
+        """Largest inner packet, in bytes, the tunnel carries over the underlay paths toward
+        ``endpoints`` (the peers' (ip, port)). Raises: RavenError."""
         ...
 
     def apply(self, plan: NodePlan) -> DriverReport:

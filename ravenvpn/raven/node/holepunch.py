@@ -2,7 +2,7 @@
 
 :class:`DirectPaths` is the run-time half of :mod:`ravenvpn.raven.plan.direct`, hooked into the
 :class:`~ravenvpn.raven.node.wireguard.WireGuardDriver` of an active gateway. It runs one thread
-with a UDP socket on the gateway's control address (``169.254.A.B:4501`` on ``raven0``, inside the
+with a UDP socket on the gateway's control address (``169.254.A.B:4502`` on ``raven0``, inside the
 tunnels; messages in :mod:`.rendezvous`):
 
 - on the **relay** gateway (not under NAT, peers with every edge): it knows each edge's public

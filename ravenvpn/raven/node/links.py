@@ -1,31 +1,122 @@
-"""What the drivers ask the kernel about links (through pyroute2's netlink, never ``ip``)."""
+"""What the drivers ask the kernel about links and routes (through pyroute2's netlink, never ``ip``).
+
+The underlay of a tunnel is the link its encrypted packets leave by: the route toward each peer's
+endpoint, as ``wg-quick`` finds it (``ip route get <endpoint>``), or the default route's link while
+no peer has an endpoint, as Raven does. Not every link of the host: an unrelated small link (another
+VPN, a CNI bridge) carries none of the tunnel's packets.
+"""
 from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ...errors import RavenError
 
-__all__ = ["underlay_mtu"]
+__all__ = ["UnderlayPath", "underlay_path", "underlay_mtu", "FALLBACK_MTU"]
 
-IFF_UP = 0x1                     # linux/if.h: the link is administratively up
-TUNNEL_NAME_PREFIX = "raven"     # other ravenvpn tunnels on the host are not underlay either
+TUNNEL_NAME_PREFIX = "raven"     # ravenvpn tunnels on the host are never the underlay
+#: Bytes: the underlay MTU assumed when no route says otherwise (Ethernet; wg-quick's fallback).
+FALLBACK_MTU = 1500
+_MAIN_TABLE = 254
 
 
-def underlay_mtu(interface: str) -> int:
-    """The smallest MTU, in bytes, among up, non-loopback links: the tunnel must fit in any of them.
+@dataclass(frozen=True)
+class UnderlayPath:
+    """The path a tunnel's packets take, as found in the kernel.
 
-    ``interface`` (our own tunnel) is left out, as is any link named ``raven*``: counting a tunnel
-    would shrink the MTU by the WireGuard overhead on every reconcile. 1500 when no link qualifies.
+    Attributes:
+        mtu: bytes the path carries: the route's ``mtu`` metric if it has one, else its link's MTU.
+        link: name of the link that decided it (None: nothing found, ``mtu`` is FALLBACK_MTU).
+        via: how it was found, for the log: ``route to 198.51.100.2``, ``default route``, or
+            ``no route to an endpoint and no default route``.
+    """
+
+    mtu: int
+    link: str | None
+    via: str
+
+    def describe(self) -> str:
+        """``link up0 (MTU 1500, route to 198.51.100.2)``, for log lines."""
+        if self.link is None:
+            return f"{self.via}: assuming MTU {self.mtu}"
+        return f"link {self.link} (MTU {self.mtu}, {self.via})"
+
+
+def _route_mtu(route: Any) -> int | None:
+    metrics = route.get_attr("RTA_METRICS")
+    return metrics.get_attr("RTAX_MTU") if metrics is not None else None
+
+
+def _usable_link(links: dict[int, Any], oif: int | None, interface: str) -> Any | None:
+    """The link `oif` if tunnel packets could use it: not loopback (a local address is no
+    underlay), not our tunnel or another ravenvpn tunnel (a route through it would be a loop)."""
+    link = links.get(oif) if oif is not None else None
+    if link is None:
+        return None
+    name = link.get_attr("IFLA_IFNAME") or ""
+    if name in ("lo", interface) or name.startswith(TUNNEL_NAME_PREFIX):
+        return None
+    return link
+
+
+def _path(route: Any, link: Any, via: str) -> UnderlayPath:
+    link_mtu = link.get_attr("IFLA_MTU") or FALLBACK_MTU
+    route_mtu = _route_mtu(route)
+    return UnderlayPath(min(link_mtu, route_mtu) if route_mtu else link_mtu, link.get_attr("IFLA_IFNAME"), via)
+
+
+def underlay_path(interface: str, endpoints: Iterable[str] = ()) -> UnderlayPath:
+    """The path with the smallest MTU among the routes toward ``endpoints`` (IP literals; the
+    peers' endpoint addresses), or the default route's when none of them has a usable route.
+
+    A lookup is ``ip route get`` (RTM_GETROUTE: the kernel's own choice, policy rules included);
+    one that fails (no route) or leads through loopback, ``interface`` or a ``raven*`` tunnel is
+    left out. Of several default routes the one with the lowest metric wins, IPv4 before IPv6.
+    FALLBACK_MTU when there is no route at all.
 
     Raises:
-        RavenError: the links cannot be listed over netlink.
+        RavenError: the kernel cannot be asked over netlink.
     """
     try:
         with IPRoute() as ipr:
-            mtus = [link.get("mtu") for link in ipr.get_links()
-                    if link.get("ifname") not in ("lo", interface) and link["flags"] & IFF_UP
-                    and not link.get("ifname", "").startswith(TUNNEL_NAME_PREFIX)]
+            links = {link["index"]: link for link in ipr.get_links()}
+            best: UnderlayPath | None = None
+            for address in sorted(set(endpoints)):
+                try:
+                    ip = ipaddress.ip_address(address)
+                    (route,) = ipr.route("get", dst=str(ip))[:1]
+                except (ValueError, NetlinkError):
+                    continue   # not an IP literal, or unreachable: this peer says nothing
+                link = _usable_link(links, route.get_attr("RTA_OIF"), interface)
+                if link is not None:
+                    path = _path(route, link, f"route to {ip}")
+                    if best is None or path.mtu < best.mtu:
+                        best = path
+            if best is not None:
+                return best
+            for family in (socket.AF_INET, socket.AF_INET6):
+                defaults = sorted((r for r in ipr.get_routes(family=family, table=_MAIN_TABLE)
+                                   if r["dst_len"] == 0 and r.get_attr("RTA_OIF") is not None),
+                                  key=lambda r: r.get_attr("RTA_PRIORITY") or 0)
+                for route in defaults:
+                    link = _usable_link(links, route.get_attr("RTA_OIF"), interface)
+                    if link is not None:
+                        return _path(route, link, "default route")
     except NetlinkError as exc:
-        raise RavenError(f"cannot list the network links: {exc}") from None
-    return min((m for m in mtus if m), default=1500)
+        raise RavenError(f"cannot read the network links and routes: {exc}") from None
+    return UnderlayPath(FALLBACK_MTU, None, "no route to an endpoint and no default route")
+
+
+def underlay_mtu(interface: str, endpoints: Iterable[str] = ()) -> int:
+    """Bytes the underlay carries toward ``endpoints``: ``underlay_path(interface, endpoints).mtu``.
+
+    Raises:
+        RavenError: the kernel cannot be asked over netlink.
+    """
+    return underlay_path(interface, endpoints).mtu

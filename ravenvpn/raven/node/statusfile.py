@@ -40,12 +40,15 @@ class PeerStatus:
     allowed_ips: tuple[str, ...]
     persistent_keepalive: int   # seconds; 0 = off
     live: LivePeer | None = None
+    standby: bool = False       # another candidate of the remote gateway: AllowedIPs = its own node's prefixes
 
     def to_dict(self) -> dict[str, Any]:
         """The peer's JSON object; the live keys only when known."""
         out: dict[str, Any] = {"public_key": self.public_key, "gateway": self.gateway, "node": self.node,
                                "endpoint": self.endpoint, "allowed_ips": list(self.allowed_ips),
                                "persistent_keepalive": self.persistent_keepalive}
+        if self.standby:    # only on failover's standby peers: the keys of other peers stay as they were
+            out["standby"] = True
         if self.live is not None:
             out.update(live_endpoint=self.live.endpoint, latest_handshake=self.live.latest_handshake,
                        rx_bytes=self.live.rx_bytes, tx_bytes=self.live.tx_bytes)
@@ -58,7 +61,7 @@ class PeerStatus:
         if "rx_bytes" in d:
             live = LivePeer(d.get("live_endpoint"), d.get("latest_handshake"), d["rx_bytes"], d.get("tx_bytes", 0))
         return cls(d["public_key"], d["gateway"], d["node"], d["endpoint"], tuple(d["allowed_ips"]),
-                   d["persistent_keepalive"], live)
+                   d["persistent_keepalive"], live, bool(d.get("standby", False)))
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,8 @@ class NodeStatus:
             pid=os.getpid() if pid is None else pid,
             peers=tuple(PeerStatus(p.public_key_b64, p.gateway, p.node_name,
                                    f"{p.endpoint[0]}:{p.endpoint[1]}" if p.endpoint else None,
-                                   tuple(str(n) for n in p.allowed_ips), p.persistent_keepalive)
+                                   tuple(str(n) for n in p.allowed_ips), p.persistent_keepalive,
+                                   standby=p.standby)
                         for p in plan.peers),
             routes=tuple(RouteStatus(str(r.dst), r.dev, str(r.gateway) if r.gateway else None, r.table)
                          for r in plan.routes),

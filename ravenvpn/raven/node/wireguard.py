@@ -13,7 +13,7 @@ import contextlib
 import errno
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +26,7 @@ from ...errors import RavenError, StartupError
 from ..plan.nodeplan import NodePlan, Role
 from ..plan.planner import WIREGUARD_OVERHEAD
 from .holepunch import DirectPaths
-from .links import underlay_mtu
+from .links import UnderlayPath, underlay_path
 from .records import DeviceRecord, device_path
 
 if TYPE_CHECKING:
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["WireGuardDriver", "VpnReport"]
 
 log = logging.getLogger("ravenvpn.agent")
+#: Bytes: the smallest tunnel MTU a derived one may be, IPv6's minimum link MTU (RFC 8200 §5).
+MIN_TUNNEL_MTU = 1280
 
 
 @dataclass
@@ -89,6 +91,7 @@ class WireGuardDriver:
         # The endpoint each peer was last *planned* with: a roamed endpoint is only overridden when
         # the plan's endpoint changes.
         self._endpoints: dict[bytes, tuple[str, int] | None] = {}
+        self._mtu_decision: tuple[UnderlayPath, int] | None = None   # the last one logged
 
     # ----------------------------------------------------------------- contract
     def init(self) -> None:
@@ -102,13 +105,32 @@ class WireGuardDriver:
             from ...device.daemon import busy_poll_from_env
             self.busy_poll = busy_poll_from_env()
 
-    def mtu(self) -> int:
-        """The underlay MTU minus WireGuard's worst-case overhead (80 bytes: IPv6 + UDP + data header + tag).
+    def mtu(self, endpoints: Iterable[tuple[str, int]] = ()) -> int:
+        """The tunnel MTU in bytes for the paths its packets take: the underlay path toward the
+        peers' ``endpoints`` (the planned (ip, port) pairs), the smallest of them; the default
+        route's while no peer has one (a peer under NAT calls in; see
+        :func:`~ravenvpn.raven.node.links.underlay_path`); minus WireGuard's worst-case overhead
+        (80 bytes: IPv6 + UDP + data header + tag).
+
+        Never below MIN_TUNNEL_MTU (1280): a smaller underlay gets a warning, and the kernel
+        fragments the outer UDP datagrams. Logs which link decided it whenever that changes.
 
         Raises:
-            RavenError: the links cannot be listed.
+            RavenError: the links and routes cannot be read.
         """
-        return underlay_mtu(self.interface) - WIREGUARD_OVERHEAD
+        path = underlay_path(self.interface, {ip for ip, _ in endpoints})
+        mtu = path.mtu - WIREGUARD_OVERHEAD
+        if mtu < MIN_TUNNEL_MTU:
+            if self._mtu_decision != (path, MIN_TUNNEL_MTU):
+                log.warning("%s: the underlay is too small for WireGuard: %s leaves %d bytes, below IPv6's "
+                            "minimum; using MTU %d (outer packets will be fragmented)",
+                            self.interface, path.describe(), mtu, MIN_TUNNEL_MTU)
+            mtu = MIN_TUNNEL_MTU
+        elif self._mtu_decision != (path, mtu):
+            log.info("%s: MTU %d from %s minus %d bytes of WireGuard overhead", self.interface, mtu,
+                     path.describe(), WIREGUARD_OVERHEAD)
+        self._mtu_decision = (path, mtu)
+        return mtu
 
     def apply(self, plan: NodePlan) -> VpnReport:
         """Run the interface and its peers as ``plan`` says: created (then configured) when the plan's
@@ -120,8 +142,8 @@ class WireGuardDriver:
             StartupError: the interface cannot be created, or its UDP port is busy; nothing is left
                 behind.
         """
-        if plan.role is not Role.ACTIVE_GATEWAY:
-            return self.cleanup()
+        if plan.role is not Role.ACTIVE_GATEWAY and not (plan.role is Role.STANDBY and plan.peers):
+            return self.cleanup()    # a hot standby (failover) runs the interface with routes held back
         if self.private_key is None:
             raise RavenError(f"{self.interface}: node {plan.node_name} is the active gateway of {plan.gateway} "
                              "but the WireGuard driver has no private key")
@@ -137,7 +159,8 @@ class WireGuardDriver:
                 self.cleanup()
                 raise
             # The device logged "interface ... up (MTU, port)" itself: this line says why.
-            log.info("%s is the active gateway of %s", plan.node_name, plan.gateway)
+            log.info("%s is the %s of %s", plan.node_name,
+                     "active gateway" if plan.role is Role.ACTIVE_GATEWAY else "hot standby", plan.gateway)
         else:
             self._configure(plan, report)
         if self.direct is not None and plan.direct is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from ..cluster.addresses import IPNetwork
@@ -30,7 +31,7 @@ __all__ = ["DirectPair", "DirectPlan", "plan_direct", "control_address", "has_po
            "nat_types_compatible", "CONTROL_PORT"]
 
 #: UDP port of the rendezvous/probe channel on every gateway's control address (inside the tunnel).
-CONTROL_PORT = 4501
+CONTROL_PORT = 4502     # 4500: the tunnel, 4501: the liveness protocol of failover
 
 _SYMMETRIC = "symmetric"
 _PORT_RESTRICTED = "portrestrictedcone"
@@ -120,9 +121,14 @@ def _punchable(gw: Gateway) -> bool:
     return gw.under_nat and ep is not None and ep.public_key is not None and not has_port_forward(gw)
 
 
-def plan_direct(cluster: Cluster, local: Gateway, relay: Gateway | None) -> DirectPlan | None:
+def plan_direct(cluster: Cluster, local: Gateway, relay: Gateway | None,
+                relay_allowed: Collection[IPNetwork] | None = None) -> DirectPlan | None:
     """The direct-path plan of ``local``'s active node, None when it takes no part (no relay, the
-    node is neither the relay nor a punchable NAT'd edge, or fewer than two punchable edges)."""
+    node is neither the relay nor a punchable NAT'd edge, or fewer than two punchable edges).
+
+    ``relay_allowed``: the relay peer's planned allowed IPs; a pair moves only those of the other
+    gateway's prefixes (a standby peer keeps its own node's prefixes). None: all of them.
+    """
     ep = local.active_tunnel
     if relay is None or ep is None or ep.public_key is None:
         return None
@@ -157,6 +163,7 @@ def plan_direct(cluster: Cluster, local: Gateway, relay: Gateway | None) -> Dire
         assert remote is not None and remote.public_key is not None
         ok = nat_types_compatible(ep.nat_type, remote.nat_type)
         reason = "" if ok else f"natType {ep.nat_type or '?'} with {remote.nat_type or '?'} cannot be punched"
-        pairs.append(DirectPair(g.name, remote.node_name, remote.public_key, g.prefixes, ok, reason))
+        prefixes = tuple(p for p in g.prefixes if relay_allowed is None or p in relay_allowed)
+        pairs.append(DirectPair(g.name, remote.node_name, remote.public_key, prefixes, ok, reason))
     return DirectPlan(local_key=ep.public_key, relay_key=relay.active_tunnel.public_key,
                       pairs=tuple(pairs), warnings=tuple(warnings))

@@ -36,6 +36,7 @@ class PeerPlan:
     gateway: str                            # the remote gateway this peer is the active node of
     node_name: str = ""                     # the remote active endpoint's node
     relays_for: tuple[str, ...] = ()        # NAT'd gateways reached through this peer
+    standby: bool = False                   # a remote candidate not active: AllowedIPs = its own node's prefixes
 
     @property
     def public_key_b64(self) -> str:

@@ -18,6 +18,7 @@ from ...errors import ClusterError
 from ..cluster.addresses import IPAddress
 from ..cluster.model import Cluster, Endpoint, Gateway
 from ..cluster.problems import OBJECT_SKIPPED
+from .failover import candidates
 from .nodeplan import NodePlan, PeerPlan, Role, Route, Rule
 from .routing import gateway_routes, lookup_rules, member_routes, sysctls_for, tunnel_bypass_rules
 from .direct import plan_direct
@@ -41,7 +42,8 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
          mtu: int | None = None, underlay_mtu: int = 1500, listen_port: int = 4500,
          interface: str = DEFAULT_INTERFACE, gateway_table: int = GATEWAY_TABLE,
          member_table: int = MEMBER_TABLE, rule_priority: int = RULE_PRIORITY,
-         keepalive: int = KEEPALIVE, resolved: Mapping[str, IPAddress | str] | None = None) -> NodePlan:
+         keepalive: int = KEEPALIVE, resolved: Mapping[str, IPAddress | str] | None = None,
+         failover: bool = False) -> NodePlan:
     """The plan for ``node_name``.
 
     ``local_public_key`` is the public half of the key the node's daemon will use;
@@ -93,7 +95,7 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
             f"Gateway {gw.name}: spec.endpoints[{own.index}].config.publicKey: {own.public_key_b64} "
             f"does not match the local public key {base64.b64encode(local_public_key).decode()}")
 
-    peer_set = plan_peers(cluster, gw, keepalive, resolved)
+    peer_set = plan_peers(cluster, gw, keepalive, resolved, standby_peers=failover)
     ipv6 = any(p.version == 6 for p in (*gw.prefixes, *peer_set.remote_prefixes))
     warnings = [*cluster.warnings, *peer_set.warnings]
     if tunnel_mtu < 1280 and ipv6:
@@ -106,6 +108,16 @@ def plan(cluster: Cluster, node_name: str, *, local_public_key: bytes | None = N
         assert active is not None
         return replace(base, **common, **_gateway_parts(
             cluster, gw, active, peer_set, warnings, interface, tunnel_mtu, listen_port,
+            gateway_table, rule_priority))
+    if role is Role.STANDBY and failover and own in candidates(cluster, gw):
+        # A hot standby: its device, peers, routes and rules are the active's, for its own node's
+        # traffic (remote gateways route its pods and node IP to it: see topology). Members still
+        # route through the active, so a takeover changes no route here, only members' routes and
+        # remote gateways' AllowedIPs.
+        assert own is not None
+        common["sysctls"] = sysctls_for(Role.ACTIVE_GATEWAY, interface, ipv6)
+        return replace(base, **common, **_gateway_parts(
+            cluster, gw, own, peer_set, warnings, interface, tunnel_mtu, listen_port,
             gateway_table, rule_priority))
     return replace(base, **common, **_member_parts(gw, peer_set, warnings, tunnel_mtu,
                                                     member_table, rule_priority))
@@ -120,7 +132,9 @@ def _gateway_parts(cluster: Cluster, gw: Gateway, active: Endpoint, peer_set: Pe
     if active.port != listen_port:
         warnings.append(f"Gateway {gw.name}: spec.endpoints[{active.index}].port is {active.port} "
                         f"but the listen port is {listen_port}: remote gateways will not reach us")
-    direct = plan_direct(cluster, gw, peer_set.relay)
+    relay_peer = next((p for p in peer_set.peers if peer_set.relay and p.gateway == peer_set.relay.name), None)
+    direct = (plan_direct(cluster, gw, peer_set.relay, set(relay_peer.allowed_ips) if relay_peer else None)
+              if active == gw.active_tunnel else None)   # a hot standby takes no part
     return dict(peers=peer_set.peers, routes=routes, relay=peer_set.relaying,
                 rules=_sorted_rules(tunnel_bypass_rules(routes, priority - 1, listen_port)
                                     + lookup_rules(routes, priority, table)),

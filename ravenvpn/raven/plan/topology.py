@@ -17,6 +17,13 @@ domain's relayed paths.  Every node computes the same answer from the same clust
 with no coordination.  Direct edge<->edge paths between NAT'd gateways (hole punching,
 the relay as rendezvous) are planned in :mod:`.direct` and opened at run time by
 :mod:`ravenvpn.raven.node.holepunch`; the relayed peers planned here stay the fallback.
+
+Failover (:mod:`.failover`): every other candidate of a remote gateway is a peer too, a *standby
+peer* whose AllowedIPs hold only its own node's prefixes (node IP and pod subnets): a hot standby
+sends its own node's traffic through its own tunnel, so both directions take the same path. A
+candidate that takes over is then already known (its handshake is accepted, its CLAIM reaches us
+through the tunnel), and moving the rest of the domain's prefixes to it is a change of AllowedIPs,
+decided by the liveness view, never by a handshake alone.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..cluster.addresses import IPAddress, IPNetwork, sorted_networks
-from ..cluster.model import Cluster, Gateway
+from ..cluster.model import Cluster, Endpoint, Gateway
+from .failover import candidates
 from .direct import has_port_forward
 from .nodeplan import PeerPlan
 
@@ -55,11 +63,12 @@ def find_relay(cluster: Cluster) -> Gateway | None:
 
 
 def plan_peers(cluster: Cluster, local: Gateway, keepalive: int,
-               resolved: Mapping[str, IPAddress | str] | None = None) -> PeerSet:
+               resolved: Mapping[str, IPAddress | str] | None = None, standby_peers: bool = False) -> PeerSet:
     """The WireGuard peers of ``local``'s active node (also the routes its members need).
 
     ``resolved``: the addresses of publicIP hostnames (or why there is none), see
-    :func:`~ravenvpn.raven.cluster.hostnames.resolve_hostnames`.
+    :func:`~ravenvpn.raven.cluster.hostnames.resolve_hostnames`. ``standby_peers``: the other
+    candidates of each remote gateway are peers too (failover, :mod:`.failover`).
     """
     resolved = resolved or {}
     relay = find_relay(cluster)
@@ -87,30 +96,33 @@ def plan_peers(cluster: Cluster, local: Gateway, keepalive: int,
         # The relay is always a direct peer: it is not under NAT.
         through = relayed if relay is not None and remote.name == relay.name else []
         extra = [p for g in through for p in g.prefixes]
-        endpoint = _endpoint(remote, resolved, warnings)
-        peers.append(_peer(local, remote, endpoint, extra, tuple(g.name for g in through), keepalive))
+        standbys = [ep for ep in candidates(cluster, remote) if standby_peers
+                    and ep.node_name != remote.active_tunnel.node_name]  # type: ignore[union-attr]
+        endpoint = _endpoint(remote, remote.active_tunnel, resolved, warnings)  # type: ignore[arg-type]
+        peers.append(_peer(local, remote, endpoint, extra, tuple(g.name for g in through), keepalive, standbys))
+        peers.extend(_standby_peer(local, remote, ep, _endpoint(remote, ep, resolved, warnings), keepalive)
+                     for ep in standbys)
 
     nat_gateways = [g for g in cluster.gateways if g.active_tunnel and g.under_nat]
     relaying = relay is not None and relay.name == local.name and len(nat_gateways) >= 2
-    return PeerSet(tuple(sorted(peers, key=lambda p: p.gateway)), relay, relaying, tuple(warnings))
+    return PeerSet(tuple(sorted(peers, key=lambda p: (p.gateway, p.standby, p.node_name))), relay, relaying,
+                   tuple(warnings))
 
 
-def _endpoint(remote: Gateway, resolved: Mapping[str, IPAddress | str],
+def _endpoint(remote: Gateway, ep: Endpoint, resolved: Mapping[str, IPAddress | str],
               warnings: list[str]) -> tuple[str, int] | None:
-    """Where to send to ``remote``'s active endpoint, None to wait for it to call in."""
-    active = remote.active_tunnel
-    assert active is not None
-    member = remote.member(active.node_name)
+    """Where to send to ``remote``'s endpoint ``ep``, None to wait for it to call in."""
+    member = remote.member(ep.node_name)
     assert member is not None  # the loader checked endpoint nodes are members
-    port = active.public_port or active.port
-    if active.public_ip is not None:
-        return (str(active.public_ip), port)
-    if active.public_host is not None:
-        address = resolved.get(active.public_host, "not resolved")
+    port = ep.public_port or ep.port
+    if ep.public_ip is not None:
+        return (str(ep.public_ip), port)
+    if ep.public_host is not None:
+        address = resolved.get(ep.public_host, "not resolved")
         if isinstance(address, str):
             # A warning for this endpoint, not a failure: it may still call in (roaming).
-            warnings.append(f"Gateway {remote.name}: spec.endpoints[{active.index}].publicIP: cannot resolve "
-                            f"{active.public_host!r} ({address}): no endpoint until it calls in")
+            warnings.append(f"Gateway {remote.name}: spec.endpoints[{ep.index}].publicIP: cannot resolve "
+                            f"{ep.public_host!r} ({address}): no endpoint until it calls in")
             return None
         return (str(address), port)
     if remote.under_nat:
@@ -123,17 +135,40 @@ def _endpoint(remote: Gateway, resolved: Mapping[str, IPAddress | str],
 
 
 def _peer(local: Gateway, remote: Gateway, endpoint: tuple[str, int] | None, extra: list[IPNetwork],
-          relays_for: tuple[str, ...], keepalive: int) -> PeerPlan:
+          relays_for: tuple[str, ...], keepalive: int, standbys: list[Endpoint]) -> PeerPlan:
     active = remote.active_tunnel
     assert active is not None and active.public_key is not None
+    # The standby candidates' own addresses stay on their standby peers (AllowedIPs cannot overlap).
+    held_back = set()
+    for ep in standbys:
+        standby_member = remote.member(ep.node_name)
+        assert standby_member is not None
+        held_back.update(standby_member.prefixes)
     # A NAT mapping on the path expires without traffic; Raven keeps it open at 5 s.
     nat_on_path = local.under_nat or remote.under_nat
     return PeerPlan(
         public_key=active.public_key,
         endpoint=endpoint,
-        allowed_ips=sorted_networks((*remote.prefixes, *extra)),
+        allowed_ips=sorted_networks(p for p in (*remote.prefixes, *extra) if p not in held_back),
         persistent_keepalive=keepalive if nat_on_path else 0,
         gateway=remote.name,
         node_name=active.node_name,
         relays_for=relays_for,
+    )
+
+
+def _standby_peer(local: Gateway, remote: Gateway, ep: Endpoint, endpoint: tuple[str, int] | None,
+                  keepalive: int) -> PeerPlan:
+    """A remote candidate that is not active: a peer for its own node's prefixes only."""
+    assert ep.public_key is not None
+    member = remote.member(ep.node_name)
+    assert member is not None
+    return PeerPlan(
+        public_key=ep.public_key,
+        endpoint=endpoint,
+        allowed_ips=member.prefixes,
+        persistent_keepalive=keepalive if (local.under_nat or remote.under_nat) else 0,
+        gateway=remote.name,
+        node_name=ep.node_name,
+        standby=True,
     )
