@@ -5,7 +5,7 @@
 For each WAN delay (one-way milliseconds added to every internet uplink by tools/wandelay.py; 0: none)
 the three-domain lab (tools/lab.py) comes up with direct paths allowed (NAT routers ``cpe`` without
 delay, plain port-preserving ``masquerade`` with it), waits until hangzhou<->qingdao is direct and
-measures from hz-2 to qd-2 (both non-gateway nodes, as in the Raven user guide): TCP throughput
+measures from the pod of hz-1 to the pod of qd-1 (pods behind the two edge gateways): TCP throughput
 (iperf3, one stream), ping RTT (median of 40), and the CPU seconds the cloud gateway's ``ravenvpn up``
 and the userspace WAN delays used during the TCP run. Then the two edge gateways restart with
 ``RAVENVPN_FORCE_RELAY=all`` and the same figures are taken through the relay.
@@ -48,9 +48,9 @@ def pair_state(lab: Lab, node: str, gateway: str) -> str | None:
 def measure(lab: Lab, seconds: float) -> dict[str, Any]:
     cloud = lab.up_process("cloud-1").pid
     delays = [p.pid for p in lab.delay_procs]
-    rtt = lab.ping("hz-2", lab.ip("qd-2"), count=40, interval=0.05, wait=2)
+    rtt = lab.ping("pod:hz-1", lab.pod_ip("qd-1"), count=40, interval=0.05, wait=2)
     cpu0 = cpu_seconds(cloud), sum(cpu_seconds(p) for p in delays)
-    tcp = iperf3(lab.node("hz-2"), lab.node("qd-2"), lab.ip("qd-2"), seconds=seconds)
+    tcp = iperf3(lab.pod("hz-1"), lab.pod("qd-1"), lab.pod_ip("qd-1"), seconds=seconds)
     cpu1 = cpu_seconds(cloud), sum(cpu_seconds(p) for p in delays)
     return {"tcp_mbps": round(tcp["bits_per_second"] / 1e6, 1), "retransmits": tcp["retransmits"],
             "rtt_ms_p50": round(statistics.median(rtt.rtts), 3) if rtt.rtts else None,
@@ -73,7 +73,7 @@ def run_delay(delay: float, seconds: float) -> dict[str, Any]:
         lab._env["RAVENVPN_FORCE_RELAY"] = "all"
         for name in ("hz-1", "qd-1"):
             lab.up(name)
-        wait_for(lambda: lab.ping("hz-2", lab.ip("qd-2"), count=1, wait=1).ok, timeout=30, interval=0.1,
+        wait_for(lambda: lab.ping("pod:hz-1", lab.pod_ip("qd-1"), count=1, wait=1).ok, timeout=30, interval=0.1,
                  message="relayed path")
         assert pair_state(lab, "hz-1", "gw-qingdao") == "forced-relay"
         relayed = measure(lab, seconds)

@@ -23,6 +23,9 @@ pytestmark = pytest.mark.netns
 
 HZ, QD, CLOUD = "hz-1", "qd-1", "cloud-1"
 SIZE = 1000          # ping payload: ping packets are told apart from probes and keepalives by size
+# A pod behind the active gateway: with failover, the standby candidates hz-2/qd-2 send their own
+# node's traffic through their own (relayed) tunnels; the rest of each domain goes through hz-1/qd-1.
+SRC = "pod:hz-1"
 
 
 def direct_status(lab: Lab, node: str) -> dict[str, Any]:
@@ -75,8 +78,8 @@ def test_punchable_nats_go_direct_and_the_relay_stops_carrying(punchable: Lab) -
     cloud_pub = lab.hosts[CLOUD].public_ip
     relayed_before = relayed_packets(lab)
     with capture(lab.infra("internet"), "br0", "udp") as cap:
-        res = lab.ping("hz-2", lab.ip("qd-2"), count=20, interval=0.05, size=SIZE)
-        res_pod = lab.ping("pod:qd-2", lab.pod_ip("hz-2"), count=10, interval=0.05, size=SIZE)
+        res = lab.ping(SRC, lab.pod_ip("qd-1"), count=20, interval=0.05, size=SIZE)
+        res_pod = lab.ping("pod:qd-1", lab.pod_ip("hz-1"), count=10, interval=0.05, size=SIZE)
     print(f"{res}\n{res_pod}")
     assert res.received == 20 and res_pod.received == 10, f"{res}\n{res_pod}"
     pkts = cap.packets()
@@ -87,7 +90,11 @@ def test_punchable_nats_go_direct_and_the_relay_stops_carrying(punchable: Lab) -
                if {p["IP"].src, p["IP"].dst} == {hz_pub, qd_pub}), "port-preserving NATs keep port 4500"
     to_cloud = big_udp(pkts, hz_pub, cloud_pub) + big_udp(pkts, qd_pub, cloud_pub)
     assert to_cloud == 0, f"{to_cloud} ping-sized packets still went to the cloud gateway"
-    assert relayed_packets(lab) == relayed_before, "the cloud gateway relayed hz <-> qd packets"
+    # 30 pings relayed would be 60 packets; what the relay still carries is the failover protocol's
+    # few messages to the standby candidates (hz-2, qd-2 keep their own relayed tunnels)
+    grew = relayed_packets(lab) - relayed_before
+    print(f"relay counter +{grew} during 30 pings")
+    assert grew < 20, f"the cloud gateway relayed {grew} packets during the pings"
     # the status command shows the pair
     out = lab.ravenvpn(HZ, "status", check=True).stdout
     assert "direct path gw-qingdao: direct" in out, out
@@ -99,7 +106,7 @@ def test_conntrack_flush_on_a_nat_router_keeps_pings_going(punchable: Lab) -> No
     wait_for(lambda: both_direct(lab), timeout=20, interval=0.1, message="direct path")
     result: list[PingResult] = []
     pinger = threading.Thread(target=lambda: result.append(
-        lab.ping("hz-2", lab.ip("qd-2"), count=100, interval=0.1, wait=1)))
+        lab.ping(SRC, lab.pod_ip("qd-1"), count=100, interval=0.1, wait=1)))
     pinger.start()
     time.sleep(3)
     lab.nat("gw-hangzhou").run("conntrack", "-F")
@@ -122,7 +129,7 @@ def _fall_back(lab: Lab) -> None:
     qd_pub = lab.public_ip("gw-qingdao")
     result: list[PingResult] = []
     pinger = threading.Thread(target=lambda: result.append(
-        lab.ping("hz-2", lab.ip("qd-2"), count=60, interval=0.1, wait=1)))
+        lab.ping(SRC, lab.pod_ip("qd-1"), count=60, interval=0.1, wait=1)))
     pinger.start()
     time.sleep(2)
     relayed_before = relayed_packets(lab)
@@ -153,7 +160,7 @@ def test_symmetric_nats_stay_on_the_relay_without_flapping(netns_env: None) -> N
                 states.add(pair_state(lab, QD, "gw-hangzhou"))
                 time.sleep(0.1)
             relayed_before = relayed_packets(lab)
-            res = lab.ping("hz-2", lab.ip("qd-2"), count=20, interval=0.05, size=SIZE)
+            res = lab.ping(SRC, lab.pod_ip("qd-1"), count=20, interval=0.05, size=SIZE)
         assert res.received == 20, res
         assert "direct" not in states, states
         assert {pair_state(lab, HZ, "gw-qingdao"), pair_state(lab, QD, "gw-hangzhou")} == {"relayed"}
@@ -175,10 +182,10 @@ def test_a_port_forward_is_reached_directly_without_punching(netns_env: None) ->
         assert direct_status(lab, QD).get("pairs", {}) == {}   # nothing to punch
         # qd-1 calls hz-1 through the forward (hz-1 cannot call qd-1: no public endpoint); a first
         # initiation sent before hz-1 listened is retried after WireGuard's 5 s REKEY_TIMEOUT
-        wait_for(lambda: lab.ping("qd-2", lab.ip("hz-2"), count=1, wait=1).ok, timeout=20, interval=0.1,
-                 message="qd-2 -> hz-2 through the port forward")
+        wait_for(lambda: lab.ping("qd-2", lab.ip("hz-1"), count=1, wait=1).ok, timeout=20, interval=0.1,
+                 message="qd-2 -> hz-1 through the port forward")
         with capture(lab.infra("internet"), "br0", "udp") as cap:
-            res = lab.ping("qd-2", lab.ip("hz-2"), count=10, interval=0.05, size=SIZE, wait=3)
+            res = lab.ping("qd-2", lab.ip("hz-1"), count=10, interval=0.05, size=SIZE, wait=3)
         assert res.received >= 9, res
         pkts = cap.packets()
         assert big_udp(pkts, qd_pub, hz_pub) >= 9 and big_udp(pkts, hz_pub, qd_pub) >= 9

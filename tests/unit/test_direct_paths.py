@@ -278,3 +278,28 @@ def test_the_manager_keeps_the_subnets_on_the_relay_peer_until_direct() -> None:
     assert forced.managed_keys() == set()
     lines = describe_direct({"role": "edge", "pairs": {"gw-qingdao": forced.machines[pair.public_key].snapshot(0.0)}})
     assert lines and "forced-relay" in lines[0]
+
+
+def test_punch_actions_drive_the_real_tunnel() -> None:
+    """An initiation goes out at the next tick past WireGuard's one-per-REKEY_TIMEOUT gate; an opener
+    is an empty datagram from the tunnel port; silence stops everything toward the other edge."""
+    from ravenvpn.raven.node.punch import Actions
+    cluster = load_cluster_file(EXAMPLE)
+    hz = plan(cluster, "hz-1", local_public_key=keys.public_from_private(private("hz-1")))
+    assert hz.direct is not None
+    t = Tunnel()
+    t.private_key = private("hz-1")
+    dp = DirectPaths("raven0", private("hz-1"), lambda wake: None, forced=set(),  # type: ignore[arg-type,return-value]
+                     underlay=lambda datagrams: None)
+    dp.update(hz.direct)
+    dp.converge(t)
+    key = hz.direct.pairs[0].public_key
+    ep = ("198.51.100.3", 4500)
+    for _ in range(2):   # twice within REKEY_TIMEOUT: both go out
+        dp._apply(t, key, Actions(endpoint=ep, initiate=True), 1.0)
+        sent = [(d, e) for d, e in t.tick(1.0).datagrams() if d[0] == 1]
+        assert len(sent) == 1 and len(sent[0][0]) == 148 and sent[0][1] == ep
+    dp._apply(t, key, Actions(open_nat=True), 1.0)
+    assert dp._underlay_out == [(b"", ep)]
+    dp._apply(t, key, Actions(silence=True), 1.0)
+    assert t.peers[key].endpoint is None and not t.tick(100.0).datagrams()

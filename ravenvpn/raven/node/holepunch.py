@@ -607,7 +607,7 @@ def _observed(tunnel: Tunnel, key: bytes) -> tuple[str, int] | None:
 def _initiate_now(peer: Peer, now: float) -> None:
     """Make the pump's next tick send a handshake initiation to the peer's endpoint, past WireGuard's
     one-per-REKEY_TIMEOUT limit (the punching schedule caps the rate instead)."""
-    peer.handshake.last_sent_initiation = None
+    peer.initiation_allowed_at = None     # the §6.4 gate (timers.may_initiate)
     peer.handshake_attempts = 0
     peer.retransmit_handshake_at = float("-inf")   # due at the next tick, whatever its clock
 
