@@ -18,6 +18,7 @@ with struct here.
 """
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import struct
@@ -96,6 +97,9 @@ class RouteWatch:
         except BaseException:
             self.events.close()
             raise
+        # FileIO.read returns None when nothing is pending, without the cost of an exception:
+        # the check runs before every batch of sends.
+        self._reader = io.FileIO(self.events.fileno(), "rb", closefd=False)
         self._seq = 0
 
     def changes(self) -> tuple[bool, list[bytes]]:
@@ -104,12 +108,12 @@ class RouteWatch:
         deleted: list[bytes] = []
         while True:
             try:
-                data = self.events.recv(65536)
-            except BlockingIOError:
-                return changed, deleted
+                data = self._reader.read(65536)
             except OSError:         # ENOBUFS: events were lost; treat everything as changed
                 changed = True
                 continue
+            if not data:
+                return changed, deleted
             changed = True
             offset = 0
             while offset + _NLMSG_HDR.size <= len(data):
@@ -153,5 +157,6 @@ class RouteWatch:
             return None
 
     def close(self) -> None:
+        self._reader.close()
         self.events.close()
         self.query.close()

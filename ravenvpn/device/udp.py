@@ -50,7 +50,6 @@ _UNREACHABLE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN,
 _FORBIDDEN = frozenset({errno.EPERM, errno.EACCES})
 BACKOFF_WAIT = 0.001            # seconds to wait for buffer space before one retry
 BACKOFF_BUDGET = 0.005          # most a single batch may spend waiting for buffer space
-ROUTE_CHECK_INTERVAL = 0.1      # seconds between looks at route/address events (sticky sources)
 _RECV_CMSG_SPACE = socket.CMSG_SPACE(4) + sticky.PKTINFO_CMSG_SPACE
 
 log = logging.getLogger("ravenvpn.udp")
@@ -156,7 +155,6 @@ class UdpTransport:
         self._cmsgs: dict[Endpoint, list[tuple[int, int, bytes]]] = {}
         self._routes: sticky.RouteWatch | None = None
         self._routes_failed = False
-        self._next_route_check = 0.0
 
     @property
     def sockets(self) -> list[socket.socket]:
@@ -273,10 +271,10 @@ class UdpTransport:
                          exc.strerror or exc)
         return self._routes
 
-    def _check_routes(self, now: float) -> None:
+    def _check_routes(self) -> None:
         """Forget sources of deleted addresses; after any route or address change, check every
-        sticky source against the routing table again (lazily, on the next send)."""
-        self._next_route_check = now + ROUTE_CHECK_INTERVAL
+        sticky source against the routing table again (lazily, on the next send). Called before
+        every batch of sends, as the kernel checks on every send: an empty check is one read."""
         routes = self._routes
         if routes is None:
             return
@@ -298,10 +296,8 @@ class UdpTransport:
 
     def _begin_batch(self) -> None:
         self._backoff_spent = 0.0
-        if self._learned:
-            now = time.monotonic()
-            if now >= self._next_route_check:
-                self._check_routes(now)
+        if self._routes is not None:
+            self._check_routes()
 
     def send_batch(self, datagrams: list[tuple[bytes, Endpoint]]) -> None:
         """Send single datagrams in order (handshakes, keepalives, one-packet batches); runs of data
