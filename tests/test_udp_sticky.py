@@ -10,11 +10,16 @@ Where netns.sh uses a `dummy` link (this kernel has none), an `ifb` link stands 
 """
 from __future__ import annotations
 
+import sys
+import textwrap
+from pathlib import Path
+
 from tools import netns
 from tools.netns import WgPeer, keypair, ping, start_wg, wait_for
 from tools.tunnel import IMPLS
 
 INNER1, INNER2 = "192.168.241.1", "192.168.241.2"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Pair:
@@ -113,3 +118,26 @@ def test_replies_move_to_a_valid_address_when_the_sticky_one_is_removed(node_fac
         p.ping_from(p.n1, INNER2)
         want = netns.format_endpoint(new.split("/")[0], 1)
         wait_for(lambda: p.n2_sees() == want, timeout=5, message=f"ns2 to see ns1 at {want}")
+
+
+def test_route_lookups_see_the_fwmark_and_sticky_sources_are_bounded(node_factory) -> None:
+    """The route check asks the kernel with the sockets' fwmark (wg-quick's policy routing selects
+    routes by it); and sources learned from unauthenticated datagrams cannot grow without bound."""
+    node, other = node_factory("m"), node_factory("o")
+    netns.veth(node, other, "10.0.0.1/24", "10.0.0.2/24", name_a="veth1", name_b="veth2")
+    netns.veth(node, other, "10.1.0.1/24", "10.1.0.2/24", name_a="veth3", name_b="veth4")
+    node.run("ip", "route", "add", "10.0.0.0/24", "dev", "veth3", "table", "100")
+    node.run("ip", "rule", "add", "fwmark", "7", "lookup", "100")
+    out = node.run(sys.executable, "-c", textwrap.dedent("""\
+        import socket
+        from ravenvpn.device import sticky, udp
+        r = sticky.RouteWatch()
+        dst, src = socket.inet_aton("10.0.0.2"), socket.inet_aton("10.0.0.1")
+        print(r.route_oif(dst, src) == socket.if_nametoindex("veth1"),
+              r.route_oif(dst, src, 7) == socket.if_nametoindex("veth3"))
+        t = udp.UdpTransport()
+        for i in range(udp.MAX_LEARNED + 5000):
+            t._learn(("192.0.2.%d" % (i % 250), i), (bytes(4), 1))
+        print(len(t._learned) <= udp.MAX_LEARNED, ("192.0.2.0", 0) not in t._learned)
+        """), env={"PYTHONPATH": str(ROOT)}).stdout.split()
+    assert out == ["True", "True", "True", "True"], out

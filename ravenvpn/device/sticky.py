@@ -40,7 +40,7 @@ _RTATTR = struct.Struct("=HH")
 _NLMSG_ERROR, _RTM_NEWADDR, _RTM_DELADDR = 2, 20, 21
 _RTM_NEWROUTE, _RTM_DELROUTE, _RTM_GETROUTE = 24, 25, 26
 _NLM_F_REQUEST = 1
-_RTA_DST, _RTA_SRC, _RTA_OIF = 1, 2, 4
+_RTA_DST, _RTA_SRC, _RTA_OIF, _RTA_MARK = 1, 2, 4, 16
 _IFA_ADDRESS, _IFA_LOCAL = 1, 2
 _GROUPS = 0x10 | 0x40 | 0x100 | 0x400       # RTMGRP_IPV4_IFADDR, IPV4_ROUTE, IPV6_IFADDR, IPV6_ROUTE
 
@@ -127,14 +127,18 @@ class RouteWatch:
                             deleted.append(bytes(value))
                 offset += (length + 3) & ~3
 
-    def route_oif(self, destination: bytes, source: bytes) -> int | None:
-        """The interface the kernel would send from `source` to `destination` through (as
-        `ip route get DEST from SOURCE`); None if there is no such route or the query fails."""
+    def route_oif(self, destination: bytes, source: bytes, mark: int = 0) -> int | None:
+        """The interface the kernel would send from `source` to `destination` through, for a socket
+        with fwmark `mark` (as `ip route get DEST from SOURCE mark MARK`); None if there is no such
+        route or the query fails."""
         family = socket.AF_INET if len(destination) == 4 else socket.AF_INET6
         bits = len(destination) * 8
         self._seq += 1
         attrs = b""
-        for kind, value in ((_RTA_DST, destination), (_RTA_SRC, source)):
+        fields = [(_RTA_DST, destination), (_RTA_SRC, source)]
+        if mark:
+            fields.append((_RTA_MARK, mark.to_bytes(4, "little")))
+        for kind, value in fields:
             attrs += _RTATTR.pack(4 + len(value), kind) + value
         body = _RTMSG.pack(family, bits, bits, 0, 0, 0, 0, 0, 0) + attrs
         request = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _RTM_GETROUTE, _NLM_F_REQUEST, self._seq, 0) + body

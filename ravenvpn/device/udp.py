@@ -50,6 +50,7 @@ _UNREACHABLE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN,
 _FORBIDDEN = frozenset({errno.EPERM, errno.EACCES})
 BACKOFF_WAIT = 0.001            # seconds to wait for buffer space before one retry
 BACKOFF_BUDGET = 0.005          # most a single batch may spend waiting for buffer space
+MAX_LEARNED = 1 << 16           # sticky sources remembered (endpoints that sent to us)
 _RECV_CMSG_SPACE = socket.CMSG_SPACE(4) + sticky.PKTINFO_CMSG_SPACE
 
 log = logging.getLogger("ravenvpn.udp")
@@ -237,9 +238,21 @@ class UdpTransport:
         return datagrams
 
     def _learn(self, endpoint: Endpoint, local: tuple[bytes, int]) -> None:
-        """The peer at `endpoint` sent to a (new) local address: replies leave from it."""
-        self._learned[endpoint] = local
-        self._cmsgs.pop(endpoint, None)     # checked against the routing table on the next send
+        """The peer at `endpoint` sent to a (new) local address: replies leave from it.
+
+        Learned before authentication (it costs nothing to keep), so bounded: datagrams from many
+        forged sources evict the oldest entries, and a peer evicted that way is answered from the
+        routing table's source until its next datagram."""
+        learned, cmsgs = self._learned, self._cmsgs
+        learned.pop(endpoint, None)
+        if len(learned) >= MAX_LEARNED:
+            oldest = next(iter(learned))
+            del learned[oldest]
+            cmsgs.pop(oldest, None)
+        learned[endpoint] = local
+        cmsgs.pop(endpoint, None)     # checked against the routing table on the next send
+        if len(cmsgs) >= MAX_LEARNED:
+            cmsgs.clear()             # a cache: entries come back on the next send
 
     # -- sticky sources --
 
@@ -256,7 +269,8 @@ class UdpTransport:
                     destination = ipaddress.ip_address(endpoint[0]).packed
                 except ValueError:
                     destination = b""
-                if len(destination) == len(address) and routes.route_oif(destination, address) == ifindex:
+                if (len(destination) == len(address)
+                        and routes.route_oif(destination, address, self.fwmark) == ifindex):
                     cmsg = [sticky.source_cmsg(address)]
         self._cmsgs[endpoint] = cmsg
         return cmsg
