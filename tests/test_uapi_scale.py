@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import statistics
 import threading
 import time
 
@@ -106,9 +107,11 @@ def test_a_get_and_a_set_of_10k_peers_hold_the_lock_only_briefly() -> None:
     took = time.monotonic() - start
     assert text.count("public_key=") == 10_000 and text.count("allowed_ip=") == 10_000
     assert took < 5                                    # (0.2 s here; quadratic was seconds)
-    # The pump waits at most one hold: generous bounds (the slices are ~5 ms; one hold was everything).
-    assert max(lock.holds) < 0.5 and len(lock.holds) > 10, (max(lock.holds), len(lock.holds))
-    assert max(set_holds) < 0.5 and len(set_holds) > 10, (max(set_holds), len(set_holds))
+    # The pump waits at most one hold. Before, one hold was the whole get or set (seconds); now the
+    # slices are ~5 ms. Generous bounds: a loaded machine may deschedule a thread mid-slice.
+    for holds in (lock.holds, set_holds):
+        assert len(holds) > 10 and statistics.median(holds) < 0.05 and max(holds) < 1.5, \
+            (len(holds), statistics.median(holds), max(holds))
 
 
 def test_dump_of_10k_peers_is_fast_and_the_data_path_keeps_flowing(node_factory) -> None:
