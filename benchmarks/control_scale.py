@@ -19,8 +19,8 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -68,12 +68,15 @@ def _reply_times(ping_output: str) -> list[float]:
 
 
 def _max_gap(times: list[float], start: float, end: float) -> float:
-    """Largest gap between consecutive replies overlapping [start, end] (wall-clock seconds)."""
-    inside = [t for t in times if start - 1 <= t <= end + 1]
-    gaps = [b - a for a, b in zip(inside, inside[1:]) if b >= start and a <= end]
-    if not gaps:
-        return end - start       # no reply at all during the operation
-    return max(gaps)
+    """Largest gap between replies overlapping [start, end] (wall-clock seconds); silence up to the
+    end of the window counts too (a data path that never comes back shows as the whole window)."""
+    before = [t for t in times if t < start]
+    inside = [t for t in times if start <= t <= end]
+    after = [t for t in times if t > end]
+    marks = before[-1:] + inside + (after[:1] or [end])
+    if len(marks) < 2:
+        return end - start       # no reply at all around the operation
+    return max(b - a for a, b in zip(marks, marks[1:]))
 
 
 def measure(impl: str, n: int, request: bytes | None = None, prefix: str = PREFIX) -> dict[str, Any]:
@@ -89,8 +92,9 @@ def measure(impl: str, n: int, request: bytes | None = None, prefix: str = PREFI
         start_wg(b, IMPL_CMDS["wireguard-go"], "wg0", kb[0], 51820, ["10.9.0.2/24"],
                  [WgPeer(ka[1], ["10.9.0.1/32"], "198.51.100.1:51820")], env=env)
         a.run("ping", "-c", "2", "-W", "2", "10.9.0.2", check=False)
-        pinger = a.popen("ping", "-D", "-n", "-i", str(PING_INTERVAL), "-W", "5", "10.9.0.2",
-                         stdout=subprocess.PIPE)
+        # Into a file: a pipe nobody reads until the end fills after ~850 replies and stops the ping.
+        ping_log = tempfile.TemporaryFile("w+")
+        pinger = a.popen("ping", "-D", "-n", "-i", str(PING_INTERVAL), "-W", "5", "10.9.0.2", stdout=ping_log)
         try:
             time.sleep(1.0)
             s0 = time.time()
@@ -105,7 +109,10 @@ def measure(impl: str, n: int, request: bytes | None = None, prefix: str = PREFI
             time.sleep(1.0)
         finally:
             pinger.terminate()
-            out, _ = pinger.communicate(timeout=10)
+            pinger.wait(timeout=10)
+            ping_log.seek(0)
+            out = ping_log.read()
+            ping_log.close()
         times = _reply_times(out)
         return {
             "impl": impl, "peers": n, "set_reply": set_reply,

@@ -11,6 +11,7 @@ costs what that peer has, not the whole table (`wg show` of 10,000 peers was qua
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Generic, Iterator, TypeVar
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -114,12 +115,31 @@ class AllowedIPs(Generic[T]):
 
     def networks(self, owner: T) -> Iterator[Network]:
         """`owner`'s prefixes: IPv4 before IPv6, longer prefixes first, else in insertion order."""
-        entries = sorted(self._owned.get(owner, ()), key=lambda e: (e[0], -e[1]))
-        for version, length, key in entries:
+        for version, length, key in self._sorted(owner):
             if version == 4:
                 yield ipaddress.IPv4Network((key << (32 - length), length))
             else:
                 yield ipaddress.IPv6Network((key << (128 - length), length))
+
+    def prefixes(self, owner: T) -> list[str]:
+        """`owner`'s prefixes as CIDR text, in the order of `networks` (what `str` of each gives),
+        without building network objects: `wg show` of 50,000 peers prints them all."""
+        out = []
+        ntoa = socket.inet_ntoa
+        for version, length, key in self._sorted(owner):
+            if version == 4:
+                out.append(f"{ntoa((key << (32 - length)).to_bytes(4, 'big'))}/{length}")
+            else:
+                out.append(str(ipaddress.IPv6Network((key << (128 - length), length))))
+        return out
+
+    def _sorted(self, owner: T) -> list[tuple[int, int, int]]:
+        owned = self._owned.get(owner)
+        if not owned:
+            return []
+        if len(owned) == 1:
+            return list(owned)
+        return sorted(owned, key=lambda e: (e[0], -e[1]))
 
     def lookup_v4(self, addr: bytes) -> T | None:
         return self._v4.lookup(addr)
