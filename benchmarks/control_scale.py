@@ -24,8 +24,9 @@ import tempfile
 import time
 from typing import Any
 
-from . import REPO_ROOT  # noqa: F401  (puts `tools` on sys.path)
-from tools.netns import Node, WgPeer, keypair, own_script, start_wg, veth
+from tools.links import veth
+from tools.node import Node
+from tools.wg import WgPeer, keypair, own_script, start_wg
 
 PREFIX = "rvb"
 PING_INTERVAL = 0.01

@@ -14,12 +14,15 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tools import netns
-from tools.netns import WgPeer, keypair, ping, start_wg, wait_for
+from tools.links import veth
+from tools.node import Node
+from tools.process import wait_for
+from tools.traffic import ping
 from tools.tunnel import IMPLS
+from tools.wg import WgPeer, format_endpoint, keypair, start_wg
 
 INNER1, INNER2 = "192.168.241.1", "192.168.241.2"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Pair:
@@ -44,7 +47,7 @@ class Pair:
     def n1_sees(self) -> str | None:
         return self.w1.peer_status(self.k2[1]).endpoint
 
-    def ping_from(self, node: netns.Node, addr: str) -> None:
+    def ping_from(self, node: Node, addr: str) -> None:
         res = ping(node, addr, count=1, deadline=5)
         assert res.received == 1, f"{node} -> {addr}: {res}\n{self.w1.log_text()[-2000:]}"
 
@@ -54,7 +57,7 @@ def test_replies_leave_from_the_address_the_peer_sent_to(node_factory) -> None:
     whichever ns2 sends to is the one ns1 answers from (before: always the primary one, and ns2
     roamed to it)."""
     p = Pair(node_factory)
-    link = netns.veth(p.n1, p.n2, "10.0.0.1/24", "10.0.0.3/24", name_a="veth1", name_b="veth2",
+    link = veth(p.n1, p.n2, "10.0.0.1/24", "10.0.0.3/24", name_a="veth1", name_b="veth2",
                       addr6_a="fd00:aa::1/96", addr6_b="fd00:aa::3/96")
     p.n1.add_addr(link.name_a, "10.0.0.2/24")
     p.n1.add_addr(link.name_a, "fd00:aa::2/96")
@@ -68,7 +71,7 @@ def test_a_destination_address_of_another_interface_is_answered_from(node_factor
     """netns.sh: "the inbound destination address belongs to a different interface": the peer's
     packets arrive on veth1 for an address of another link; the reply leaves veth1 from it."""
     p = Pair(node_factory)
-    link = netns.veth(p.n1, p.n2, "10.0.0.1/24", "10.0.0.3/24", name_a="veth1", name_b="veth2")
+    link = veth(p.n1, p.n2, "10.0.0.1/24", "10.0.0.3/24", name_a="veth1", name_b="veth2")
     p.n1.run("ip", "link", "add", "ifb50", "type", "ifb")
     p.n1.add_addr("ifb50", "10.50.0.1/24")
     p.n1.run("ip", "link", "set", "ifb50", "up")
@@ -87,8 +90,8 @@ def test_a_route_through_another_interface_takes_over_from_the_sticky_source(nod
     interface as well as the address (it would answer through veth4, and then the kernel's rule
     itself keeps ns1 on 10.0.0.1, which now arrives on veth3)."""
     p = Pair(node_factory, impl2="ravenvpn")
-    netns.veth(p.n1, p.n2, "10.0.0.1/24", "10.0.0.2/24", name_a="veth1", name_b="veth2")
-    netns.veth(p.n1, p.n2, "10.0.0.3/24", "", name_a="veth3", name_b="veth4")    # veth4: no address
+    veth(p.n1, p.n2, "10.0.0.1/24", "10.0.0.2/24", name_a="veth1", name_b="veth2")
+    veth(p.n1, p.n2, "10.0.0.3/24", "", name_a="veth3", name_b="veth4")    # veth4: no address
     p.n1.run("ip", "route", "flush", "dev", "veth1")
     p.n1.run("ip", "route", "flush", "dev", "veth3")
     p.n1.run("ip", "route", "add", "10.0.0.0/24", "dev", "veth1", "src", "10.0.0.1", "metric", "2")
@@ -106,7 +109,7 @@ def test_replies_move_to_a_valid_address_when_the_sticky_one_is_removed(node_fac
     """netns.sh: "we aren't overly sticky and can fall over to new IPs when old ones are removed"."""
     p = Pair(node_factory)
     p.n1.sysctl("net.ipv4.conf.default.promote_secondaries", 1)
-    link = netns.veth(p.n1, p.n2, "10.0.0.1/24", "10.0.0.2/24", name_a="veth1", name_b="veth2",
+    link = veth(p.n1, p.n2, "10.0.0.1/24", "10.0.0.2/24", name_a="veth1", name_b="veth2",
                       addr6_a="fd00:aa::1/96", addr6_b="fd00:aa::2/96")
     p.n1.sysctl("net.ipv4.conf.veth1.promote_secondaries", 1)
     for endpoint, old, new in (("10.0.0.2:2", "10.0.0.1/24", "10.0.0.10/24"),
@@ -116,7 +119,7 @@ def test_replies_move_to_a_valid_address_when_the_sticky_one_is_removed(node_fac
         p.n1.add_addr(link.name_a, new)
         p.n1.del_addr(link.name_a, old)
         p.ping_from(p.n1, INNER2)
-        want = netns.format_endpoint(new.split("/")[0], 1)
+        want = format_endpoint(new.split("/")[0], 1)
         wait_for(lambda: p.n2_sees() == want, timeout=5, message=f"ns2 to see ns1 at {want}")
 
 
@@ -124,8 +127,8 @@ def test_route_lookups_see_the_fwmark_and_sticky_sources_are_bounded(node_factor
     """The route check asks the kernel with the sockets' fwmark (wg-quick's policy routing selects
     routes by it); and sources learned from unauthenticated datagrams cannot grow without bound."""
     node, other = node_factory("m"), node_factory("o")
-    netns.veth(node, other, "10.0.0.1/24", "10.0.0.2/24", name_a="veth1", name_b="veth2")
-    netns.veth(node, other, "10.1.0.1/24", "10.1.0.2/24", name_a="veth3", name_b="veth4")
+    veth(node, other, "10.0.0.1/24", "10.0.0.2/24", name_a="veth1", name_b="veth2")
+    veth(node, other, "10.1.0.1/24", "10.1.0.2/24", name_a="veth3", name_b="veth4")
     node.run("ip", "route", "add", "10.0.0.0/24", "dev", "veth3", "table", "100")
     node.run("ip", "rule", "add", "fwmark", "7", "lookup", "100")
     out = node.run(sys.executable, "-c", textwrap.dedent("""\

@@ -14,10 +14,10 @@ import threading
 import time
 
 from benchmarks import control_scale
-from tools import netns
 from ravenvpn.device.uapi import Uapi
 from ravenvpn.protocol.allowedips import AllowedIPs
 from ravenvpn.protocol.tunnel import Tunnel
+from tools.node import DEFAULT_PREFIX
 
 
 def test_allowed_ips_index_follows_every_change() -> None:
@@ -118,7 +118,7 @@ def test_dump_of_10k_peers_is_fast_and_the_data_path_keeps_flowing(node_factory)
     """F10 live: ravenvpn-wg with 10,000 peers plus a live wireguard-go peer pinged every 10 ms.
     Bounds are generous (dump < 1 s, no gap > 1 s); the benchmark reports the figures."""
     node_factory  # only for the root/netns check and clean-up of "rvt" namespaces
-    row = control_scale.measure("ravenvpn", 10_000, prefix=netns.DEFAULT_PREFIX)
+    row = control_scale.measure("ravenvpn", 10_000, prefix=DEFAULT_PREFIX)
     print(f"[measure] control scale: {row}")
     assert row["set_reply"] == "errno=0" and row["dump_lines"] == 10_002
     assert row["dump_s"] < 1.0, row

@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 
 from ravenvpn.device import udp
-from tools import netns
-from tools.netns import iperf3, ping
+from tools.links import veth
+from tools.node import Node
+from tools.traffic import iperf3, ping
 from tools.tunnel import Tunnel
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bulk_tcp_flows_over_a_path_mtu_below_the_tunnel_datagrams(node_factory) -> None:
@@ -50,7 +51,7 @@ from ravenvpn.device import udp
 """
 
 
-def run_script(node: netns.Node, body: str) -> str:
+def run_script(node: Node, body: str) -> str:
     res = node.run(sys.executable, "-c", SCRIPT_PREAMBLE + textwrap.dedent(body),
                    env={"PYTHONPATH": str(ROOT), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     return res.stdout
@@ -60,7 +61,7 @@ def test_emsgsize_turns_gso_off_for_that_destination_only(node_factory) -> None:
     """A real route MTU makes the kernel refuse the GSO send; every datagram still arrives, in order,
     and a destination behind a normal route keeps GSO."""
     a, b = node_factory("a"), node_factory("b")
-    link = netns.veth(a, b, "192.0.2.1/24", "192.0.2.2/24")
+    link = veth(a, b, "192.0.2.1/24", "192.0.2.2/24")
     b.add_addr(link.name_b, "192.0.2.3/24")
     a.run("ip", "route", "replace", "192.0.2.2/32", "dev", link.name_a, "mtu", "1300")
     out = run_script(a, f"""\
@@ -78,7 +79,7 @@ def test_emsgsize_turns_gso_off_for_that_destination_only(node_factory) -> None:
 
 def test_a_firewall_refusal_is_counted_and_logged_once(node_factory) -> None:
     a, b = node_factory("a"), node_factory("b")
-    netns.veth(a, b, "192.0.2.1/24", "192.0.2.2/24")
+    veth(a, b, "192.0.2.1/24", "192.0.2.2/24")
     a.run("iptables", "-A", "OUTPUT", "-p", "udp", "--dport", "9", "-j", "DROP")
     out = run_script(a, """\
         t = udp.UdpTransport()
