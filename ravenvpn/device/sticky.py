@@ -36,8 +36,10 @@ PKTINFO_CMSG_SPACE = socket.CMSG_SPACE(IN6_PKTINFO.size)   # the larger of the t
 _NLMSG_HDR = struct.Struct("=IHHII")        # len, type, flags, seq, pid
 _RTMSG = struct.Struct("=BBBBBBBBI")        # family, dst_len, src_len, tos, table, protocol, scope, type, flags
 _IFADDRMSG = struct.Struct("=BBBBi")        # family, prefixlen, flags, scope, index
+_IFINFOMSG = struct.Struct("=BxHiII")       # family, type, index, flags, change
 _RTATTR = struct.Struct("=HH")
-_NLMSG_ERROR, _RTM_NEWADDR, _RTM_DELADDR = 2, 20, 21
+_NLMSG_ERROR, _RTM_NEWLINK, _RTM_GETLINK, _RTM_NEWADDR, _RTM_DELADDR = 2, 16, 18, 20, 21
+ARPHRD_NONE = 0xFFFE                        # the link type of TUN and WireGuard devices
 _RTM_NEWROUTE, _RTM_DELROUTE, _RTM_GETROUTE = 24, 25, 26
 _NLM_F_REQUEST = 1
 _RTA_DST, _RTA_SRC, _RTA_OIF, _RTA_MARK = 1, 2, 4, 16
@@ -127,7 +129,27 @@ class RouteWatch:
                             deleted.append(bytes(value))
                 offset += (length + 3) & ~3
 
-    def route_oif(self, destination: bytes, source: bytes, mark: int = 0) -> int | None:
+    def link_type(self, ifindex: int) -> int | None:
+        """The ARPHRD_* type of interface `ifindex` (ARPHRD_NONE, 0xFFFE, for TUN and WireGuard
+        devices), None if it cannot be had."""
+        self._seq += 1
+        body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, ifindex, 0, 0)
+        request = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _RTM_GETLINK, _NLM_F_REQUEST, self._seq, 0) + body
+        try:
+            self.query.send(request)
+            while True:
+                data = self.query.recv(65536)
+                _length, kind, _flags, seq, _pid = _NLMSG_HDR.unpack_from(data, 0)
+                if seq != self._seq:
+                    continue
+                if kind != _RTM_NEWLINK:
+                    return None
+                return _IFINFOMSG.unpack_from(data, _NLMSG_HDR.size)[1]
+        except OSError as exc:
+            log.debug("link lookup failed: %s", exc)
+            return None
+
+    def route_oif(self, destination: bytes, source: bytes | None, mark: int = 0) -> int | None:
         """The interface the kernel would send from `source` to `destination` through, for a socket
         with fwmark `mark` (as `ip route get DEST from SOURCE mark MARK`); None if there is no such
         route or the query fails."""
@@ -135,12 +157,12 @@ class RouteWatch:
         bits = len(destination) * 8
         self._seq += 1
         attrs = b""
-        fields = [(_RTA_DST, destination), (_RTA_SRC, source)]
+        fields = [(_RTA_DST, destination)] + ([(_RTA_SRC, source)] if source else [])
         if mark:
             fields.append((_RTA_MARK, mark.to_bytes(4, "little")))
         for kind, value in fields:
             attrs += _RTATTR.pack(4 + len(value), kind) + value
-        body = _RTMSG.pack(family, bits, bits, 0, 0, 0, 0, 0, 0) + attrs
+        body = _RTMSG.pack(family, bits, bits if source else 0, 0, 0, 0, 0, 0, 0) + attrs
         request = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _RTM_GETROUTE, _NLM_F_REQUEST, self._seq, 0) + body
         try:
             self.query.send(request)

@@ -127,8 +127,10 @@ class UdpTransport:
     Send errors each get a deliberate answer (counted in `error_counts` by kind, and in
     `send_errors` as datagrams lost):
     - EMSGSIZE/EINVAL/EIO on a GSO send: the path to that destination cannot take GSO (a smaller
-      path MTU); these datagrams are sent again one by one, and that destination goes without
-      GSO for GSO_RETRY_AFTER seconds. ENOPROTOOPT/EOPNOTSUPP: no GSO in this kernel, off for good.
+      path MTU); these datagrams are sent again one by one (the kernel fragments them), and that
+      destination goes without GSO for GSO_RETRY_AFTER seconds. Except EMSGSIZE where the path
+      leaves through another tunnel device: dropped (fragments would feed a routing loop between
+      tunnels). ENOPROTOOPT/EOPNOTSUPP: no GSO in this kernel, off for good.
     - EAGAIN/ENOBUFS: the socket or device queue is full: wait up to BACKOFF_WAIT once and retry
       (at most BACKOFF_BUDGET per batch), else drop the rest of that burst like a full NIC queue.
     - ENETUNREACH/EHOSTUNREACH: no route right now: counted, the peer is kept (routes come back).
@@ -301,6 +303,18 @@ class UdpTransport:
             for endpoint in [e for e, (address, _ifindex) in self._learned.items() if address in gone]:
                 del self._learned[endpoint]
 
+    def _through_tunnel(self, endpoint: Endpoint) -> bool:
+        """Whether the route toward `endpoint` leaves through a TUN or WireGuard device."""
+        routes = self._route_watch()
+        if routes is None:
+            return False
+        try:
+            destination = ipaddress.ip_address(endpoint[0]).packed
+        except ValueError:
+            return False
+        oif = routes.route_oif(destination, None, self.fwmark)
+        return oif is not None and routes.link_type(oif) == sticky.ARPHRD_NONE
+
     def forget_source(self, endpoint: Endpoint) -> None:
         """Send to `endpoint` from whatever the routing table picks until it sends to us again."""
         self._learned.pop(endpoint, None)
@@ -393,6 +407,17 @@ class UdpTransport:
                 self.gso = False
                 self._log_once("gso", logging.INFO, "UDP GSO unavailable (%s); sending datagrams one by one",
                                exc.strerror or exc)
+            elif code == errno.EMSGSIZE and self._through_tunnel(endpoint):
+                # The path leaves through another tunnel (a TUN or WireGuard device) whose MTU leaves
+                # no room for ours: fragmenting would let a routing loop between two tunnels grow
+                # without end (netns.sh's routing-loop check). Dropped, as a full-size packet
+                # that does not fit a link is; that tunnel's MTU must be set below ours.
+                self.send_errors += count
+                self._count("emsgsize_tunnel")
+                self._log_once(f"gso-tunnel {endpoint[0]}", logging.WARNING,
+                               "UDP datagrams toward %s do not fit the tunnel device on the path (%s); "
+                               "dropped: lower that tunnel's MTU", endpoint[0], exc.strerror or exc)
+                return True
             else:
                 self._no_gso[endpoint] = time.monotonic() + GSO_RETRY_AFTER
                 self._count("gso_path_refused")

@@ -212,3 +212,22 @@ def test_einval_with_a_sticky_source_drops_the_source_and_resends() -> None:
     assert sock.sent == [(b"hello", None)] and t.send_errors == 0
     assert endpoint not in t._learned and t._cmsgs[endpoint] == []
     assert t.error_counts == {"einval_source": 1}
+
+
+def test_datagrams_too_big_for_another_tunnel_on_the_path_are_dropped_not_fragmented(node_factory) -> None:
+    """Where the path leaves through another tunnel device (TUN, WireGuard) that is too small, the
+    GSO datagrams are dropped as before instead of fragmented: fragments would feed a routing loop
+    between two tunnels without end (tests/netns/test_selftest_netns.py's routing loop)."""
+    a = node_factory("a")
+    a.run("ip", "tuntap", "add", "dev", "tun9", "mode", "tun")
+    a.run("ip", "link", "set", "tun9", "up", "mtu", "1300")
+    a.run("ip", "route", "add", "192.0.2.0/24", "dev", "tun9")
+    out = run_script(a, """\
+        t = udp.UdpTransport()
+        t.bind(0)
+        size = 1452
+        t.send_bursts([(memoryview(b"x" * size * 20), size, ("192.0.2.2", 9999))])
+        print("errors", t.send_errors, t.error_counts, "no_gso", list(t._no_gso))
+        """)
+    assert "errors 20 {'emsgsize_tunnel': 1} no_gso []" in out, out
+    assert out.count("do not fit the tunnel device") == 1, out
