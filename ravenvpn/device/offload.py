@@ -55,7 +55,11 @@ def _pseudo_header(packet: bytes | memoryview, l4_offset: int, l4_length: int, p
 
 
 def complete_checksum(packet: bytearray, csum_start: int, csum_offset: int) -> None:
-    """Finish a partial checksum: the field holds the pseudo-header sum, the rest is ours to add."""
+    """Finish a partial checksum: the field holds the pseudo-header sum, the rest is ours to add.
+
+    Raises:
+        OffloadError: the checksum offset lies beyond the packet.
+    """
     where = csum_start + csum_offset
     if where + 2 > len(packet):
         raise OffloadError("checksum offset beyond the packet")
@@ -63,7 +67,11 @@ def complete_checksum(packet: bytearray, csum_start: int, csum_offset: int) -> N
 
 
 def split_read(data: memoryview) -> list[bytes]:
-    """One TUN read (virtio header + packet) into ready-to-encrypt IP packets."""
+    """One TUN read (virtio header + packet) into ready-to-encrypt IP packets.
+
+    Raises:
+        OffloadError: a GSO type other than TCPv4/v6 (or no segment size), or a bad layout.
+    """
     if len(data) <= VNET_HDR_LEN:
         return []
     flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(data)
@@ -80,7 +88,11 @@ def split_read(data: memoryview) -> list[bytes]:
 
 
 def segment_tcp(packet: memoryview | bytes, mss: int, l4: int) -> list[bytes]:
-    """Cut a TCP super-packet into MSS-sized segments with correct IP and TCP headers."""
+    """Cut a TCP super-packet into MSS-sized segments with correct IP and TCP headers.
+
+    Raises:
+        OffloadError: the TCP header at `l4` lies beyond the packet.
+    """
     packet = memoryview(packet)
     v4 = packet[0] >> 4 == 4
     if l4 + 20 > len(packet):

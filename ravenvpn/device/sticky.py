@@ -183,6 +183,7 @@ class RouteWatch:
             return None
 
     def close(self) -> None:
+        """Close both netlink sockets."""
         self._reader.close()
         self.events.close()
         self.query.close()

@@ -46,7 +46,11 @@ GONE_ERRNOS = frozenset({errno.EBADFD, errno.EBADF})
 
 
 def check_ifname(name: str) -> None:
-    """Reject names the kernel (or the UAPI socket path) would not accept."""
+    """Reject names the kernel (or the UAPI socket path) would not accept.
+
+    Raises:
+        ValueError: empty, 16 bytes or longer, "." or "..", or holding "/", ":", "%" or whitespace.
+    """
     if not name or len(name.encode()) >= IFNAMSIZ:
         raise ValueError(f"invalid interface name {name!r} (1-{IFNAMSIZ - 1} bytes)")
     if name in (".", "..") or any(c in name for c in "/:%") or any(c.isspace() for c in name):
@@ -112,20 +116,26 @@ class TunDevice:
         log.warning("%s: cannot split a super-packet read from the TUN (%s); TSO reads turned off", self.name, exc)
 
     def fileno(self) -> int:
+        """The TUN fd (non-blocking), for epoll."""
         return self.fd
 
     def set_mtu(self, mtu: int) -> None:
+        """Set the interface's MTU (bytes; SIOCSIFMTU). OSError if the kernel refuses it."""
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             fcntl.ioctl(s, SIOCSIFMTU, _ifreq(self.name, struct.pack("i", mtu)))
 
     def get_mtu(self) -> int:
+        """The interface's MTU in bytes (SIOCGIFMTU)."""
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             ifr = fcntl.ioctl(s, SIOCGIFMTU, _ifreq(self.name, b""))
         return struct.unpack_from("i", ifr, IFNAMSIZ)[0]
 
     def read_batch(self, budget: int) -> list[bytes]:
         """Up to about `budget` packets (a TSO read yields many); fewer if the queue drains.
-        Raises OSError if the device is gone."""
+
+        Raises:
+            OSError: the device is gone (EBADF/EBADFD), or was closed under this read.
+        """
         packets: list[bytes] = []
         # FileIO.read returns None on EAGAIN instead of raising: every wake-up ends that way, and an
         # exception is a noticeable cost on the latency path of a single packet.
@@ -213,6 +223,7 @@ class TunDevice:
                 self.write_errors += 1
 
     def close(self) -> None:
+        """Close the fd (idempotent); the device is non-persistent, so the interface goes too."""
         if self.fd >= 0:
             self._reader.close()    # closefd=False: marks the reader closed, the fd is closed below
             os.close(self.fd)

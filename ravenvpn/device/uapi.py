@@ -44,10 +44,14 @@ class DeviceControl(Protocol):
     """The parts of the device that live outside the sans-I/O core."""
 
     @property
-    def listen_port(self) -> int: ...
+    def listen_port(self) -> int:
+        """The UDP port listened on (0 before any bind)."""
+        ...
 
     @property
-    def fwmark(self) -> int: ...
+    def fwmark(self) -> int:
+        """The SO_MARK of the sockets (0 = none)."""
+        ...
 
     def set_listen_port(self, port: int) -> None:
         """Rebind; raise OSError if the port cannot be had."""
@@ -62,18 +66,33 @@ class DeviceControl(Protocol):
 # ---- value parsers: strict like Go's strconv/netip, never echoing secrets -------------------
 
 def parse_key(value: str, what: str) -> bytes:
+    """A 32-byte key from 64 hex characters (`what` names the field in the error; never the value).
+
+    Raises:
+        UapiError: EINVAL, not 64 hex characters.
+    """
     if not _HEX_KEY.fullmatch(value):
         raise invalid(f"invalid {what}: not 64 hex characters")
     return bytes.fromhex(value)
 
 
 def parse_uint(value: str, bits: int, what: str) -> int:
+    """A decimal integer below 2**bits (digits only, as Go's strconv).
+
+    Raises:
+        UapiError: EINVAL, not digits or too large.
+    """
     if not _DIGITS.fullmatch(value) or int(value) >= 1 << bits:
         raise invalid(f"invalid {what}: {value!r}")
     return int(value)
 
 
 def parse_true(value: str, what: str) -> None:
+    """Accept exactly "true" (the only value of replace_peers, remove, ...).
+
+    Raises:
+        UapiError: EINVAL, anything else.
+    """
     if value != "true":
         raise invalid(f"invalid {what} value: {value!r}")
 
@@ -126,7 +145,11 @@ def format_endpoint(endpoint: Endpoint) -> str:
 
 
 def parse_allowed_ip(value: str) -> tuple[bool, Network]:
-    """Returns (remove, network); a leading '-' asks to remove that prefix."""
+    """Returns (remove, network); a leading '-' asks to remove that prefix.
+
+    Raises:
+        UapiError: EINVAL, not an address/prefix-length pair (or a zone given).
+    """
     remove = value.startswith("-")
     text = value[1:] if remove else value
     addr, sep, bits = text.partition("/")
@@ -340,7 +363,13 @@ class Uapi:
     # -- one client connection --
 
     def serve(self, conn: socket.socket) -> None:
-        """Answer requests until the client closes or sends an unknown operation."""
+        """Answer requests until the client closes or sends an unknown operation.
+
+        Errors of a request are answered (errno=-N), not raised: the UapiError raised for an
+        oversized request is caught here like any other.
+        Raises:
+            OSError: the connection failed other than by the client going away.
+        """
         reader = conn.makefile("rb")
         try:
             while True:

@@ -161,6 +161,7 @@ class UdpTransport:
 
     @property
     def sockets(self) -> list[socket.socket]:
+        """The open sockets: IPv4, and IPv6 where available."""
         return [s for s in (self.v4, self.v6) if s is not None]
 
     def bind_default(self) -> None:
@@ -182,6 +183,7 @@ class UdpTransport:
         self.port = v4.getsockname()[1]
 
     def set_fwmark(self, mark: int) -> None:
+        """Mark every datagram sent with SO_MARK `mark` (0 = none). OSError if refused."""
         for sock in self.sockets:
             sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
         self.fwmark = mark
@@ -193,6 +195,7 @@ class UdpTransport:
         self.generation += 1
 
     def take_retired(self) -> list[socket.socket]:
+        """Sockets replaced by a rebind, for the pump to unregister and close (once)."""
         retired, self.retired = self.retired, []
         return retired
 
@@ -493,6 +496,7 @@ class UdpTransport:
             log.log(level, message, *args)
 
     def close(self) -> None:
+        """Close every socket, retired ones and the route watch included."""
         for sock in self.sockets + self.take_retired():
             sock.close()
         self.v4 = self.v6 = None

@@ -30,6 +30,7 @@ class _Family(Generic[T]):
         self.cache: dict[bytes, T | None] = {}
 
     def lookup(self, addr: bytes) -> T | None:
+        """The owner of the longest prefix holding `addr` (text, packed bytes or an address), else None."""
         try:
             return self.cache[addr]
         except KeyError:
@@ -142,9 +143,11 @@ class AllowedIPs(Generic[T]):
         return sorted(owned, key=lambda e: (e[0], -e[1]))
 
     def lookup_v4(self, addr: bytes) -> T | None:
+        """The owner of the longest prefix holding the 4-byte address `addr`, else None."""
         return self._v4.lookup(addr)
 
     def lookup_v6(self, addr: bytes) -> T | None:
+        """The owner of the longest prefix holding the 16-byte address `addr`, else None."""
         return self._v6.lookup(addr)
 
     def lookup(self, addr: str | bytes | ipaddress.IPv4Address | ipaddress.IPv6Address) -> T | None:
