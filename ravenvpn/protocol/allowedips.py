@@ -30,7 +30,6 @@ class _Family(Generic[T]):
         self.cache: dict[bytes, T | None] = {}
 
     def lookup(self, addr: bytes) -> T | None:
-        """The owner of the longest prefix holding `addr` (text, packed bytes or an address), else None."""
         try:
             return self.cache[addr]
         except KeyError:
@@ -151,6 +150,7 @@ class AllowedIPs(Generic[T]):
         return self._v6.lookup(addr)
 
     def lookup(self, addr: str | bytes | ipaddress.IPv4Address | ipaddress.IPv6Address) -> T | None:
+        """The owner of the longest prefix holding `addr` (text, packed bytes or an address), else None."""
         if isinstance(addr, bytes):
             packed = addr
         else:
