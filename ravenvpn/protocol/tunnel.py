@@ -226,6 +226,10 @@ class Tunnel:
         """The networks routed to `peer`."""
         return list(self._allowed.networks(peer))
 
+    def allowed_ip_prefixes(self, peer: Peer) -> list[str]:
+        """`peer`'s allowed IPs as CIDR text, as `allowed_ips` (UAPI get: no network objects)."""
+        return self._allowed.prefixes(peer)
+
     def peer_for_address(self, address: str) -> Peer | None:
         """The peer whose allowed IPs hold `address` (an IPv4/IPv6 literal), longest prefix first."""
         return self._allowed.lookup(address)
