@@ -110,7 +110,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "status", help="role, gateway, peers and routes of this node", formatter_class=fmt,
         description=_wrap("Show the running 'ravenvpn up' of an interface: the node's role and gateway, its "
                     "WireGuard peers (with the live endpoint, latest handshake and bytes on an active "
-                    "gateway) and its routes. If no 'ravenvpn up' runs, says so (exit 1), and what a "
+                    "gateway, and why the last handshake initiation of a peer was refused) and its routes. If no 'ravenvpn up' runs, says so (exit 1), and what a "
                     "crashed one left behind."),
         epilog="reads the state directory: needs root with the default one.")
     status_cmd.add_argument("--interface", default="raven0", metavar="NAME",
@@ -336,6 +336,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"    endpoint {(live and live.endpoint) or peer.endpoint or '(waits for the peer)'}, "
               f"latest handshake {ago}, rx {live.rx_bytes if live else 0} B, tx {live.tx_bytes if live else 0} B")
         print(f"    allowed ips {', '.join(peer.allowed_ips)}")
+        if peer.refusal is not None:
+            print(f"    handshake initiation refused {max(0, int(time.time() - peer.refusal.at))} s ago: "
+                  f"{peer.refusal.reason}")
+            print(f"    remedy: wg set {status.interface} peer {peer.public_key} remove, then kill -HUP "
+                  f"{status.pid} (ravenvpn up adds it again), or restart ravenvpn up")
     print(f"  routes ({len(status.routes)}):")
     for route in status.routes:
         target = f"dev {route.dev}" if route.dev else f"via {route.via}"

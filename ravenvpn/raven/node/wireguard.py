@@ -192,6 +192,15 @@ class WireGuardDriver:
         report.removed = True
         return report
 
+    def refusals(self) -> dict[str, tuple[str, float]]:
+        """Peers whose last handshake initiation the interface refused, as base64 public key ->
+        (reason, wall-clock seconds): what ``ravenvpn status`` shows (see
+        :meth:`~ravenvpn.device.device.Device.refusals`). Empty when no interface runs. Cheap: one
+        counter read while nothing was refused."""
+        if self._device is None:
+            return {}
+        return {base64.b64encode(key).decode(): refusal for key, refusal in self._device.refusals().items()}
+
     @property
     def stopped(self) -> str | None:
         """Why the running interface stopped on its own (its pump thread ended), else None."""
@@ -286,8 +295,10 @@ class WireGuardDriver:
                 is_new = want.public_key not in tunnel.peers
                 peer = tunnel.add_peer(want.public_key)
                 changed = False
-                # Only a changed planned endpoint overrides one learnt by roaming.
-                if want.public_key not in self._endpoints or self._endpoints[want.public_key] != want.endpoint:
+                # Only a changed planned endpoint overrides one learnt by roaming. A peer removed behind
+                # our back (`wg set ... remove`, the remedy for a refused peer) comes back new: set it.
+                if (is_new or want.public_key not in self._endpoints
+                        or self._endpoints[want.public_key] != want.endpoint):
                     if want.endpoint is not None:
                         peer.endpoint = want.endpoint
                     self._endpoints[want.public_key] = want.endpoint
