@@ -81,9 +81,11 @@ class Agent:
     """One node's Raven agent: plans from the cluster and keeps the node converged.
 
     Args:
-        cluster: a :data:`ClusterSource`. A path is re-read when its modification time or size
-            changes (polled every ``poll_interval`` seconds) or on :meth:`reload`; dicts are copied
-            when given, so the caller may change its own afterwards.
+        cluster: a path (``str`` or ``os.PathLike``; ``"-"`` is standard input, read once), one
+            Kubernetes object as a dict (a ``kind: List`` too), or an iterable of such dicts. A path
+            is re-read when its modification time or size changes (polled every ``poll_interval``
+            seconds) or on :meth:`reload`; dicts are copied when given, so the caller may change its
+            own afterwards.
         node: this node's name (``metadata.name`` of its Node object).
         private_key / private_key_path: the node's 32-byte WireGuard key, or a base64 key file of
             mode 0600 (at most one). Needed when the node is a tunnel (or proxy) endpoint of any

@@ -203,8 +203,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise RavenError(f"--port {args.port}: must be 1..65535")
     if args.mtu is not None and not MTU_MIN <= args.mtu <= MTU_MAX:
         raise RavenError(f"--mtu {args.mtu}: must be {MTU_MIN}..{MTU_MAX}")
-    if not 1 <= args.liveness_port <= 65535 or args.liveness_port == args.port:
-        raise RavenError(f"--liveness-port {args.liveness_port}: must be 1..65535 and not --port")
+    if not 1 <= args.liveness_port <= 65535:
+        raise RavenError(f"--liveness-port {args.liveness_port}: must be 1..65535")
+    if args.liveness_port == args.port and not args.no_failover:
+        raise RavenError(f"--port {args.port} is also the failover liveness port (--liveness-port, default "
+                         f"{LIVENESS_PORT}): pick another --port, or another --liveness-port on every node")
     from ...device.tun import check_ifname
     try:
         check_ifname(args.interface)    # before it names the pid and state files
