@@ -46,7 +46,8 @@ from .protocol.timers import Timers
 from .protocol.tunnel import Output, Tunnel
 from .raven.cluster import Cluster, load_cluster, load_cluster_file, load_cluster_objects
 from .raven.node import (
-    Agent, Applier, ApplyReport, NodeStatus, ReconcileReport, RouteDriver, VpnDriver, VpnReport, WireGuardDriver,
+    Agent, Applier, ApplyReport, NodeStatus, ReconcileReport, RouteDriver, VpnDriver, VpnReport,
+    WireGuardDriver,
 )
 from .raven.plan import NodePlan, Role, plan
 

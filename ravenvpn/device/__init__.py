@@ -5,5 +5,6 @@
     tun, udp    the I/O: TUN device (with offloads, offload.py) and the dual-stack UDP transport
     uapi        the `wg` configuration protocol; uapi_server: its Unix socket
     netlink     link events (deletion, MTU); warmer: keeps the packet path in cache while polling
+    refusals    the log line saying why a peer's handshake initiations are refused
     daemon      the `ravenvpn-wg` command: argv, environment, logging, signals and fork
 """

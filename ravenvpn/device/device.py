@@ -18,7 +18,7 @@ handlers and never configures logging: that is the `ravenvpn-wg` command's job
 
 Thread-safety: the Tunnel is not thread-safe. Every access to it goes through
 `configure()` (or holds `device.lock`), which the pump also takes, once per wake-up.
-`start`, `stop`, `close`, `configure`, `set_listen_port` and `set_fwmark` may be called
+`start`, `stop`, `close`, `configure`, `refusals`, `set_listen_port` and `set_fwmark` may be called
 from any thread; `stop` also from a signal handler.
 """
 from __future__ import annotations
@@ -31,9 +31,11 @@ from typing import Iterator
 
 from ..errors import StartupError
 from ..protocol.clock import Clock
+from ..protocol.counters import Counter
 from ..protocol.tunnel import Tunnel
 from .netlink import LinkMonitor
 from .pump import Pump
+from .refusals import RefusalReporter
 from .tun import DEFAULT_MTU, TunDevice
 from .uapi import Uapi
 from .uapi_server import UapiServer, check_not_in_use, socket_path
@@ -151,6 +153,23 @@ class Device:
         with self.lock:
             self._udp.send_batch(datagrams)
 
+    def refusals(self) -> dict[bytes, tuple[str, float]]:
+        """The peers whose last handshake initiation was refused (`Peer.last_refusal`), as public key
+        (32 bytes) -> (reason, wall-clock Unix seconds of the refusal). Empty when none was.
+        Thread-safe. Cheap: one counter read while nothing was ever refused, else one pass over the
+        peers under the lock.
+        """
+        if not self.tunnel.stats.get(Counter.RX_HANDSHAKE_REPLAY):   # .get: never inserts
+            return {}
+        with self.lock:
+            refused = {key: peer.last_refusal for key, peer in self.tunnel.peers.items()
+                       if peer.last_refusal is not None}
+            if not refused:
+                return {}
+            mono_now = self.clock.monotonic()
+        wall_now = self.clock.wall() / 1e9      # the host's clock, without the test-only offset
+        return {key: (reason, wall_now - (mono_now - at)) for key, (reason, at) in refused.items()}
+
     def config_changed(self) -> None:
         """Wake the pump so it acts on a configuration change now. Thread-safe; no-op before start."""
         if self._pump:
@@ -201,6 +220,9 @@ class Device:
                 log.error("cannot watch link events: %s", exc.strerror or exc)
             self._pump = Pump(self.tunnel, self._tun, self._udp, self._monitor, self.lock,
                               busy_poll=self.busy_poll, clock=self.clock.monotonic)
+            # Why a peer's handshakes are refused, in the log (handshake path only; see refusals.py).
+            self._pump.housekeeping.append(RefusalReporter(self.tunnel, self.lock, self.ifname,
+                                                           self.clock.monotonic))
             if self.uapi:
                 server = UapiServer(self.ifname, Uapi(self.tunnel, self, self.lock))
                 server.path = self.uapi_path

@@ -55,7 +55,11 @@ def _pseudo_header(packet: bytes | memoryview, l4_offset: int, l4_length: int, p
 
 
 def complete_checksum(packet: bytearray, csum_start: int, csum_offset: int) -> None:
-    """Finish a partial checksum: the field holds the pseudo-header sum, the rest is ours to add."""
+    """Finish a partial checksum: the field holds the pseudo-header sum, the rest is ours to add.
+
+    Raises:
+        OffloadError: the checksum offset lies beyond the packet.
+    """
     where = csum_start + csum_offset
     if where + 2 > len(packet):
         raise OffloadError("checksum offset beyond the packet")
@@ -63,7 +67,11 @@ def complete_checksum(packet: bytearray, csum_start: int, csum_offset: int) -> N
 
 
 def split_read(data: memoryview) -> list[bytes]:
-    """One TUN read (virtio header + packet) into ready-to-encrypt IP packets."""
+    """One TUN read (virtio header + packet) into ready-to-encrypt IP packets.
+
+    Raises:
+        OffloadError: a GSO type other than TCPv4/v6 (or no segment size), or a bad layout.
+    """
     if len(data) <= VNET_HDR_LEN:
         return []
     flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(data)
@@ -80,7 +88,11 @@ def split_read(data: memoryview) -> list[bytes]:
 
 
 def segment_tcp(packet: memoryview | bytes, mss: int, l4: int) -> list[bytes]:
-    """Cut a TCP super-packet into MSS-sized segments with correct IP and TCP headers."""
+    """Cut a TCP super-packet into MSS-sized segments with correct IP and TCP headers.
+
+    Raises:
+        OffloadError: the TCP header at `l4` lies beyond the packet.
+    """
     packet = memoryview(packet)
     v4 = packet[0] >> 4 == 4
     if l4 + 20 > len(packet):
@@ -122,15 +134,24 @@ def segment_tcp(packet: memoryview | bytes, mss: int, l4: int) -> list[bytes]:
 
 
 def _merge_layout(pkt: bytes) -> tuple[int, int] | None:
-    """(TCP offset, header length) of a data segment that may start a merge, else None."""
-    if len(pkt) < 40:   # shorter than any IPv4 + TCP header (also keeps a runt from raising IndexError)
+    """(TCP offset, header length) of a data segment that may start a merge, else None.
+
+    Only what the kernel's GRO would merge qualifies (wireguard-go's tun/offload_linux.go applies the
+    same rules): IPv4 without options and not a fragment, IPv6 with TCP as the next header (no
+    extension headers), a length field that matches the packet, a TCP header of 20-60 bytes, flags
+    exactly ACK or ACK|PSH (SYN/FIN/RST/URG/ECE/CWR go alone), and a payload.
+    """
+    size = len(pkt)
+    if size < 40:   # shorter than any IPv4 + TCP header (also keeps a runt from raising IndexError)
         return None
     if pkt[0] == 0x45:  # IPv4 without options
-        if pkt[9] != _PROTO_TCP or pkt[6] & 0x3F or pkt[7]:  # fragments
+        if pkt[9] != _PROTO_TCP or pkt[6] & 0x3F or pkt[7]:   # MF or a fragment offset
             return None
+        if (pkt[2] << 8 | pkt[3]) != size:
+            return None   # trailing bytes (or a lying length) would become payload of the merge
         l4 = 20
     elif pkt[0] >> 4 == 6:
-        if len(pkt) < 60 or pkt[6] != _PROTO_TCP:
+        if size < 60 or pkt[6] != _PROTO_TCP or (pkt[4] << 8 | pkt[5]) != size - 40:
             return None
         l4 = 40
     else:
@@ -140,14 +161,17 @@ def _merge_layout(pkt: bytes) -> tuple[int, int] | None:
         return None   # a bogus data offset: the kernel would reject the merged super-packet
     flags = pkt[l4 + 13]
     hlen = l4 + tcp_hlen
-    if flags & ~(_TCP_ACK | _TCP_PSH) or not flags & _TCP_ACK or len(pkt) <= hlen:
+    if flags & ~(_TCP_ACK | _TCP_PSH) or not flags & _TCP_ACK or size <= hlen:
         return None   # SYN/FIN/RST/URG/ECE/CWR and pure ACKs go through alone
     return l4, hlen
 
 
 def _header_mask(l4: int, hlen: int) -> int:
     """Header bits that must be equal for two segments to merge, as the kernel's GRO requires:
-    all but the IP length (and IPv4 ID and checksum), the TCP sequence, PSH and checksum."""
+    all but the IP length (and IPv4 ID and checksum), the TCP sequence, PSH and checksum. So the
+    ToS/traffic class (ECN included), the IPv6 flow label, DF and the reserved bit, TTL/hop limit,
+    addresses, ports, ACK number, the other flags, window, urgent pointer and every TCP option
+    byte (timestamps included) are equal in every segment of a merge."""
     mask = bytearray(b"\xff" * hlen)
     if l4 == 20:
         mask[2:6] = bytes(4)
@@ -163,12 +187,63 @@ def _header_mask(l4: int, hlen: int) -> int:
 _MASKS = {(l4, l4 + tcp_hlen): _header_mask(l4, l4 + tcp_hlen) for l4 in (20, 40) for tcp_hlen in range(20, 64, 4)}
 
 
-def coalesce(packets: list[bytes]) -> list[bytes]:
+# Masks for mod_ffff: fold at widths of 16 * 2^j bits (a multiple of 16, so 2^w = 1 mod 0xFFFF).
+_FOLDS = [(16 << j, (1 << (16 << j)) - 1) for j in range(22, -1, -1)]
+
+
+def mod_ffff(value: int) -> int:
+    """`value % 0xFFFF` for a large non-negative int, faster than CPython's division by one digit
+    (a hardware divide per 30-bit digit): shifts and masks halve it first, since 2^16 = 1."""
+    bits = value.bit_length()
+    for width, mask in _FOLDS:
+        if width < bits:
+            value = (value >> width) + (value & mask)
+            bits = value.bit_length()
+    return value % 0xFFFF
+
+
+def checksums_valid(pkt: bytes, l4: int) -> bool:
+    """True if the IPv4 header checksum (if any) and the TCP checksum of `pkt` verify.
+
+    A merged super-packet goes to the kernel with NEEDS_CSUM (CHECKSUM_PARTIAL), which the
+    receiving stack takes as verified, and its IPv4 header checksum is recomputed: a segment
+    corrupted on the far LAN would be laundered. So segments are verified before they join a
+    merge, as wireguard-go does (checksumValid); one that fails is written alone, unchanged, and
+    the kernel drops it. Sums use 2^16 = 1 (mod 0xFFFF): a valid packet sums to 0 mod 0xFFFF, and
+    word-aligned parts may be summed separately.
+    """
+    from_bytes = int.from_bytes
+    tcp_len = len(pkt) - l4
+    if l4 == 20:
+        if from_bytes(pkt[:20], "big") % 0xFFFF:
+            return False
+        pseudo = from_bytes(pkt[12:20], "big")
+    else:
+        pseudo = from_bytes(pkt[8:40], "big")
+    segment = from_bytes(pkt[l4:], "big")
+    if tcp_len & 1:
+        segment <<= 8     # the odd last byte is the high half of a zero-padded word
+    return (pseudo + _PROTO_TCP + tcp_len + mod_ffff(segment)) % 0xFFFF == 0
+
+
+def coalesce(packets: list[bytes], verify_each: bool = False) -> list[bytes]:
     """Turn decrypted packets into TUN writes (virtio header + packet), merging runs of
-    consecutive in-order TCP segments of one flow into GSO super-packets."""
+    consecutive in-order TCP segments of one flow into GSO super-packets.
+
+    Every segment of a merge passes the header rules of `_merge_layout` and `_header_mask`, and
+    its checksums verify; anything else is written alone with a plain virtio header (flags 0), so
+    the kernel verifies it as it would any packet. Order is kept. Never raises on bad input.
+
+    The checksums of a run are verified together, in one sum over the merged payload and the
+    headers (`_run_checksums_valid`): a single corrupted segment always fails that sum (two
+    corrupted segments cancel out with probability 2^-16, TCP's own odds), and the run is then
+    done again with `verify_each`, each segment checked alone (`checksums_valid`), so exactly the
+    bad ones go alone. One sum costs a third of the per-segment checks.
+    """
     writes: list[bytes] = []
     append = writes.append
     from_bytes = int.from_bytes
+    valid = checksums_valid
     i, count = 0, len(packets)
     while i < count:
         first = packets[i]
@@ -180,20 +255,39 @@ def coalesce(packets: list[bytes]) -> list[bytes]:
         l4, hlen = layout
         mask = _MASKS[layout]
         # One integer compare per segment checks every header field GRO needs equal.
-        key = from_bytes(first[:hlen], "big") & mask
+        head = from_bytes(first[:hlen], "big")
+        key = head & mask
+        heads = head      # sum of every segment's headers, for the run's checksum
         mss = len(first) - hlen
         seq = from_bytes(first[l4 + 4:l4 + 8], "big") + mss
+        # Without DF the IPv4 ID matters (fragments are reassembled by it): the kernel's
+        # segmentation gives segment k the ID first + k, so only such runs may merge.
+        ip_id = from_bytes(first[4:6], "big") if l4 == 20 and not first[6] & 0x40 else -1
         size = len(first)
         pushed = first[l4 + 13] & _TCP_PSH
         run = [first]
+        bad = None
         while i < count and not pushed:
             pkt = packets[i]
             plen = len(pkt) - hlen
-            if (plen <= 0 or plen > mss or size + plen > _MAX_SUPER
-                    or from_bytes(pkt[:hlen], "big") & mask != key
-                    or from_bytes(pkt[l4 + 4:l4 + 8], "big") != seq & 0xFFFFFFFF):
+            if plen <= 0 or plen > mss or size + plen > _MAX_SUPER:
                 break
+            head = from_bytes(pkt[:hlen], "big")
+            if (head & mask != key
+                    or from_bytes(pkt[l4 + 4:l4 + 8], "big") != seq & 0xFFFFFFFF
+                    or (l4 == 20 and (pkt[2] << 8 | pkt[3]) != len(pkt))
+                    or (l4 == 40 and (pkt[4] << 8 | pkt[5]) != len(pkt) - 40)
+                    or (ip_id >= 0 and from_bytes(pkt[4:6], "big") != (ip_id + len(run)) & 0xFFFF)):
+                break
+            if verify_each:
+                if len(run) == 1 and not valid(first, l4):
+                    break         # the first is corrupt: it goes alone, `pkt` may start the next run
+                if not valid(pkt, l4):
+                    bad = pkt     # ends the run and goes alone, right after it
+                    i += 1
+                    break
             run.append(pkt)
+            heads += head
             size += plen
             seq += plen
             i += 1
@@ -202,9 +296,47 @@ def coalesce(packets: list[bytes]) -> list[bytes]:
                 break  # a short segment ends a GSO run
         if len(run) == 1:
             append(PLAIN_HDR + first)
-        else:
+        elif verify_each:
             append(_merge(run, l4, hlen, mss, bool(pushed), size))
+        elif mss & 1:
+            # Odd segments would sit at odd offsets of the merged payload: check them one by one.
+            writes.extend(coalesce(run, verify_each=True))
+        else:
+            merged = _merge(run, l4, hlen, mss, bool(pushed), size)
+            if _run_checksums_valid(merged, first, len(run), heads, l4, hlen):
+                append(merged)
+            else:
+                writes.extend(coalesce(run, verify_each=True))
+        if bad is not None:
+            append(PLAIN_HDR + bad)
     return writes
+
+
+def _run_checksums_valid(merged: bytes, first: bytes, count: int, heads: int, l4: int, hlen: int) -> bool:
+    """Whether the `count` segments merged into `merged` all had valid checksums, as one sum.
+
+    `heads` is the sum (as integers) of the segments' first `hlen` bytes. Segment k is valid when
+    its TCP header + payload + pseudo-header (addresses, protocol, TCP length) sum to 0 mod 0xFFFF
+    (and, for IPv4, its IP header does too); summed over the run, the payloads are the merged
+    payload (even `mss`: every payload starts word-aligned), the addresses are the same in every
+    segment, and the TCP lengths add up to the payload plus `count` TCP headers.
+    """
+    payload_offset = VNET_HDR_LEN + hlen
+    payload_len = len(merged) - payload_offset
+    payload = int.from_bytes(memoryview(merged)[payload_offset:], "big")
+    if payload_len & 1:
+        payload <<= 8
+    if l4 == 20:
+        # IPv4: `heads` holds the IP headers (each sums to 0 when valid) and the TCP headers.
+        addresses = int.from_bytes(first[12:20], "big")
+        rest = heads + count * (addresses + _PROTO_TCP + hlen - l4) + payload_len
+    else:
+        # IPv6: `heads` holds the whole IP header; the pseudo-header has its addresses but not its
+        # first 8 bytes, whose words are the same in every segment except the payload length,
+        # which equals the TCP length the pseudo-header adds: they cancel.
+        fixed = int.from_bytes(first[0:4], "big") + int.from_bytes(first[6:8], "big")
+        rest = heads + count * (_PROTO_TCP - fixed)
+    return (mod_ffff(payload) + rest) % 0xFFFF == 0
 
 
 def _merge(run: list[bytes], l4: int, hlen: int, mss: int, pushed: bool, size: int) -> bytes:

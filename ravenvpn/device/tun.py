@@ -46,7 +46,11 @@ GONE_ERRNOS = frozenset({errno.EBADFD, errno.EBADF})
 
 
 def check_ifname(name: str) -> None:
-    """Reject names the kernel (or the UAPI socket path) would not accept."""
+    """Reject names the kernel (or the UAPI socket path) would not accept.
+
+    Raises:
+        ValueError: empty, 16 bytes or longer, "." or "..", or holding "/", ":", "%" or whitespace.
+    """
     if not name or len(name.encode()) >= IFNAMSIZ:
         raise ValueError(f"invalid interface name {name!r} (1-{IFNAMSIZ - 1} bytes)")
     if name in (".", "..") or any(c in name for c in "/:%") or any(c.isspace() for c in name):
@@ -73,7 +77,7 @@ class TunDevice:
             self.set_mtu(mtu)
             self.offload = want_offload
             if want_offload:
-                self._enable_offload(fd, tso=mode == "full")
+                self.tso = self._enable_offload(fd, tso=mode == "full")
         except BaseException:
             os.close(fd)
             raise
@@ -81,34 +85,57 @@ class TunDevice:
         self._reader = io.FileIO(fd, "rb", closefd=False)
         self.write_errors = 0
         self.offload_errors = 0
+        self.offload_fallbacks = 0      # refused GSO writes that were written again segment by segment
 
     @staticmethod
-    def _enable_offload(fd: int, tso: bool) -> None:
-        """Virtio headers are on (IFF_VNET_HDR); ask for checksum and TSO offloads on top."""
+    def _enable_offload(fd: int, tso: bool) -> bool:
+        """Virtio headers are on (IFF_VNET_HDR); ask for checksum and TSO offloads on top.
+        Returns whether TSO reads are on."""
         fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", offload.VNET_HDR_LEN))
         if not tso:
-            return  # writes may still carry GSO super-packets; reads stay plain
+            return False  # writes may still carry GSO super-packets; reads stay plain
         try:
             fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
         except OSError as exc:
             # Still correct with headers and no offloads: the kernel then sends plain packets.
             log.info("TUN offloads unavailable: %s", exc.strerror or exc)
+            return False
+        return True
+
+    def _tso_refused(self, exc: Exception) -> None:
+        """A super-packet we cannot segment came from the kernel: ask for plain packets from now
+        on (the kernel then segments for us), so one lost read is the whole price."""
+        if not self.tso:
+            return
+        self.tso = False
+        try:
+            fcntl.ioctl(self.fd, TUNSETOFFLOAD, 0)
+        except OSError as err:
+            log.warning("%s: cannot turn TUN offloads off: %s", self.name, err.strerror or err)
+            return
+        log.warning("%s: cannot split a super-packet read from the TUN (%s); TSO reads turned off", self.name, exc)
 
     def fileno(self) -> int:
+        """The TUN fd (non-blocking), for epoll."""
         return self.fd
 
     def set_mtu(self, mtu: int) -> None:
+        """Set the interface's MTU (bytes; SIOCSIFMTU). OSError if the kernel refuses it."""
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             fcntl.ioctl(s, SIOCSIFMTU, _ifreq(self.name, struct.pack("i", mtu)))
 
     def get_mtu(self) -> int:
+        """The interface's MTU in bytes (SIOCGIFMTU)."""
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             ifr = fcntl.ioctl(s, SIOCGIFMTU, _ifreq(self.name, b""))
         return struct.unpack_from("i", ifr, IFNAMSIZ)[0]
 
     def read_batch(self, budget: int) -> list[bytes]:
         """Up to about `budget` packets (a TSO read yields many); fewer if the queue drains.
-        Raises OSError if the device is gone."""
+
+        Raises:
+            OSError: the device is gone (EBADF/EBADFD), or was closed under this read.
+        """
         packets: list[bytes] = []
         # FileIO.read returns None on EAGAIN instead of raising: every wake-up ends that way, and an
         # exception is a noticeable cost on the latency path of a single packet.
@@ -137,22 +164,66 @@ class TunDevice:
             else:
                 try:
                     packets.extend(split(memoryview(data)))
-                except (offload.OffloadError, IndexError, ValueError):
+                except (offload.OffloadError, IndexError, ValueError) as exc:
                     self.offload_errors += 1
+                    self._tso_refused(exc)
         return packets
 
+    # Class-level defaults: also what a TunDevice built without __init__ (tests, tools) starts with.
+    coalescing = True       # merge TCP segments into GSO writes; off for good once the kernel refuses one
+    tso = False             # TSO reads asked for (TUNSETOFFLOAD); off for good if we cannot split what comes
+
     def write_batch(self, packets: list[bytes]) -> None:
+        """Write decrypted packets to the TUN: coalesced into GSO writes where offloads allow.
+
+        Some kernels accept IFF_VNET_HDR yet refuse GSO writes with EINVAL (6.6.44 and 6.10.3 for a
+        short last segment, vendor kernels for every one). Then the refused super-packet is cut back
+        into its segments and written one by one, and coalescing stays off for this device: the
+        refusal costs one fallback, never data. Raises OSError only if the device is gone.
+        """
         write, fd = os.write, self.fd
-        for packet in offload.coalesce(packets) if self.offload else packets:
+        if not self.offload:
+            writes = packets
+        elif self.coalescing:
+            writes = offload.coalesce(packets)
+        else:
+            plain = offload.PLAIN_HDR
+            writes = [plain + p for p in packets]
+        for packet in writes:
             try:
                 write(fd, packet)
             except OSError as exc:
                 if exc.errno in GONE_ERRNOS:
                     raise
+                if exc.errno == errno.EINVAL and self.offload and packet[1] != offload.GSO_NONE:
+                    self._gso_write_refused(packet, exc)
+                    continue
                 # Link down (EIO), a full queue or a packet the kernel rejects: drop it, like a NIC would.
                 self.write_errors += 1
 
+    def _gso_write_refused(self, packet: bytes, exc: OSError) -> None:
+        """The kernel refused a coalesced write: write its segments singly, stop coalescing."""
+        if self.coalescing:
+            self.coalescing = False
+            log.warning("%s: the kernel refuses coalesced TUN writes (%s); writing packets one by one "
+                        "from now on", self.name, exc.strerror or exc)
+        try:
+            segments = offload.split_read(memoryview(packet))
+        except (offload.OffloadError, IndexError, ValueError):
+            self.write_errors += 1
+            return
+        self.offload_fallbacks = getattr(self, "offload_fallbacks", 0) + 1
+        write, fd, plain = os.write, self.fd, offload.PLAIN_HDR
+        for segment in segments:
+            try:
+                write(fd, plain + segment)
+            except OSError as err:
+                if err.errno in GONE_ERRNOS:
+                    raise
+                self.write_errors += 1
+
     def close(self) -> None:
+        """Close the fd (idempotent); the device is non-persistent, so the interface goes too."""
         if self.fd >= 0:
             self._reader.close()    # closefd=False: marks the reader closed, the fd is closed below
             os.close(self.fd)

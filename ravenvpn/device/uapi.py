@@ -15,6 +15,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Protocol
 
@@ -43,10 +44,14 @@ class DeviceControl(Protocol):
     """The parts of the device that live outside the sans-I/O core."""
 
     @property
-    def listen_port(self) -> int: ...
+    def listen_port(self) -> int:
+        """The UDP port listened on (0 before any bind)."""
+        ...
 
     @property
-    def fwmark(self) -> int: ...
+    def fwmark(self) -> int:
+        """The SO_MARK of the sockets (0 = none)."""
+        ...
 
     def set_listen_port(self, port: int) -> None:
         """Rebind; raise OSError if the port cannot be had."""
@@ -61,18 +66,33 @@ class DeviceControl(Protocol):
 # ---- value parsers: strict like Go's strconv/netip, never echoing secrets -------------------
 
 def parse_key(value: str, what: str) -> bytes:
+    """A 32-byte key from 64 hex characters (`what` names the field in the error; never the value).
+
+    Raises:
+        UapiError: EINVAL, not 64 hex characters.
+    """
     if not _HEX_KEY.fullmatch(value):
         raise invalid(f"invalid {what}: not 64 hex characters")
     return bytes.fromhex(value)
 
 
 def parse_uint(value: str, bits: int, what: str) -> int:
+    """A decimal integer below 2**bits (digits only, as Go's strconv).
+
+    Raises:
+        UapiError: EINVAL, not digits or too large.
+    """
     if not _DIGITS.fullmatch(value) or int(value) >= 1 << bits:
         raise invalid(f"invalid {what}: {value!r}")
     return int(value)
 
 
 def parse_true(value: str, what: str) -> None:
+    """Accept exactly "true" (the only value of replace_peers, remove, ...).
+
+    Raises:
+        UapiError: EINVAL, anything else.
+    """
     if value != "true":
         raise invalid(f"invalid {what} value: {value!r}")
 
@@ -125,7 +145,11 @@ def format_endpoint(endpoint: Endpoint) -> str:
 
 
 def parse_allowed_ip(value: str) -> tuple[bool, Network]:
-    """Returns (remove, network); a leading '-' asks to remove that prefix."""
+    """Returns (remove, network); a leading '-' asks to remove that prefix.
+
+    Raises:
+        UapiError: EINVAL, not an address/prefix-length pair (or a zone given).
+    """
     remove = value.startswith("-")
     text = value[1:] if remove else value
     addr, sep, bits = text.partition("/")
@@ -153,6 +177,19 @@ class _PeerSection:
 
 
 class Uapi:
+    """Serves the UAPI for one device: `get`, `set` and whole client connections (`serve`).
+
+    The packet pump takes the same `lock` once per wake-up, so neither a get nor a set holds it for
+    long: a get formats GET_SLICE peers per hold, a set applies lines for at most SET_SLICE seconds
+    per hold, then lets the pump in (wireguard-go's data path likewise runs on during IPC). A get
+    racing a set may see part of it, as with wireguard-go; every line it prints was true when
+    formatted. Both are linear in peers and allowed IPs.
+    """
+
+    GET_SLICE = 512         # peers formatted per hold of the lock (~3 ms)
+    SET_SLICE = 0.005       # seconds of set work per hold of the lock
+    YIELD = 0.0002          # seconds without the lock between slices, so the pump can take it
+
     def __init__(self, tunnel: Tunnel, control: DeviceControl, lock: threading.Lock | threading.RLock) -> None:
         self.tunnel = tunnel
         self.control = control
@@ -161,55 +198,79 @@ class Uapi:
     # -- get --
 
     def get(self) -> str:
+        """The device as `get=1` answers it (without the final errno line)."""
         with self.lock:
-            return self._serialise()
+            out = self._device_lines()
+            peers = list(self.tunnel.peers.values())
+        for start in range(0, len(peers), self.GET_SLICE):
+            if start:
+                time.sleep(self.YIELD)
+            with self.lock:
+                live = self.tunnel.peers
+                for peer in peers[start:start + self.GET_SLICE]:
+                    if live.get(peer.public_key) is peer:      # not removed meanwhile
+                        out.append(self._peer_text(peer))
+        return "".join(out)
 
-    def _serialise(self) -> str:
-        t, out = self.tunnel, []
-        private = t.private_key
+    def _device_lines(self) -> list[str]:
+        out = []
+        private = self.tunnel.private_key
         if private is not None and private != ZERO_KEY:
-            out.append(f"private_key={private.hex()}")
+            out.append(f"private_key={private.hex()}\n")
         if self.control.listen_port:
-            out.append(f"listen_port={self.control.listen_port}")
+            out.append(f"listen_port={self.control.listen_port}\n")
         if self.control.fwmark:
-            out.append(f"fwmark={self.control.fwmark}")
-        for peer in list(t.peers.values()):
-            ns = peer.last_handshake_time_ns
-            out.append(f"public_key={peer.public_key.hex()}")
-            out.append(f"preshared_key={(peer.preshared_key or ZERO_KEY).hex()}")   # wireguard-go always sends it
-            out.append("protocol_version=1")
-            if peer.endpoint is not None:
-                out.append(f"endpoint={format_endpoint(peer.endpoint)}")
-            out.append(f"last_handshake_time_sec={ns // 1_000_000_000}")
-            out.append(f"last_handshake_time_nsec={ns % 1_000_000_000}")
-            out.append(f"tx_bytes={peer.tx_bytes}")
-            out.append(f"rx_bytes={peer.rx_bytes}")
-            out.append(f"persistent_keepalive_interval={peer.persistent_keepalive_interval}")
-            out.extend(f"allowed_ip={net}" for net in t.allowed_ips(peer))
-        return "".join(line + "\n" for line in out)
+            out.append(f"fwmark={self.control.fwmark}\n")
+        return out
+
+    def _peer_text(self, peer: Peer) -> str:
+        """One peer's lines, each ending in a newline (one string: 50,000 peers are printed)."""
+        ns = peer.last_handshake_time_ns
+        endpoint = f"endpoint={format_endpoint(peer.endpoint)}\n" if peer.endpoint is not None else ""
+        allowed = "".join(f"allowed_ip={p}\n" for p in self.tunnel.allowed_ip_prefixes(peer))
+        # wireguard-go always sends preshared_key (zeros when none)
+        return (f"public_key={peer.public_key.hex()}\n"
+                f"preshared_key={(peer.preshared_key or ZERO_KEY).hex()}\n"
+                f"protocol_version=1\n{endpoint}"
+                f"last_handshake_time_sec={ns // 1_000_000_000}\n"
+                f"last_handshake_time_nsec={ns % 1_000_000_000}\n"
+                f"tx_bytes={peer.tx_bytes}\nrx_bytes={peer.rx_bytes}\n"
+                f"persistent_keepalive_interval={peer.persistent_keepalive_interval}\n{allowed}")
 
     # -- set --
 
     def set(self, lines: Iterable[str]) -> None:
         """Apply a request (without its `set=1` and blank lines). Raises UapiError."""
         try:
-            with self.lock:
-                self._apply(lines)
+            self._apply(lines)
         finally:
             self.control.config_changed()
 
     def _apply(self, lines: Iterable[str]) -> None:
+        """Apply line by line, holding the lock for at most SET_SLICE seconds at a time."""
         section: _PeerSection | None = None     # None while still in the device part
-        for line in lines:
-            key, sep, value = line.partition("=")
-            if not sep:
-                raise protocol("line without '='")
-            if key == "public_key":
-                section = self._start_peer(value)
-            elif section is None:
-                self._device_line(key, value)
-            else:
-                self._peer_line(section, key, value)
+        lock, clock, slice_ = self.lock, time.monotonic, self.SET_SLICE
+        lock.acquire()
+        try:
+            until = clock() + slice_
+            for line in lines:
+                key, sep, value = line.partition("=")
+                if not sep:
+                    raise protocol("line without '='")
+                if key == "public_key":
+                    if clock() >= until:
+                        # Between peers only: a peer's lines are applied in one hold.
+                        lock.release()
+                        time.sleep(self.YIELD)
+                        lock.acquire()
+                        until = clock() + slice_
+                    section = self._start_peer(value)
+                elif section is None:
+                    self._device_line(key, value)
+                else:
+                    self._peer_line(section, key, value)
+        finally:
+            lock.release()
 
     def _device_line(self, key: str, value: str) -> None:
         t = self.tunnel
@@ -302,7 +363,13 @@ class Uapi:
     # -- one client connection --
 
     def serve(self, conn: socket.socket) -> None:
-        """Answer requests until the client closes or sends an unknown operation."""
+        """Answer requests until the client closes or sends an unknown operation.
+
+        Errors of a request are answered (errno=-N), not raised: the UapiError raised for an
+        oversized request is caught here like any other.
+        Raises:
+            OSError: the connection failed other than by the client going away.
+        """
         reader = conn.makefile("rb")
         try:
             while True:

@@ -17,11 +17,16 @@ log = logging.getLogger("ravenvpn.uapi")
 
 
 def socket_path(ifname: str) -> str:
+    """/var/run/wireguard/IFNAME.sock: where `wg` looks for the interface's UAPI."""
     return os.path.join(SOCKET_DIR, f"{ifname}.sock")
 
 
 def check_not_in_use(ifname: str) -> None:
-    """Refuse if a live daemon answers on the interface's socket; remove a stale one."""
+    """Refuse if a live daemon answers on the interface's socket; remove a stale one.
+
+    Raises:
+        StartupError: the path is not a socket, cannot be checked, or a live daemon answers on it.
+    """
     path = socket_path(ifname)
     try:
         st = os.lstat(path)
@@ -44,6 +49,8 @@ def check_not_in_use(ifname: str) -> None:
 
 
 class UapiServer:
+    """The UAPI socket of one interface: an accept thread, one thread per client connection."""
+
     def __init__(self, ifname: str, uapi: Uapi) -> None:
         self.ifname = ifname
         self.path = socket_path(ifname)
@@ -54,6 +61,11 @@ class UapiServer:
         self._conns_lock = threading.Lock()
 
     def open(self) -> None:
+        """Create and listen on the socket (0600, root only).
+
+        Raises:
+            StartupError: the socket is in use, or cannot be created.
+        """
         check_not_in_use(self.ifname)
         os.makedirs(SOCKET_DIR, mode=0o700, exist_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -71,6 +83,7 @@ class UapiServer:
         self._inode = os.stat(self.path).st_ino
 
     def start(self) -> None:
+        """Start accepting clients (a daemon thread)."""
         threading.Thread(target=self._accept_loop, name="uapi-accept", daemon=True).start()
 
     def _accept_loop(self) -> None:
@@ -103,6 +116,7 @@ class UapiServer:
             return False
 
     def close(self) -> None:
+        """Remove the socket file (if still ours), stop accepting, end open client connections."""
         if self.listener is None:
             return
         if self.still_ours():

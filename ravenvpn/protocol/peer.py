@@ -12,11 +12,16 @@ from .cookie import CookieGenerator
 from .handshake import Handshake
 from .keypair import Keypair
 
-__all__ = ["Endpoint", "Peer"]
+__all__ = ["Endpoint", "Peer", "REFUSED_OLD_TIMESTAMP"]
 
 #: A UDP endpoint as the socket module spells it: (IPv4 or IPv6 literal without brackets, port), or
 #: for a link-local IPv6 address (literal, port, flowinfo 0, scope id: the index of its interface).
 Endpoint = tuple[str, int] | tuple[str, int, int, int]
+
+#: `Peer.last_refusal` reason: an authenticated handshake initiation whose TAI64N timestamp is not
+#: newer than the greatest one accepted from this peer (whitepaper §5.1, replay protection).
+REFUSED_OLD_TIMESTAMP = ("its timestamp is not newer than the last one accepted "
+                         "(a replay, or the peer's clock went back after a restart)")
 
 
 class Peer:
@@ -37,6 +42,11 @@ class Peer:
         staged: packets (bytes) waiting for a session, at most MAX_STAGED_PACKETS.
         rx_bytes, tx_bytes: bytes of WireGuard messages received/sent, as `wg show` counts them.
         last_handshake_time_ns: wall-clock Unix time in ns of the last completed handshake (0 = never).
+        last_refusal: why and when the last handshake initiation from this peer was refused, as
+            (reason, monotonic seconds on the `now` clock of the Tunnel's caller), or None (none
+            refused since the last one accepted). Only set once the initiator's static key and
+            timestamp were authenticated, so it names this peer truthfully; today the one reason is
+            `REFUSED_OLD_TIMESTAMP`. The device layer reports it (log line, `ravenvpn status`).
         retransmit_handshake_at, send_keepalive_at, new_handshake_at, zero_keys_at,
             persistent_keepalive_at: timer deadlines, monotonic seconds or None (timers.py).
         initiation_allowed_at: monotonic seconds before which no handshake initiation is sent
@@ -61,6 +71,7 @@ class Peer:
         self.rx_bytes = 0
         self.tx_bytes = 0
         self.last_handshake_time_ns = 0
+        self.last_refusal: tuple[str, float] | None = None
         # timers (monotonic deadlines, timers.py)
         self.retransmit_handshake_at: float | None = None
         self.send_keepalive_at: float | None = None

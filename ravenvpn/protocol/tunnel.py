@@ -32,7 +32,7 @@ from .output import Output
 from .messages import (
     MalformedMessage, message_type, parse_cookie_reply, parse_initiation, parse_response,
 )
-from .peer import Endpoint, Peer
+from .peer import REFUSED_OLD_TIMESTAMP, Endpoint, Peer
 from .ratelimit import HandshakeRateLimiter
 from .timers import Timers
 
@@ -234,6 +234,10 @@ class Tunnel:
     def allowed_ips(self, peer: Peer) -> list[Network]:
         """The networks routed to `peer`."""
         return list(self._allowed.networks(peer))
+
+    def allowed_ip_prefixes(self, peer: Peer) -> list[str]:
+        """`peer`'s allowed IPs as CIDR text, as `allowed_ips` (UAPI get: no network objects)."""
+        return self._allowed.prefixes(peer)
 
     def peer_for_address(self, address: str) -> Peer | None:
         """The peer whose allowed IPs hold `address` (an IPv4/IPv6 literal), longest prefix first."""
@@ -592,12 +596,16 @@ class Tunnel:
         # TAI64N is big-endian, so byte order is time order.
         if consumed.timestamp <= hs.last_timestamp:
             self.stats[Counter.RX_HANDSHAKE_REPLAY] += 1
+            # Authenticated above, so this is the peer's own key: worth telling its operator, who
+            # cannot otherwise tell a peer whose clock went back from one that is silent.
+            peer.last_refusal = (REFUSED_OLD_TIMESTAMP, now)
             return
         if (hs.last_initiation_consumed is not None
                 and now - hs.last_initiation_consumed < self.timers.handshake_initiation_rate):
             self.stats[Counter.RX_HANDSHAKE_FLOOD] += 1
             return
         hsm.accept_initiation(hs, consumed, now)
+        peer.last_refusal = None
         peer.endpoint = source
         peer.rx_bytes += len(data)
         timers.any_authenticated_packet_received(peer)

@@ -6,7 +6,8 @@ file, and the other nodes run ``ravenvpn up``. Pings cross every domain pair; th
 over. The file says so for the file-following nodes; cloud-1 learns it only from a MODIFIED Node event on
 its pipe (its --cluster file is just the starting list), and it must move hangzhou's peer to hz-2's key, or
 no hangzhou packet gets through the relay. ``ravenvpn status`` and SIGTERM work on embedded nodes as on
-``ravenvpn up``.
+``ravenvpn up``. Automatic failover is off here (``--no-failover`` everywhere): with it, hz-2's liveness
+CLAIM would move cloud-1 too, and the test would no longer show that the watch event did.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def lab(netns_env: None) -> Iterator[Lab]:
         try:
             example = [sys.executable, str(EXAMPLE)]
             lab.up("cloud-1", command=example,
-                   extra=["--watch", str(pipes["gateways"]), "--watch", str(pipes["nodes"])])
+                   extra=["--no-failover", "--watch", str(pipes["gateways"]), "--watch", str(pipes["nodes"])])
             # A stream that starts with a list-like start, a bookmark and an expired-watch error: none of
             # them may change what the agent runs on.
             _write_event(fds["gateways"], {"type": "BOOKMARK", "object": {"kind": "Gateway",
@@ -67,7 +68,7 @@ def lab(netns_env: None) -> Iterator[Lab]:
             for name in lab.names:
                 if name == "cloud-1":
                     continue
-                lab.up(name, wait=False, command=example if name in FILE_AGENTS else None)
+                lab.up(name, wait=False, command=example if name in FILE_AGENTS else None, extra=["--no-failover"])
             for name in lab.names:
                 lab.wait_up(name)
             lab.wait_tunnels(timeout=40)

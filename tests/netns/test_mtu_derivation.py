@@ -149,3 +149,18 @@ def test_an_explicit_mtu_wins(node_factory: Callable[..., Node]) -> None:
         assert up.mtu() == 1300, up.log()
     finally:
         up.stop()
+
+
+def test_an_endpoint_routed_into_the_tunnel_is_measured_on_the_main_table(node_factory: Callable[..., Node]) -> None:
+    """A peer's endpoint that is also one of its routed node IPs (public gateways reached at their node
+    IPs): once up, table 9028 sends that address into raven0, but the tunnel's own datagrams leave by
+    the main table (rule 100, its UDP port). The derivation must follow those, not fall back to 1500
+    (found by a new-user review: raven0 went from 1320 to 1420 at the first reconcile)."""
+    node = node_factory("mtut")
+    add_link(node, "eth0", 1400, "10.99.0.1/24")
+    node.run("ip", "tuntap", "add", "raven0", "mode", "tun")
+    node.link_up("raven0", 1320)
+    node.run("ip", "route", "add", "10.99.0.2/32", "dev", "raven0", "table", "9028")
+    node.run("ip", "rule", "add", "priority", "101", "lookup", "9028")
+    assert "dev raven0" in node.run("ip", "route", "get", "10.99.0.2").stdout    # what a plain lookup gives
+    assert probe(node, "10.99.0.2") == [1400, "eth0", "route to 10.99.0.2"]

@@ -184,7 +184,7 @@ def test_a_second_instance_is_refused_naming_the_first_and_the_first_keeps_its_r
     host.wait_up(proc, log)
     table, rules = host.ip("route", "show", "table", "9028"), host.ip("rule")
     assert "dev raven0" in table and "lookup 9028" in rules
-    second, second_log = host.up("--interface", "raven1", "--port", "4501", log_name="up2.log")
+    second, second_log = host.up("--interface", "raven1", "--port", "4502", log_name="up2.log")
     try:
         assert second.wait(30) == 1, second_log.read_text()
     finally:
@@ -222,10 +222,10 @@ def test_a_busy_port_is_one_true_line_naming_port(host: Host) -> None:
             assert not host.node.has_link("raven0") and "lookup 9028" not in host.ip("rule")
             assert list(host.state.iterdir()) == []
         # Another --port: the device never falls back to, nor talks about, an ephemeral port.
-        proc, log = host.up("--port", "4501")
+        proc, log = host.up("--port", "4502")
         host.wait_up(proc, log)
         text = log.read_text()
-        assert "busy" not in text and "instead" not in text and "interface raven0 up (MTU 1420), UDP port 4501" in text
+        assert "busy" not in text and "instead" not in text and "interface raven0 up (MTU 1420), UDP port 4502" in text
         assert host.ravenvpn("down").returncode == 0
     finally:
         host.node.stop_process(holder)

@@ -97,3 +97,18 @@ def test_ravenvpn_wg_help_says_what_it_is() -> None:
     described = " ".join(lines[1:8])
     for words in ("userspace WireGuard interface", "wireguard-go", "ip link del IFNAME", "root"):
         assert words in described, res.stdout
+
+
+def test_port_equal_to_the_liveness_port_names_both_flags(ravenvpn) -> None:
+    res = ravenvpn("up", "--cluster", "c.yaml", "--node", "n", "--port", "4501")
+    assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
+    assert res.stderr.startswith("ravenvpn: --port 4501 is also the failover liveness port (--liveness-port"), res.stderr
+
+
+def test_a_directory_as_key_file_is_not_offered_chmod(tmp_path: Path) -> None:
+    from ravenvpn.errors import RavenError
+    from ravenvpn.raven.node.keyfile import read_private_key
+    tmp_path.chmod(0o1777)
+    with pytest.raises(RavenError) as err:
+        read_private_key(tmp_path)
+    assert str(err.value) == f"private key file {tmp_path}: not a regular file"

@@ -158,9 +158,24 @@ class LivenessService:
             return -1           # no tunnel interface: nothing arrives through it
 
     def _send(self, out: list[tuple[bytes, tuple[str, int]]]) -> None:
+        with self._lock:
+            remote = {c.address for _gw, cands in self._machine.config.remote for c in cands}
+        tunnel = -1
         for data, addr in out:
             try:
-                self._sock.sendto(data, addr)
+                if addr[0] in remote:
+                    # A CLAIM to another domain's gateway: through the tunnel interface or not at all.
+                    # Routing alone would send it in clear on the underlay whenever the route into
+                    # the tunnel is missing (at start, before the routes are in place), to a private
+                    # address that means nothing (or another host) outside that domain.
+                    if tunnel == -1:
+                        tunnel = self._tunnel_index()
+                    if tunnel == -1:
+                        continue
+                    pktinfo = _PKTINFO.pack(tunnel, bytes(4), bytes(4))   # out through this interface
+                    self._sock.sendmsg([data], [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)], 0, addr)
+                else:
+                    self._sock.sendto(data, addr)
             except OSError as exc:
                 # No route (the active gateway gone), a full buffer: liveness is best effort per datagram.
                 if exc.errno not in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EAGAIN, errno.ENOBUFS,

@@ -10,7 +10,7 @@
 """
 from __future__ import annotations
 
-from .agent import Agent, ReconcileReport
+from .agent import Agent, ClusterSource, ReconcileReport
 from .applier import Applier, ApplyReport
 from .down import down
 from .drivers import RouteDriver, VpnDriver
@@ -19,5 +19,5 @@ from .records import DEFAULT_STATE_DIR
 from .statusfile import NodeStatus
 from .wireguard import VpnReport, WireGuardDriver
 
-__all__ = ["Agent", "ReconcileReport", "Applier", "ApplyReport", "WireGuardDriver", "VpnReport", "VpnDriver",
+__all__ = ["Agent", "ClusterSource", "ReconcileReport", "Applier", "ApplyReport", "WireGuardDriver", "VpnReport", "VpnDriver",
            "RouteDriver", "NodeStatus", "read_private_key", "down", "DEFAULT_STATE_DIR"]

@@ -81,9 +81,11 @@ class Agent:
     """One node's Raven agent: plans from the cluster and keeps the node converged.
 
     Args:
-        cluster: a :data:`ClusterSource`. A path is re-read when its modification time or size
-            changes (polled every ``poll_interval`` seconds) or on :meth:`reload`; dicts are copied
-            when given, so the caller may change its own afterwards.
+        cluster: a path (``str`` or ``os.PathLike``; ``"-"`` is standard input, read once), one
+            Kubernetes object as a dict (a ``kind: List`` too), or an iterable of such dicts. A path
+            is re-read when its modification time or size changes (polled every ``poll_interval``
+            seconds) or on :meth:`reload`; dicts are copied when given, so the caller may change its
+            own afterwards.
         node: this node's name (``metadata.name`` of its Node object).
         private_key / private_key_path: the node's 32-byte WireGuard key, or a base64 key file of
             mode 0600 (at most one). Needed when the node is a tunnel (or proxy) endpoint of any
@@ -157,6 +159,7 @@ class Agent:
         self._looping = False
         self._closed = False
         self._mtu_warned = False
+        self._refusals: dict[str, tuple[str, float]] = {}   # as in the status file last written
 
     # ----------------------------------------------------------------- cluster
     def _set_source(self, cluster: ClusterSource) -> None:
@@ -405,13 +408,31 @@ class Agent:
             pidfile.claim(self.state_dir, self.interface)
             self._started = True
 
+    def _vpn_refusals(self) -> dict[str, tuple[str, float]]:
+        """The VPN driver's refused peers (``WireGuardDriver.refusals``); {} for a driver without them."""
+        refusals = getattr(self.vpn, "refusals", None)
+        return refusals() if callable(refusals) else {}
+
     def _write_status(self, plan: NodePlan) -> None:
         path = status_path(self.state_dir, self.interface)
+        refusals = self._vpn_refusals()
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            NodeStatus.from_plan(plan).write(path)
+            NodeStatus.from_plan(plan).with_refusals(refusals).write(path)
         except OSError as exc:
             raise RavenError(f"cannot write the status file {path}: {exc.strerror or exc}") from None
+        self._refusals = refusals
+
+    def _refresh_status(self) -> None:
+        """Rewrite the status file when the interface refused a peer's handshake since it was written
+        (``ravenvpn status`` says why); between reconciles nothing else in it changes."""
+        with self._lock:
+            if self.plan is None or self._vpn_refusals() == self._refusals:
+                return
+            try:
+                self._write_status(self.plan)
+            except RavenError as exc:
+                log.error("%s", exc)
 
     def close(self) -> DriverReport | None:
         """Stop :meth:`run` if it runs; remove everything the drivers installed and the records.
@@ -506,6 +527,8 @@ class Agent:
                     except RavenError as exc:
                         # Keep running on the last good plan; a bad edit must not take the node down.
                         log.error("%s (keeping the previous configuration)", exc)
+                else:
+                    self._refresh_status()
         finally:
             self._looping = False
             self._hand_over()

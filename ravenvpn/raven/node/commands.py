@@ -115,7 +115,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "status", help="role, gateway, peers and routes of this node", formatter_class=fmt,
         description=_wrap("Show the running 'ravenvpn up' of an interface: the node's role and gateway, its "
                     "WireGuard peers (with the live endpoint, latest handshake and bytes on an active "
-                    "gateway) and its routes. If no 'ravenvpn up' runs, says so (exit 1), and what a "
+                    "gateway, and why the last handshake initiation of a peer was refused) and its routes. If no 'ravenvpn up' runs, says so (exit 1), and what a "
                     "crashed one left behind."),
         epilog="reads the state directory: needs root with the default one.")
     status_cmd.add_argument("--interface", default="raven0", metavar="NAME",
@@ -208,8 +208,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise RavenError(f"--port {args.port}: must be 1..65535")
     if args.mtu is not None and not MTU_MIN <= args.mtu <= MTU_MAX:
         raise RavenError(f"--mtu {args.mtu}: must be {MTU_MIN}..{MTU_MAX}")
-    if not 1 <= args.liveness_port <= 65535 or args.liveness_port == args.port:
-        raise RavenError(f"--liveness-port {args.liveness_port}: must be 1..65535 and not --port")
+    if not 1 <= args.liveness_port <= 65535:
+        raise RavenError(f"--liveness-port {args.liveness_port}: must be 1..65535")
+    if args.liveness_port == args.port and not args.no_failover:
+        raise RavenError(f"--port {args.port} is also the failover liveness port (--liveness-port, default "
+                         f"{LIVENESS_PORT}): pick another --port, or another --liveness-port on every node")
     from ...device.tun import check_ifname
     try:
         check_ifname(args.interface)    # before it names the pid and state files
@@ -345,6 +348,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"    endpoint {(live and live.endpoint) or peer.endpoint or '(waits for the peer)'}, "
               f"latest handshake {ago}, rx {live.rx_bytes if live else 0} B, tx {live.tx_bytes if live else 0} B")
         print(f"    allowed ips {', '.join(peer.allowed_ips)}")
+        if peer.refusal is not None:
+            print(f"    handshake initiation refused {max(0, int(time.time() - peer.refusal.at))} s ago: "
+                  f"{peer.refusal.reason}")
+            print(f"    remedy: wg set {status.interface} peer {peer.public_key} remove, then kill -HUP "
+                  f"{status.pid} (ravenvpn up adds it again), or restart ravenvpn up")
     print(f"  routes ({len(status.routes)}):")
     for route in status.routes:
         target = f"dev {route.dev}" if route.dev else f"via {route.via}"

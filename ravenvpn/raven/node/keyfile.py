@@ -18,12 +18,14 @@ def read_private_key(path: str | os.PathLike[str]) -> bytes:
     ravenvpn refuses it, since the key is the node's identity in every tunnel.
 
     Raises:
-        RavenError: the file cannot be read, has group or other permissions (the message says
+        RavenError: the file cannot be read or is not a regular file, has group or other permissions (the message says
             ``chmod 600``), or does not hold one base64 32-byte key. The key never appears in a message.
     """
     name = os.fspath(path)
     try:
         st = os.stat(name)
+        if not stat.S_ISREG(st.st_mode):    # a directory's mode is no key's: suggesting chmod would harm
+            raise RavenError(f"private key file {name}: not a regular file")
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise RavenError(f"private key file {name}: has group or other permissions (mode "
                              f"{stat.S_IMODE(st.st_mode):04o}); run 'chmod 600 {name}'")

@@ -71,13 +71,29 @@ def _path(route: Any, link: Any, via: str) -> UnderlayPath:
     return UnderlayPath(min(link_mtu, route_mtu) if route_mtu else link_mtu, link.get_attr("IFLA_IFNAME"), via)
 
 
+def _main_table_route(ipr: IPRoute, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Any | None:
+    """The main table's most specific route containing ``ip`` (lowest metric among equals), if any."""
+    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    best, best_key = None, None
+    for route in ipr.get_routes(family=family, table=_MAIN_TABLE):
+        dst = route.get_attr("RTA_DST")
+        length = route["dst_len"]
+        if dst is not None and ip not in ipaddress.ip_network(f"{dst}/{length}", strict=False):
+            continue
+        key = (-length, route.get_attr("RTA_PRIORITY") or 0)
+        if route.get_attr("RTA_OIF") is not None and (best_key is None or key < best_key):
+            best, best_key = route, key
+    return best
+
+
 def underlay_path(interface: str, endpoints: Iterable[str] = ()) -> UnderlayPath:
     """The path with the smallest MTU among the routes toward ``endpoints`` (IP literals; the
     peers' endpoint addresses), or the default route's when none of them has a usable route.
 
     A lookup is ``ip route get`` (RTM_GETROUTE: the kernel's own choice, policy rules included);
-    one that fails (no route) or leads through loopback, ``interface`` or a ``raven*`` tunnel is
-    left out. Of several default routes the one with the lowest metric wins, IPv4 before IPv6.
+    one that fails (no route) or leads through loopback is left out; one that leads through
+    ``interface`` or a ``raven*`` tunnel is looked up again in the main table, where the tunnel's own
+    UDP datagrams are routed. Of several default routes the one with the lowest metric wins, IPv4 before IPv6.
     FALLBACK_MTU when there is no route at all.
 
     Raises:
@@ -94,6 +110,13 @@ def underlay_path(interface: str, endpoints: Iterable[str] = ()) -> UnderlayPath
                 except (ValueError, NetlinkError):
                     continue   # not an IP literal, or unreachable: this peer says nothing
                 link = _usable_link(links, route.get_attr("RTA_OIF"), interface)
+                if link is None:
+                    # The kernel's choice for a plain packet may be the tunnel itself: a peer's
+                    # endpoint that is also one of its routed node IPs (table 9028 via raven0). The
+                    # tunnel's own datagrams leave by the main table (the rule for its UDP port), so
+                    # that is the path that counts for them.
+                    route = _main_table_route(ipr, ip)
+                    link = _usable_link(links, route.get_attr("RTA_OIF"), interface) if route else None
                 if link is not None:
                     path = _path(route, link, f"route to {ip}")
                     if best is None or path.mtu < best.mtu:

@@ -16,7 +16,7 @@ from typing import Any
 from ...errors import RavenError
 from ..plan.nodeplan import NodePlan, Rule
 
-__all__ = ["NodeStatus", "PeerStatus", "RouteStatus", "LivePeer"]
+__all__ = ["NodeStatus", "PeerStatus", "RouteStatus", "LivePeer", "Refusal"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,16 @@ class LivePeer:
     latest_handshake: int | None  # wall clock, seconds since the epoch; None: never
     rx_bytes: int = 0
     tx_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The last handshake initiation the interface refused from a peer (``Peer.last_refusal``): put in
+    the status file by the agent, which runs the device (the UAPI, and so ``wg show``, has no field
+    for it)."""
+
+    reason: str                 # e.g. the protocol's REFUSED_OLD_TIMESTAMP
+    at: float                   # wall clock, seconds since the epoch
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,7 @@ class PeerStatus:
     persistent_keepalive: int   # seconds; 0 = off
     live: LivePeer | None = None
     standby: bool = False       # another candidate of the remote gateway: AllowedIPs = its own node's prefixes
+    refusal: Refusal | None = None   # its last handshake initiation was refused, and why
 
     def to_dict(self) -> dict[str, Any]:
         """The peer's JSON object; the live keys only when known."""
@@ -52,6 +63,8 @@ class PeerStatus:
         if self.live is not None:
             out.update(live_endpoint=self.live.endpoint, latest_handshake=self.live.latest_handshake,
                        rx_bytes=self.live.rx_bytes, tx_bytes=self.live.tx_bytes)
+        if self.refusal is not None:
+            out.update(refusal_reason=self.refusal.reason, refused_at=self.refusal.at)
         return out
 
     @classmethod
@@ -60,8 +73,9 @@ class PeerStatus:
         live = None
         if "rx_bytes" in d:
             live = LivePeer(d.get("live_endpoint"), d.get("latest_handshake"), d["rx_bytes"], d.get("tx_bytes", 0))
+        refusal = Refusal(str(d["refusal_reason"]), float(d["refused_at"])) if "refusal_reason" in d else None
         return cls(d["public_key"], d["gateway"], d["node"], d["endpoint"], tuple(d["allowed_ips"]),
-                   d["persistent_keepalive"], live, bool(d.get("standby", False)))
+                   d["persistent_keepalive"], live, bool(d.get("standby", False)), refusal)
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,13 @@ class NodeStatus:
     def with_live_peers(self, live: dict[str, LivePeer]) -> NodeStatus:
         """A copy whose peers carry ``live[public_key]`` (base64 key) where the interface knows them."""
         return replace(self, peers=tuple(replace(p, live=live.get(p.public_key, p.live)) for p in self.peers))
+
+    def with_refusals(self, refusals: dict[str, tuple[str, float]]) -> NodeStatus:
+        """A copy whose peers carry ``refusals[public_key]`` (base64 key -> (reason, wall-clock
+        seconds)); peers not in it carry none."""
+        return replace(self, peers=tuple(
+            replace(p, refusal=Refusal(*refusals[p.public_key]) if p.public_key in refusals else None)
+            for p in self.peers))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of the status file and of ``ravenvpn status --json``."""

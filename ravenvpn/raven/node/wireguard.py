@@ -91,7 +91,8 @@ class WireGuardDriver:
         # The endpoint each peer was last *planned* with: a roamed endpoint is only overridden when
         # the plan's endpoint changes.
         self._endpoints: dict[bytes, tuple[str, int] | None] = {}
-        self._mtu_decision: tuple[UnderlayPath, int] | None = None   # the last one logged
+        self._mtu_decision: tuple[UnderlayPath, int] | None = None   # the last one made
+        self._mtu_untold: tuple[int, int, str] | None = None      # (mtu, log level, why) not yet logged
 
     # ----------------------------------------------------------------- contract
     def init(self) -> None:
@@ -113,7 +114,9 @@ class WireGuardDriver:
         (80 bytes: IPv6 + UDP + data header + tag).
 
         Never below MIN_TUNNEL_MTU (1280): a smaller underlay gets a warning, and the kernel
-        fragments the outer UDP datagrams. Logs which link decided it whenever that changes.
+        fragments the outer UDP datagrams. Which link decided it is logged by :meth:`apply` when an
+        interface gets this MTU (not here: a node without an interface, or one whose start fails,
+        has nothing to say about it).
 
         Raises:
             RavenError: the links and routes cannot be read.
@@ -121,16 +124,24 @@ class WireGuardDriver:
         path = underlay_path(self.interface, {ip for ip, _ in endpoints})
         mtu = path.mtu - WIREGUARD_OVERHEAD
         if mtu < MIN_TUNNEL_MTU:
-            if self._mtu_decision != (path, MIN_TUNNEL_MTU):
-                log.warning("%s: the underlay is too small for WireGuard: %s leaves %d bytes, below IPv6's "
-                            "minimum; using MTU %d (outer packets will be fragmented)",
-                            self.interface, path.describe(), mtu, MIN_TUNNEL_MTU)
+            why = (logging.WARNING, f"{self.interface}: the underlay is too small for WireGuard: "
+                   f"{path.describe()} leaves {mtu} bytes, below IPv6's minimum; using MTU {MIN_TUNNEL_MTU} "
+                   "(outer packets will be fragmented)")
             mtu = MIN_TUNNEL_MTU
-        elif self._mtu_decision != (path, mtu):
-            log.info("%s: MTU %d from %s minus %d bytes of WireGuard overhead", self.interface, mtu,
-                     path.describe(), WIREGUARD_OVERHEAD)
-        self._mtu_decision = (path, mtu)
+        else:
+            why = (logging.INFO, f"{self.interface}: MTU {mtu} from {path.describe()} minus "
+                   f"{WIREGUARD_OVERHEAD} bytes of WireGuard overhead")
+        if self._mtu_decision != (path, mtu):
+            self._mtu_decision = (path, mtu)
+            self._mtu_untold = (mtu, *why)
         return mtu
+
+    def _tell_mtu(self, plan: NodePlan) -> None:
+        """Log why the interface has its MTU, once per decision, when the plan used the derived one."""
+        if self._mtu_untold is not None and self._mtu_untold[0] == plan.mtu:
+            _, level, message = self._mtu_untold
+            log.log(level, "%s", message)
+            self._mtu_untold = None
 
     def apply(self, plan: NodePlan) -> VpnReport:
         """Run the interface and its peers as ``plan`` says: created (then configured) when the plan's
@@ -163,6 +174,7 @@ class WireGuardDriver:
                      "active gateway" if plan.role is Role.ACTIVE_GATEWAY else "hot standby", plan.gateway)
         else:
             self._configure(plan, report)
+        self._tell_mtu(plan)
         if self.direct is not None and plan.direct is not None:
             self.direct.start()
         return report
@@ -187,6 +199,15 @@ class WireGuardDriver:
                 pass
         report.removed = True
         return report
+
+    def refusals(self) -> dict[str, tuple[str, float]]:
+        """Peers whose last handshake initiation the interface refused, as base64 public key ->
+        (reason, wall-clock seconds): what ``ravenvpn status`` shows (see
+        :meth:`~ravenvpn.device.device.Device.refusals`). Empty when no interface runs. Cheap: one
+        counter read while nothing was refused."""
+        if self._device is None:
+            return {}
+        return {base64.b64encode(key).decode(): refusal for key, refusal in self._device.refusals().items()}
 
     @property
     def stopped(self) -> str | None:
@@ -310,8 +331,10 @@ class WireGuardDriver:
                 is_new = want.public_key not in tunnel.peers
                 peer = tunnel.add_peer(want.public_key)
                 changed = False
-                # Only a changed planned endpoint overrides one learnt by roaming.
-                if want.public_key not in self._endpoints or self._endpoints[want.public_key] != want.endpoint:
+                # Only a changed planned endpoint overrides one learnt by roaming. A peer removed behind
+                # our back (`wg set ... remove`, the remedy for a refused peer) comes back new: set it.
+                if (is_new or want.public_key not in self._endpoints
+                        or self._endpoints[want.public_key] != want.endpoint):
                     if want.endpoint is not None:
                         peer.endpoint = want.endpoint
                     self._endpoints[want.public_key] = want.endpoint
