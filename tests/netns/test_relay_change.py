@@ -5,11 +5,14 @@ The lab of ``tests/data/cluster-relay-change.yaml`` (tools/lab.py): two gateways
 gw-hangzhou and gw-qingdao, whose traffic to each other goes through the relay. Fresh keys are made for
 each run. ``ravenvpn up`` runs on every node (with failover, as by default) and follows the cluster file.
 
-While pod hz-1 pings pod qd-1 at 10 packets a second, the file is edited so that gw-branch becomes the relay
-(exposeType moves from gw-cloud to gw-branch; then, back to gw-cloud, cloud-1 turns NotReady so gw-cloud has
-no active tunnel endpoint). The longest run of unanswered pings is the gap the change cost. The issue's
-bound is 3 s; the test allows exactly that (one reload poll of 0.5 s and a handshake round trip fit in it
-many times over, and a gap near 3 s would mean a lost handshake, which is what the bound is about). The
+While pod hz-1 pings pod qd-1 at 10 packets a second, the file is edited so that the relay moves: by
+exposeType (to gw-branch and back), by cloud-1 turning NotReady (gw-cloud has no active endpoint), and to
+a gateway whose tunnel is created by the edit itself (cloud-1 Ready again), with qingdao's first handshake
+initiation to it lost. The gap is the longest time between two replies (late replies count: a packet held
+until a handshake completes arrives late); the test waits until every gateway's ``wg show`` matches its
+plan and replies flow again, so a held move (make-before-break, RELAY_HOLD in
+ravenvpn/raven/node/wireguard.py) is measured to its end. The bound is the issue's 3 s: measured gaps are
+0.1-0.7 s (one reload poll of 0.5 s), and the failure it guards against costs REKEY_TIMEOUT (5 s). The
 gaps are printed (``pytest -s``).
 """
 
@@ -163,7 +166,7 @@ def _change_relay(lab: Lab, edit: Any, new_relay: str, during: Any = None) -> tu
     last = max((t for _, t in pinger.replies), default=0.0)
     assert last > t_moved, (f"no relayed reply within {RECOVERY:g}s after the relay moved to {new_relay}\n"
                             + "\n".join(pinger.output[-20:]) + "\n" + lab.debug_dump())
-    print(f"\nrelay -> {new_relay}: largest gap {gap:.2f}s ({lost} pings without reply)")
+    print(f"\nrelay -> {new_relay}: largest gap {gap:.2f}s ({lost} pings never answered)")
     return gap, lost
 
 
@@ -199,17 +202,17 @@ def test_cloud_relays_at_first(lab: Lab) -> None:
 def test_relay_moves_to_branch_by_exposetype_loses_at_most_3s(lab: Lab) -> None:
     gap, lost = _change_relay(lab, _expose("gw-branch"), "gw-branch")
     assert lab.status("br-1").relay and not lab.status("cloud-1").relay
-    assert gap <= MAX_GAP, f"relayed pings lost {gap:.2f}s ({lost} pings) when the relay changed\n{lab.debug_dump()}"
+    assert gap <= MAX_GAP, f"relayed pings stalled {gap:.2f}s ({lost} never answered) when the relay changed\n{lab.debug_dump()}"
 
 
 def test_relay_moves_back_to_cloud_loses_at_most_3s(lab: Lab) -> None:
     gap, lost = _change_relay(lab, _expose("gw-cloud"), "gw-cloud")
-    assert gap <= MAX_GAP, f"relayed pings lost {gap:.2f}s ({lost} pings) when the relay changed\n{lab.debug_dump()}"
+    assert gap <= MAX_GAP, f"relayed pings stalled {gap:.2f}s ({lost} never answered) when the relay changed\n{lab.debug_dump()}"
 
 
 def test_relay_moves_when_its_gateway_loses_its_active_endpoint_loses_at_most_3s(lab: Lab) -> None:
     gap, lost = _change_relay(lab, _ready("cloud-1", False), "gw-branch")
-    assert gap <= MAX_GAP, f"relayed pings lost {gap:.2f}s ({lost} pings) when the relay changed\n{lab.debug_dump()}"
+    assert gap <= MAX_GAP, f"relayed pings stalled {gap:.2f}s ({lost} never answered) when the relay changed\n{lab.debug_dump()}"
 
 
 def test_relay_moves_to_a_new_peer_whose_first_handshake_is_lost_loses_at_most_3s(lab: Lab) -> None:
@@ -224,13 +227,18 @@ def test_relay_moves_to_a_new_peer_whose_first_handshake_is_lost_loses_at_most_3
     cloud = lab.node("cloud-1")
     drop = ["INPUT", "-p", "udp", "--dport", "4500", "-s", str(lab.domain("gw-qingdao").uplink_ip), "-j", "DROP"]
 
+    dropped: list[int] = []
+
     def late_listener() -> None:
         cloud.run("iptables", "-I", *drop)
         time.sleep(1.5)
+        counters = cloud.run("iptables", "-L", "INPUT", "1", "-v", "-x", "-n").stdout.split()
+        dropped.append(int(counters[0]))
         cloud.run("iptables", "-D", *drop)
 
     try:
         gap, lost = _change_relay(lab, _ready("cloud-1", True), "gw-cloud", during=late_listener)
     finally:
         cloud.run("iptables", "-D", *drop, check=False)
-    assert gap <= MAX_GAP, f"relayed pings lost {gap:.2f}s ({lost} pings) when the relay changed\n{lab.debug_dump()}"
+    assert dropped and dropped[0] > 0, "qingdao's first handshake initiation was not dropped: the test missed its case"
+    assert gap <= MAX_GAP, f"relayed pings stalled {gap:.2f}s ({lost} never answered) when the relay changed\n{lab.debug_dump()}"

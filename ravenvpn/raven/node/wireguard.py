@@ -313,10 +313,11 @@ class WireGuardDriver:
         self._plan = plan
         self._schedule_hold_check()
 
-    def _configure_peers(self, tunnel: Tunnel, plan: NodePlan, report: VpnReport) -> None:
-        """The peers of ``plan`` on ``tunnel`` (under the device lock), relay moves held (module doc)."""
+    def _configure_peers(self, tunnel: Tunnel, plan: NodePlan, report: VpnReport, now: float | None = None) -> None:
+        """The peers of ``plan`` on ``tunnel`` (under the device lock), relay moves held (module doc);
+        ``now`` is time.monotonic() (a parameter for tests)."""
         desired = {p.public_key: p for p in plan.peers}
-        allowed = self._hold_relay_moves(tunnel, plan)
+        allowed = self._hold_relay_moves(tunnel, plan, time.monotonic() if now is None else now)
         for key in [k for k in tunnel.peers if k not in desired]:
             tunnel.remove_peer(key)
             self._endpoints.pop(key, None)
@@ -344,13 +345,14 @@ class WireGuardDriver:
             elif changed:
                 report.peers_changed.append(want.gateway)
 
-    def _hold_relay_moves(self, tunnel: Tunnel, plan: NodePlan) -> dict[bytes, set[IPNetwork]]:
-        """The allowed IPs to give each planned peer: the plan's, except relayed prefixes whose move to
-        a relay peer without a session is held on the peer that has them now (module doc)."""
+    def _hold_relay_moves(self, tunnel: Tunnel, plan: NodePlan, now: float) -> dict[bytes, set[IPNetwork]]:
+        """The allowed IPs to give each planned peer: the plan's, except prefixes whose move from another
+        gateway's peer to a relay peer without a session is held on the peer that has them now (module
+        doc). A move between two peers of one gateway (a failover) is never held."""
         allowed = {p.public_key: set(p.allowed_ips) for p in plan.peers}
+        gateway_of = {p.public_key: p.gateway for p in plan.peers}
         owner = {net: key for key, peer in tunnel.peers.items() if key in allowed
                  for net in tunnel.allowed_ips(peer)}
-        now = time.monotonic()
         holds: dict[IPNetwork, _Hold] = {}
         for want in plan.peers:
             if not want.relays_for:
@@ -361,7 +363,7 @@ class WireGuardDriver:
                 hold = self._holds.get(net)
                 if hold is None or hold.new != want.public_key or hold.old not in allowed:
                     old = owner.get(net)
-                    if answered or old is None or old == want.public_key:
+                    if answered or old is None or gateway_of[old] == want.gateway:
                         continue
                     hold = _Hold(old, want.public_key, now)
                     log.info("%s: relay change: %s stays on the previous relay's peer until %s has a "
