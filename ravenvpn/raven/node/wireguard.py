@@ -392,8 +392,12 @@ class WireGuardDriver:
             self._hold_timer = None
             if self._device is None or self._plan is None or not self._holds:
                 return
+            now = time.monotonic()
             with self._tunnel() as tunnel:
-                self._configure_peers(tunnel, self._plan, VpnReport())
+                # Cheap until a move is due: the whole peer set is only walked then (many peers, one lock).
+                if any(now - hold.since >= RELAY_HOLD and (peer := tunnel.peers.get(hold.new)) is not None
+                       and peer.current is not None for hold in self._holds.values()):
+                    self._configure_peers(tunnel, self._plan, VpnReport(), now)
             self._schedule_hold_check()
 
 
