@@ -37,7 +37,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ContextManager
 
@@ -224,11 +224,12 @@ class DirectPaths:
         m = self.machines.get(key)
         return m is not None and m.state is PairState.DIRECT
 
-    def allowed_ips(self, want: PeerPlan) -> tuple[IPNetwork, ...]:
-        """A planned peer's allowed IPs as they are now: the relay peer without the subnets that a
-        direct peer carries, and the control address of every peer that talks rendezvous."""
+    def allowed_ips(self, want: PeerPlan, base: Iterable[IPNetwork] | None = None) -> tuple[IPNetwork, ...]:
+        """A planned peer's allowed IPs as they are now: ``base`` (default: the planned ones) for the
+        relay peer without the subnets that a direct peer carries, and the control address of every
+        peer that talks rendezvous."""
         plan = self.plan
-        ips = list(want.allowed_ips)
+        ips = list(want.allowed_ips if base is None else base)
         if plan is None:
             return tuple(ips)
         if want.public_key == plan.relay_key:

@@ -5,6 +5,14 @@ A :class:`~ravenvpn.raven.node.drivers.VpnDriver`. On an active gateway it runs 
 ``wg``) in a thread the device owns, with one WireGuard peer per remote gateway; on any other role it runs
 none. Peers that stay across applies keep their sessions, and an endpoint learnt by roaming
 (WireGuard whitepaper §2.1) is only overridden when the planned endpoint itself changes.
+
+A relay change is make-before-break (issue 14, kind 9: relayed traffic loses at most 3 s): when the
+plan moves relayed prefixes (NAT<->NAT) to a relay peer that has no session yet, they stay on the
+previous relay's peer, which still forwards them, until the new relay has answered a handshake and
+:data:`RELAY_HOLD` has passed. A relay whose tunnel comes up with the same cluster edit (its node just
+became Ready) is often not listening yet when the edges first call it, and a lost initiation is only
+retried after REKEY_TIMEOUT (whitepaper §6.4); the hold outlasts every edge's retry, so the new relay
+can reach both ends when the edges move to it.
 """
 from __future__ import annotations
 
@@ -13,6 +21,8 @@ import contextlib
 import errno
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +33,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ...device.device import Device
 from ...errors import RavenError, StartupError
+from ...protocol.constants import REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX
+from ..cluster.addresses import IPNetwork
 from ..plan.nodeplan import NodePlan, Role
 from ..plan.planner import WIREGUARD_OVERHEAD
 from .holepunch import DirectPaths
@@ -37,6 +49,21 @@ __all__ = ["WireGuardDriver", "VpnReport"]
 log = logging.getLogger("ravenvpn.agent")
 #: Bytes: the smallest tunnel MTU a derived one may be, IPv6's minimum link MTU (RFC 8200 §5).
 MIN_TUNNEL_MTU = 1280
+#: Seconds (monotonic) relayed prefixes stay on the previous relay's peer after the plan moved them to a
+#: relay peer without a session: a lost first initiation of every edge is retried (REKEY_TIMEOUT plus
+#: jitter, whitepaper §6.4) and every agent has re-read the cluster file (a 0.5 s poll) within it.
+RELAY_HOLD = REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX + 1.0
+#: Seconds between checks whether a held relay move may complete.
+_HOLD_CHECK = 0.1
+
+
+@dataclass
+class _Hold:
+    """Relayed prefix kept on ``old`` (a peer's public key) although the plan routes it to ``new``."""
+
+    old: bytes
+    new: bytes
+    since: float            # time.monotonic() when the move was first held
 
 
 @dataclass
@@ -75,8 +102,8 @@ class WireGuardDriver:
     it creates is recorded there (:class:`~ravenvpn.raven.node.records.DeviceRecord`) while it runs, so
     ``ravenvpn down`` in another process can remove that device and no other.
 
-    Not thread-safe by itself: one agent calls it, serialised. The device it runs is thread-safe for
-    ``wg``/UAPI clients.
+    One agent calls it, serialised; a timer thread of its own completes held relay moves (see the
+    module doc), under the driver's lock. The device it runs is thread-safe for ``wg``/UAPI clients.
     """
 
     def __init__(self, interface: str, private_key: bytes | None = None, *, busy_poll: float | None = None,
@@ -93,6 +120,10 @@ class WireGuardDriver:
         self._endpoints: dict[bytes, tuple[str, int] | None] = {}
         self._mtu_decision: tuple[UnderlayPath, int] | None = None   # the last one made
         self._mtu_untold: tuple[int, int, str] | None = None      # (mtu, log level, why) not yet logged
+        self._lock = threading.RLock()       # apply/cleanup vs. the hold timer
+        self._plan: NodePlan | None = None   # the last plan applied (the hold timer re-applies its peers)
+        self._holds: dict[IPNetwork, _Hold] = {}
+        self._hold_timer: threading.Timer | None = None
 
     # ----------------------------------------------------------------- contract
     def init(self) -> None:
@@ -153,6 +184,10 @@ class WireGuardDriver:
             StartupError: the interface cannot be created, or its UDP port is busy; nothing is left
                 behind.
         """
+        with self._lock:
+            return self._apply(plan)
+
+    def _apply(self, plan: NodePlan) -> VpnReport:
         if plan.role is not Role.ACTIVE_GATEWAY and not (plan.role is Role.STANDBY and plan.peers):
             return self.cleanup()    # a hot standby (failover) runs the interface with routes held back
         if self.private_key is None:
@@ -181,10 +216,19 @@ class WireGuardDriver:
 
     def cleanup(self) -> VpnReport:
         """Stop the pump and remove the interface if one runs. Idempotent; never raises."""
+        with self._lock:
+            return self._cleanup()
+
+    def _cleanup(self) -> VpnReport:
         report = VpnReport()
         if self.direct is not None:
             self.direct.stop()
             self.direct = None
+        self._plan = None
+        self._holds.clear()
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
         device, self._device = self._device, None
         if device is None:
             self._forget_stale_record()
@@ -320,40 +364,105 @@ class WireGuardDriver:
             tunnel.mtu = plan.mtu
             tunnel.private_key = self.private_key
             tunnel.relay = plan.relay
-            direct = self._direct_paths(plan)
-            desired = {p.public_key: p for p in plan.peers}
-            managed = direct.managed_keys() if direct is not None else set()
-            for key in [k for k in tunnel.peers if k not in desired and k not in managed]:
-                tunnel.remove_peer(key)
-                self._endpoints.pop(key, None)
-                report.peers_removed.append(base64.b64encode(key).decode())
-            for want in plan.peers:
-                is_new = want.public_key not in tunnel.peers
-                peer = tunnel.add_peer(want.public_key)
-                changed = False
-                # Only a changed planned endpoint overrides one learnt by roaming. A peer removed behind
-                # our back (`wg set ... remove`, the remedy for a refused peer) comes back new: set it.
-                if (is_new or want.public_key not in self._endpoints
-                        or self._endpoints[want.public_key] != want.endpoint):
-                    if want.endpoint is not None:
-                        peer.endpoint = want.endpoint
-                    self._endpoints[want.public_key] = want.endpoint
-                    changed = True
-                want_ips = direct.allowed_ips(want) if direct is not None else want.allowed_ips
-                if set(tunnel.allowed_ips(peer)) != set(want_ips):
-                    tunnel.clear_allowed_ips(peer)
-                    for net in want_ips:
-                        tunnel.add_allowed_ip(peer, net)
-                    changed = True
-                if peer.persistent_keepalive_interval != want.persistent_keepalive:
-                    changed = True
-                peer.persistent_keepalive_interval = want.persistent_keepalive
-                if is_new:
-                    report.peers_added.append(want.gateway)
-                elif changed:
-                    report.peers_changed.append(want.gateway)
-            if direct is not None:
-                direct.converge(tunnel)
+            self._direct_paths(plan)
+            self._configure_peers(tunnel, plan, report)
+        self._plan = plan
+        self._schedule_hold_check()
+
+    def _configure_peers(self, tunnel: Tunnel, plan: NodePlan, report: VpnReport, now: float | None = None) -> None:
+        """The peers of ``plan`` on ``tunnel`` (under the device lock), relay moves held (module doc);
+        ``now`` is time.monotonic() (a parameter for tests)."""
+        desired = {p.public_key: p for p in plan.peers}
+        allowed = self._hold_relay_moves(tunnel, plan, time.monotonic() if now is None else now)
+        direct = self.direct        # direct edge<->edge paths: their peers and moved prefixes (holepunch.py)
+        if direct is not None:
+            allowed = {p.public_key: set(direct.allowed_ips(p, allowed[p.public_key])) for p in plan.peers}
+        managed = direct.managed_keys() if direct is not None else set()
+        for key in [k for k in tunnel.peers if k not in desired and k not in managed]:
+            tunnel.remove_peer(key)
+            self._endpoints.pop(key, None)
+            report.peers_removed.append(base64.b64encode(key).decode())
+        for want in plan.peers:
+            is_new = want.public_key not in tunnel.peers
+            peer = tunnel.add_peer(want.public_key)
+            changed = False
+            # Only a changed planned endpoint overrides one learnt by roaming. A peer removed behind
+            # our back (`wg set ... remove`, the remedy for a refused peer) comes back new: set it.
+            if (is_new or want.public_key not in self._endpoints
+                    or self._endpoints[want.public_key] != want.endpoint):
+                if want.endpoint is not None:
+                    peer.endpoint = want.endpoint
+                self._endpoints[want.public_key] = want.endpoint
+                changed = True
+            if set(tunnel.allowed_ips(peer)) != allowed[want.public_key]:
+                tunnel.clear_allowed_ips(peer)
+                for net in sorted(allowed[want.public_key], key=lambda n: (n.version, n)):
+                    tunnel.add_allowed_ip(peer, net)
+                changed = True
+            if peer.persistent_keepalive_interval != want.persistent_keepalive:
+                changed = True
+            peer.persistent_keepalive_interval = want.persistent_keepalive
+            if is_new:
+                report.peers_added.append(want.gateway)
+            elif changed:
+                report.peers_changed.append(want.gateway)
+        if direct is not None:
+            direct.converge(tunnel)
+
+    def _hold_relay_moves(self, tunnel: Tunnel, plan: NodePlan, now: float) -> dict[bytes, set[IPNetwork]]:
+        """The allowed IPs to give each planned peer: the plan's, except prefixes whose move from another
+        gateway's peer to a relay peer without a session is held on the peer that has them now (module
+        doc). A move between two peers of one gateway (a failover) is never held."""
+        allowed = {p.public_key: set(p.allowed_ips) for p in plan.peers}
+        gateway_of = {p.public_key: p.gateway for p in plan.peers}
+        owner = {net: key for key, peer in tunnel.peers.items() if key in allowed
+                 for net in tunnel.allowed_ips(peer)}
+        holds: dict[IPNetwork, _Hold] = {}
+        for want in plan.peers:
+            if not want.relays_for:
+                continue
+            new = tunnel.peers.get(want.public_key)
+            answered = new is not None and new.current is not None
+            for net in want.allowed_ips:
+                hold = self._holds.get(net)
+                if hold is None or hold.new != want.public_key or hold.old not in allowed:
+                    old = owner.get(net)
+                    if answered or old is None or gateway_of[old] == want.gateway:
+                        continue
+                    hold = _Hold(old, want.public_key, now)
+                    log.info("%s: relay change: %s stays on the previous relay's peer until %s has a "
+                             "session (at least %.1fs)", self.interface, net, want.gateway, RELAY_HOLD)
+                elif answered and now - hold.since >= RELAY_HOLD:
+                    log.info("%s: relay change: %s moves to %s", self.interface, net, want.gateway)
+                    continue
+                holds[net] = hold
+                allowed[want.public_key].discard(net)
+                allowed[hold.old].add(net)
+        self._holds = holds
+        return allowed
+
+    def _schedule_hold_check(self) -> None:
+        """While a relay move is held, check every _HOLD_CHECK seconds whether it may complete."""
+        if not self._holds or self._hold_timer is not None:
+            return
+        timer = threading.Timer(_HOLD_CHECK, self._check_holds)
+        timer.daemon = True
+        timer.name = f"{self.interface}-relay-hold"
+        self._hold_timer = timer
+        timer.start()
+
+    def _check_holds(self) -> None:
+        with self._lock:
+            self._hold_timer = None
+            if self._device is None or self._plan is None or not self._holds:
+                return
+            now = time.monotonic()
+            with self._tunnel() as tunnel:
+                # Cheap until a move is due: the whole peer set is only walked then (many peers, one lock).
+                if any(now - hold.since >= RELAY_HOLD and (peer := tunnel.peers.get(hold.new)) is not None
+                       and peer.current is not None for hold in self._holds.values()):
+                    self._configure_peers(tunnel, self._plan, VpnReport(), now)
+            self._schedule_hold_check()
 
 
 def _busy_port(port: int) -> str:
