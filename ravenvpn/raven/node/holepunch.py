@@ -204,6 +204,12 @@ class DirectPaths:
                 machine.allow(now)
         self._kernel_dirty = True
 
+    @property
+    def off(self) -> bool:
+        """``RAVENVPN_FORCE_RELAY=all``: no control address, no rendezvous socket, the peers' allowed
+        IPs exactly as planned (a cluster of plain relayed gateways); only the status file is kept."""
+        return self.forced is None
+
     def _forced_reason(self, pair: DirectPair) -> str:
         if not pair.punch:
             return pair.reason
@@ -230,7 +236,7 @@ class DirectPaths:
         peer that talks rendezvous."""
         plan = self.plan
         ips = list(want.allowed_ips if base is None else base)
-        if plan is None:
+        if plan is None or self.off:
             return tuple(ips)
         if want.public_key == plan.relay_key:
             moved = {n for k, p in self.pairs.items() if self._is_direct(k) for n in p.prefixes}
@@ -315,7 +321,7 @@ class DirectPaths:
         interface: they vanish with it), and the socket."""
         self._kernel_dirty = False
         local = self._local_control()
-        if local is None:
+        if local is None or self.off:
             return
         plan = self.plan
         assert plan is not None
