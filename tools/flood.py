@@ -104,11 +104,11 @@ def _drain(socks: list[socket.socket], counts: dict[str, int]) -> None:
 
 
 def _paced(total: int | None, seconds: float | None, rate: float, send_one: Any, socks: list[socket.socket],
-           counts: dict[str, int]) -> tuple[int, float, int]:
-    """Call ``send_one(i)`` ``total`` times (or for ``seconds``) at ``rate``/s (0 = flat out), in 1 ms slots."""
+           counts: dict[str, int], slot: float = 0.001) -> tuple[int, float, int]:
+    """Call ``send_one(i)`` ``total`` times (or for ``seconds``) at ``rate``/s (0 = flat out), in ``slot``-second
+    slots: each slot's share leaves back to back (a longer slot makes a burstier flood at the same rate)."""
     sent = errors = 0
     start = time.monotonic()
-    slot = 0.001
     while True:
         now = time.monotonic()
         elapsed = now - start
@@ -167,7 +167,8 @@ def run_initiations(cfg: dict[str, Any]) -> dict[str, Any]:
     def send_one(i: int) -> None:
         socks[i % len(socks)].sendto(pool[i % len(pool)], dest)
 
-    sent, elapsed, errors = _paced(None, float(cfg["seconds"]), float(cfg["rate"]), send_one, socks, counts)
+    sent, elapsed, errors = _paced(None, float(cfg["seconds"]), float(cfg["rate"]), send_one, socks, counts,
+                                   slot=float(cfg.get("slot", 0.001)))
     time.sleep(0.2)
     _drain(socks, counts)
     for s in socks:
