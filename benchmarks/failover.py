@@ -32,7 +32,7 @@ from typing import Any
 
 from tools.process import wait_for
 from tools.traffic import PingResult
-from tools.lab import INTERFACE, Lab
+from tools.lab import Lab
 
 ROOT = Path(__file__).resolve().parents[1]
 HA_CLUSTER = ROOT / "examples" / "cluster-ha.yaml"
@@ -77,25 +77,8 @@ class Probe:
         self._thread.join(5)
 
 
-def active_of(lab: Lab, gateway: str) -> list[str]:
-    return [h.name for h in lab.domain(gateway).hosts if lab.is_up(h.name) and lab.role(h.name) == "active-gateway"]
-
-
-def wait_standby(lab: Lab, name: str, timeout: float = 30.0) -> None:
-    up = lab.up_process(name)
-
-    def ready() -> bool:
-        try:
-            st = json.loads(up.state_file(f"{INTERFACE}.status.json").read_text())
-        except (OSError, ValueError):
-            return False
-        return st.get("pid") == up.pid and st.get("role") == "standby"
-
-    wait_for(ready, timeout=timeout, interval=0.05, message=f"{name} back as standby")
-
-
 def one_run(lab: Lab) -> dict[str, Any]:
-    [active] = active_of(lab, "gw-hangzhou")
+    [active] = lab.active_of("gw-hangzhou")
     jobs = {"pod hz-3 -> pod qd-1": ("pod:hz-3", lab.pod_ip("qd-1")),
             "pod qd-1 -> pod hz-3": ("pod:qd-1", lab.pod_ip("hz-3")),
             "host hz-3 -> host qd-1": ("hz-3", lab.ip("qd-1"))}
@@ -115,14 +98,14 @@ def one_run(lab: Lab) -> dict[str, Any]:
             p.stop()
     times = {k: p.recovered for k, p in probes.items()}
     try:   # the status file is written after the routes: the traffic may be back before it
-        wait_for(lambda: len(active_of(lab, "gw-hangzhou")) == 1, timeout=5, interval=0.05)
+        wait_for(lambda: len(lab.active_of("gw-hangzhou")) == 1, timeout=5, interval=0.05)
     except TimeoutError:
         pass
-    successor = active_of(lab, "gw-hangzhou")
+    successor = lab.active_of("gw-hangzhou")
     # put the old gateway back: it must come back as the standby
     lab.cable(active, True)
     lab.up(active, wait=False)
-    wait_standby(lab, active)
+    lab.wait_role(active, "standby", timeout=30.0)
     lab.wait_tunnels(timeout=40)
     time.sleep(1.0)
     worst = None if any(v is None for v in times.values()) else max(times.values())  # type: ignore[type-var]
@@ -130,14 +113,14 @@ def one_run(lab: Lab) -> dict[str, Any]:
 
 
 def flap(lab: Lab, seconds: float) -> dict[str, Any]:
-    [active] = active_of(lab, "gw-hangzhou")
+    [active] = lab.active_of("gw-hangzhou")
     roles: list[tuple[str, ...]] = []
     holders: list[str] = []
     stop = threading.Event()
 
     def watch() -> None:
         while not stop.is_set():
-            now = tuple(active_of(lab, "gw-hangzhou"))
+            now = tuple(lab.active_of("gw-hangzhou"))
             if not roles or roles[-1] != now:
                 roles.append(now)
             try:

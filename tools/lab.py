@@ -646,6 +646,28 @@ class Lab:
         except (OSError, RavenError):
             return None
 
+    def active_of(self, gateway: str) -> list[str]:
+        """The nodes of Gateway ``gateway`` whose running ``up`` reports itself its active gateway."""
+        return [h.name for h in self.domain(gateway).hosts if self.is_up(h.name)
+                and self.role(h.name) == "active-gateway"]
+
+    def wait_role(self, name: str, role: str, timeout: float = 20.0) -> None:
+        """Wait until the current ``up`` of ``name`` (not a killed predecessor) reports ``role``.
+
+        Raises:
+            TimeoutError: it did not within ``timeout`` seconds.
+        """
+        up = self._ups[name]
+
+        def ready() -> bool:
+            try:
+                st = NodeStatus.read(up.state_file(status_path(STATE_DIR, INTERFACE).name))
+            except (OSError, RavenError):
+                return False
+            return st.pid == up.pid and st.role == role
+
+        wait_for(ready, timeout=timeout, interval=0.05, message=f"{name} to be {role}")
+
     def carrier(self, name: str) -> str:
         """The node whose raven0 carries ``name``'s own traffic: ``name`` itself when it is a tunnel
         candidate (the active gateway, or a hot standby with failover), else its domain's active gateway."""

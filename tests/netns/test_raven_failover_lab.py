@@ -9,7 +9,6 @@ generously (RECOVERY); ``benchmarks/failover.py`` measures it.
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
@@ -21,7 +20,7 @@ import pytest
 from ravenvpn.errors import RavenError
 from tools.process import CommandError, wait_for
 from tools.traffic import PingResult, capture
-from tools.lab import INTERFACE, Lab
+from tools.lab import Lab
 
 pytestmark = pytest.mark.netns
 
@@ -45,10 +44,6 @@ def lab(netns_env: None) -> Iterator[Lab]:
 @pytest.fixture(autouse=True)
 def _attach_logs(request: pytest.FixtureRequest, lab: Lab) -> None:
     request.node._rvt_nodes = [lab.node(n) for n in lab.names]
-
-
-def active_of(lab: Lab, gateway: str) -> list[str]:
-    return [h.name for h in lab.domain(gateway).hosts if lab.is_up(h.name) and lab.role(h.name) == "active-gateway"]
 
 
 def holder_at(lab: Lab, observer: str, gateway: str) -> str | None:
@@ -85,20 +80,6 @@ def all_ok(lab: Lab, jobs: list[tuple[str, str]]) -> list[str]:
     return [f"{s} -> {d}" for (s, d), r in zip(jobs, results) if not r.ok]
 
 
-def wait_new_status(lab: Lab, name: str, role: str, timeout: float = 20.0) -> None:
-    """Wait until the current ``up`` of ``name`` (not a killed predecessor) reports ``role``."""
-    up = lab.up_process(name)
-
-    def ready() -> bool:
-        try:
-            st = json.loads(up.state_file(f"{INTERFACE}.status.json").read_text())
-        except (OSError, ValueError):
-            return False
-        return st.get("pid") == up.pid and st.get("role") == role
-
-    wait_for(ready, timeout=timeout, interval=0.05, message=f"{name} to be {role}")
-
-
 def hangzhou_jobs(lab: Lab) -> list[tuple[str, str]]:
     """Hangzhou's pods and hosts (the member hz-3 and the standby) to qingdao and cloud, and back."""
     return [("pod:hz-3", lab.pod_ip("qd-1")), ("pod:qd-1", lab.pod_ip("hz-3")), ("hz-3", lab.ip("cloud-2")),
@@ -126,7 +107,7 @@ def test_sigkill_and_cable_pull_of_the_active_hangzhou_gateway(lab: Lab) -> None
                                ("hz-3", lab.ip("qd-1"))], t0)
     print(f"\nhangzhou failover after SIGKILL + cable pull: {took}")
     assert all(v is not None for v in took.values()), f"{took}\n{lab.debug_dump()}"
-    wait_for(lambda: active_of(lab, "gw-hangzhou") == ["hz-2"], timeout=5, message="hz-2 to report active")
+    wait_for(lambda: lab.active_of("gw-hangzhou") == ["hz-2"], timeout=5, message="hz-2 to report active")
     assert holder_at(lab, "cloud-1", "gw-hangzhou") == "hz-2"
     failed = all_ok(lab, hangzhou_jobs(lab))
     assert not failed, f"{failed}\n{lab.debug_dump()}"
@@ -143,14 +124,14 @@ def test_the_old_gateway_returns_and_does_not_take_over(lab: Lab) -> None:
     t.start()
     time.sleep(0.5)
     lab.up("hz-1", wait=False)
-    wait_new_status(lab, "hz-1", "standby")
+    lab.wait_role("hz-1", "standby")
     t.join(30)
     ping = result["ping"]
     lost = ping.transmitted - ping.received
     print(f"\nold gateway back: {lost} of {ping.transmitted} pings lost at 10 pps")
     assert lost <= 1, f"{ping}\n{ping.output}"
     time.sleep(2.0)
-    assert active_of(lab, "gw-hangzhou") == ["hz-2"]
+    assert lab.active_of("gw-hangzhou") == ["hz-2"]
     assert holder_at(lab, "cloud-1", "gw-hangzhou") == "hz-2"
     assert lab.role("hz-1") == "standby"
 
@@ -175,7 +156,7 @@ def _planned_peers(lab: Lab, name: str) -> list[tuple[str, str, bool, tuple[str,
 
 def test_forged_and_replayed_liveness_from_another_lan_host_change_nothing(lab: Lab) -> None:
     from ravenvpn.raven.liveness import wire
-    [active] = active_of(lab, "gw-hangzhou")
+    [active] = lab.active_of("gw-hangzhou")
     standby = next(n for n in HZ if n != active)
     intruder = lab.add_lan_host("gw-hangzhou", "192.168.1.66")
     routes_before = lab.node("hz-3").run("ip", "route", "show", "table", "9027").stdout
@@ -212,7 +193,7 @@ def test_forged_and_replayed_liveness_from_another_lan_host_change_nothing(lab: 
     assert not answers.packets(), "a candidate answered the intruder's HELLO"
     ping = result["ping"]
     assert ping.received == ping.transmitted, f"traffic disturbed by forged liveness: {ping}"
-    assert active_of(lab, "gw-hangzhou") == [active]
+    assert lab.active_of("gw-hangzhou") == [active]
     assert lab.role(standby) == "standby"
     assert lab.node("hz-3").run("ip", "route", "show", "table", "9027").stdout == routes_before
     assert _planned_peers(lab, active) == peers_before
@@ -242,18 +223,18 @@ def test_partition_between_the_candidates_then_heal_leaves_one_active(lab: Lab) 
     w.start()
     try:
         _partition(lab, "hz-1", "hz-2", True)
-        wait_for(lambda: sorted(active_of(lab, "gw-hangzhou")) == ["hz-1", "hz-2"], timeout=RECOVERY,
+        wait_for(lambda: sorted(lab.active_of("gw-hangzhou")) == ["hz-1", "hz-2"], timeout=RECOVERY,
                        message="both sides of the partition active")
         time.sleep(2.0)
         _partition(lab, "hz-1", "hz-2", False)
-        wait_for(lambda: len(active_of(lab, "gw-hangzhou")) == 1, timeout=RECOVERY,
+        wait_for(lambda: len(lab.active_of("gw-hangzhou")) == 1, timeout=RECOVERY,
                        message="one active after the heal")
         time.sleep(3.0)
     finally:
         _partition(lab, "hz-1", "hz-2", False)   # idempotent: check=False when removing
         stop.set()
         w.join(5)
-    winner = active_of(lab, "gw-hangzhou")
+    winner = lab.active_of("gw-hangzhou")
     print(f"\npartition + heal: active {winner}, cloud-1 routed hangzhou to {seen}")
     assert len(winner) == 1
     assert seen[-1] == winner[0]
@@ -263,7 +244,7 @@ def test_partition_between_the_candidates_then_heal_leaves_one_active(lab: Lab) 
 
 
 def test_no_false_failover_under_cpu_saturation_and_ten_percent_loss(lab: Lab) -> None:
-    [active] = active_of(lab, "gw-hangzhou")
+    [active] = lab.active_of("gw-hangzhou")
     node = lab.node(active)
     holder = holder_at(lab, "cloud-1", "gw-hangzhou")
     loss = ["-m", "statistic", "--mode", "random", "--probability", "0.1", "-j", "DROP"]
@@ -274,7 +255,7 @@ def test_no_false_failover_under_cpu_saturation_and_ten_percent_loss(lab: Lab) -
     try:
         end = time.monotonic() + 10
         while time.monotonic() < end:
-            assert active_of(lab, "gw-hangzhou") == [active], "a takeover under load"
+            assert lab.active_of("gw-hangzhou") == [active], "a takeover under load"
             time.sleep(0.2)
     finally:
         for p in busy:
@@ -283,12 +264,12 @@ def test_no_false_failover_under_cpu_saturation_and_ten_percent_loss(lab: Lab) -
         node.run("iptables", "-D", "INPUT", "-i", "eth0", *loss, check=False)
         node.run("iptables", "-D", "OUTPUT", "-o", "eth0", *loss, check=False)
     time.sleep(1.0)
-    assert active_of(lab, "gw-hangzhou") == [active]
+    assert lab.active_of("gw-hangzhou") == [active]
     assert holder_at(lab, "cloud-1", "gw-hangzhou") == holder
 
 
 def test_planned_handover_on_sigterm_loses_no_ping(lab: Lab) -> None:
-    [active] = active_of(lab, "gw-hangzhou")
+    [active] = lab.active_of("gw-hangzhou")
     other = next(n for n in HZ if n != active)
     result: dict[str, PingResult] = {}
 
@@ -307,9 +288,9 @@ def test_planned_handover_on_sigterm_loses_no_ping(lab: Lab) -> None:
     # upstream packets through the other one are refused by cryptokey routing. Under a saturated CPU
     # (the whole suite in parallel) that window has cost up to 2 pings at 10 pps.
     assert ping.transmitted - ping.received <= 2, f"{ping}\n{ping.output}\n{lab.debug_dump()}"
-    assert active_of(lab, "gw-hangzhou") == [other]
+    assert lab.active_of("gw-hangzhou") == [other]
     lab.up(active, wait=False)
-    wait_new_status(lab, active, "standby")
+    lab.wait_role(active, "standby")
 
 
 def test_cloud_gateway_failover_with_both_edges_behind_nat(lab: Lab) -> None:
@@ -321,6 +302,6 @@ def test_cloud_gateway_failover_with_both_edges_behind_nat(lab: Lab) -> None:
     took = first_replies(lab, jobs, t0)
     print(f"\ncloud failover after SIGKILL + cable pull: {took}")
     assert all(v is not None for v in took.values()), f"{took}\n{lab.debug_dump()}"
-    wait_for(lambda: active_of(lab, "gw-cloud") == ["cloud-3"], timeout=5, message="cloud-3 to report active")
-    assert holder_at(lab, active_of(lab, "gw-hangzhou")[0], "gw-cloud") == "cloud-3"
+    wait_for(lambda: lab.active_of("gw-cloud") == ["cloud-3"], timeout=5, message="cloud-3 to report active")
+    assert holder_at(lab, lab.active_of("gw-hangzhou")[0], "gw-cloud") == "cloud-3"
     lab.cable("cloud-1", True)
