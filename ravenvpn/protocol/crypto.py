@@ -18,6 +18,15 @@ from nacl.bindings import (
 )
 from nacl.exceptions import CryptoError
 
+try:
+    # The C function under PyNaCl's binding: the binding's argument checks and error-message
+    # formatting cost 4x the encryption itself (2.6 us against 0.6), paid once per cookie reply,
+    # so once per initiation of a handshake flood. PyNaCl's own bindings import these names.
+    from nacl._sodium import ffi as _sodium_ffi, lib as _sodium_lib
+    _xchacha_encrypt = _sodium_lib.crypto_aead_xchacha20poly1305_ietf_encrypt
+except (ImportError, AttributeError):  # another PyNaCl layout: the public binding still works
+    _xchacha_encrypt = None
+
 __all__ = [
     "InvalidTag", "DecryptError", "hash_", "mac", "hmac_", "kdf1", "kdf2", "kdf3", "dh", "public_key",
     "aead_encrypt", "aead_decrypt", "xaead_encrypt", "xaead_decrypt", "nonce", "constant_time_eq",
@@ -113,9 +122,20 @@ def aead_decrypt(key: bytes, counter: int, ciphertext: bytes, ad: bytes) -> byte
 
 
 def xaead_encrypt(key: bytes, nonce24: bytes, plaintext: bytes, ad: bytes) -> bytes:
-    """XAEAD of the whitepaper (cookie replies, §5.4.7): XChaCha20-Poly1305 with a 24-byte nonce."""
+    """XAEAD of the whitepaper (cookie replies, §5.4.7): XChaCha20-Poly1305 with a 24-byte nonce;
+    ciphertext + 16-byte tag.
+
+    Raises:
+        ValueError: `key` is not 32 bytes or `nonce24` not 24.
+    """
     # cryptography has no XChaCha20-Poly1305; libsodium (PyNaCl) does.
-    return crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, nonce24, key)
+    if _xchacha_encrypt is None:
+        return crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, nonce24, key)
+    if len(key) != 32 or len(nonce24) != 24:
+        raise ValueError("XChaCha20-Poly1305 takes a 32-byte key and a 24-byte nonce")  # C reads that many
+    out = _sodium_ffi.new("unsigned char[]", len(plaintext) + 16)
+    _xchacha_encrypt(out, _sodium_ffi.NULL, plaintext, len(plaintext), ad, len(ad), _sodium_ffi.NULL, nonce24, key)
+    return _sodium_ffi.buffer(out)[:]
 
 
 def xaead_decrypt(key: bytes, nonce24: bytes, ciphertext: bytes, ad: bytes) -> bytes:

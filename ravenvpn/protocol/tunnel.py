@@ -21,7 +21,7 @@ from . import timers
 from .allowedips import AllowedIPs, Network
 from .clock import Clock
 from .constants import (
-    MSG_INITIATION, MSG_RESPONSE, MSG_TRANSPORT, REKEY_AFTER_MESSAGES, TRANSPORT_MIN_SIZE,
+    INITIATION_SIZE, MSG_INITIATION, MSG_RESPONSE, MSG_TRANSPORT, REKEY_AFTER_MESSAGES, TRANSPORT_MIN_SIZE,
 )
 from .cookie import CookieChecker
 from .counters import Counter
@@ -42,6 +42,7 @@ _TRANSPORT_HEADER = struct.Struct("<IIQ")
 _RECEIVER = struct.Struct("<I")
 _NONCE = struct.Struct("<4xQ")
 _TRANSPORT_PREFIX = bytes([MSG_TRANSPORT, 0, 0, 0])
+_INITIATION_PREFIX = bytes([MSG_INITIATION, 0, 0, 0])
 _HANDSHAKE_TYPES = (bytes([MSG_INITIATION]), bytes([MSG_RESPONSE]))
 _ZERO_PAD = bytes(16)
 _TRANSPORT_OVERHEAD = 32  # header + Poly1305 tag
@@ -411,6 +412,10 @@ class Tunnel:
                 if handshakes >= self.load_threshold:
                     self._under_load_until = now + UNDER_LOAD_HOLD
             i += 1
+            if len(data) == INITIATION_SIZE and data[:4] == _INITIATION_PREFIX:
+                # What a handshake flood is made of: framing checked without a call (message_type's rules).
+                self._receive_initiation(data, source, out, now)
+                continue
             try:
                 mtype = message_type(data)
             except MalformedMessage:
@@ -550,9 +555,10 @@ class Tunnel:
     def _under_load(self, now: float) -> bool:
         return now < self._under_load_until
 
-    def _macs_acceptable(self, data: bytes, mtype: int, source: Endpoint, sender: int, out: Output,
-                         now: float) -> bool:
-        """mac1 before any DH; under load also mac2, answering with a cookie when it is missing."""
+    def _macs_acceptable(self, data: bytes, mtype: int, source: Endpoint, out: Output, now: float) -> bool:
+        """mac1 before any DH; under load also mac2, answering with a cookie when it is missing.
+
+        Before anything else is parsed: under a flood this is all most messages cost."""
         checker = self._checker
         if checker is None:
             self.stats[Counter.RX_NO_PRIVATE_KEY] += 1
@@ -560,8 +566,9 @@ class Tunnel:
         if not checker.mac1_valid(data, mtype):
             self.stats[Counter.RX_BAD_MAC1] += 1
             return False
-        if self._under_load(now):
+        if now < self._under_load_until:
             if not checker.mac2_valid(data, mtype, source, now):
+                sender = _RECEIVER.unpack_from(data, 4)[0]   # the sender index, in both handshake messages
                 out.network.append((checker.create_reply(data, mtype, sender, source, now), source))
                 self.stats[Counter.TX_COOKIE_REPLY] += 1
                 return False
@@ -571,9 +578,9 @@ class Tunnel:
         return True
 
     def _receive_initiation(self, data: bytes, source: Endpoint, out: Output, now: float) -> None:
-        msg = parse_initiation(data)
-        if not self._macs_acceptable(data, MSG_INITIATION, source, msg.sender, out, now):
+        if not self._macs_acceptable(data, MSG_INITIATION, source, out, now):
             return
+        msg = parse_initiation(data)
         assert self._identity is not None
         try:
             static, ck, h = hsm.open_initiation_static(self._identity, msg)
@@ -639,9 +646,9 @@ class Tunnel:
         timers.any_authenticated_packet_traversal(peer, now)
 
     def _receive_response(self, data: bytes, source: Endpoint, out: Output, now: float) -> None:
-        msg = parse_response(data)
-        if not self._macs_acceptable(data, MSG_RESPONSE, source, msg.sender, out, now):
+        if not self._macs_acceptable(data, MSG_RESPONSE, source, out, now):
             return
+        msg = parse_response(data)
         assert self._identity is not None
         peer = self._index.get(msg.receiver)
         if not isinstance(peer, Peer):
