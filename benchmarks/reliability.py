@@ -88,6 +88,15 @@ def proc_status(pid: int) -> dict[str, int]:
     return {"rss_kib": rss, "fds": fds}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time (seconds, all threads) a process has used so far; 0.0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")   # utime, stime (fields 14, 15)
+
+
 def log_problems(text: str) -> list[str]:
     """The lines of a daemon log that show an exception (empty: clean)."""
     return [line for line in text.splitlines() if LOG_PROBLEM.search(line)]
@@ -285,7 +294,7 @@ def handshake_timeline(packets: list[tuple[float, str, int, bytes]], initiator: 
 
 def handshake_flood(make: MakeNode, rate: float = 5000.0, seconds: float = 10.0, sources: int = 64,
                     peer_impl: str = "wireguard-go", new_peer_impl: str = "ravenvpn",
-                    rounds: int = 1) -> dict[str, Any]:
+                    rounds: int = 1, cpu_phase: float = 0.0) -> dict[str, Any]:
     """A = ravenvpn-wg (victim, iperf3 server), B = its peer (iperf3 client through the tunnel), F = the
     flooder on its own link to A with ``sources`` addresses, C = a new peer that starts mid-flood.
 
@@ -295,7 +304,10 @@ def handshake_flood(make: MakeNode, rate: float = 5000.0, seconds: float = 10.0,
     the ratio (sum of attack throughput over sum of baseline). In the first attack, C (configured on A
     beforehand) pings A through its tunnel 1 s in, while that phase's flood lasts long enough for C's
     retry: the time from its start to the first reply covers its handshake, cookie round trip included,
-    and a capture on C's link times each step. Returns figures; the caller decides what to assert.
+    and a capture on C's link times each step. With ``cpu_phase`` > 0, a last phase floods A for that
+    many seconds with no TCP and reads A's CPU time: what one forged initiation costs the daemon end to
+    end (receive, refuse, cookie reply, send), a figure the machine's other load moves far less than
+    the throughput. Returns figures; the caller decides what to assert.
     """
     a, b, f, c = make("hfa"), make("hfb"), make("hff"), make("hfc")
     t = Tunnel(a, b, impl_a="ravenvpn", impl_b=peer_impl, env_a={"LOG_LEVEL": "verbose"})
@@ -355,6 +367,17 @@ def handshake_flood(make: MakeNode, rate: float = 5000.0, seconds: float = 10.0,
         attack_bps, attack_flood = phase(t.a.listen_port, join=(i == 0))
         samples.append({"baseline_mbps": round(base_bps / 1e6, 1), "attack_mbps": round(attack_bps / 1e6, 1),
                         "baseline_flood": base_flood, "attack_flood": attack_flood})
+    cpu: dict[str, Any] = {}
+    if cpu_phase > 0:
+        fl = popen_tool(f, "tools.flood", flood_cfg(t.a.listen_port, cpu_phase))
+        time.sleep(1.0)
+        cpu_start, wall_start = cpu_seconds(pid), time.monotonic()
+        time.sleep(cpu_phase)
+        used, wall = cpu_seconds(pid) - cpu_start, time.monotonic() - wall_start
+        flood_only = tool_result(fl, 60)
+        cpu = {"cpu_s": round(used, 2), "wall_s": round(wall, 2), "cpu_share": round(used / wall, 3),
+               "us_per_initiation": round(used / (flood_only["rate"] * wall) * 1e6, 1) if flood_only["rate"] else None,
+               "flood": flood_only}
     rss_after = proc_status(pid)
     after = ping(b, t.a.inner4, count=5, interval=0.2, wait=2)
     log = t.a.wg.log_text()
@@ -371,6 +394,7 @@ def handshake_flood(make: MakeNode, rate: float = 5000.0, seconds: float = 10.0,
         "round_ratios": [round(s["attack_mbps"] / s["baseline_mbps"], 2) if s["baseline_mbps"] else 0.0
                          for s in samples],
         "cookie_share": attack["cookie_replies"] / attack["sent"] if attack["sent"] else 0.0,
+        "cpu": cpu,
         "new_peer": newpeer, "daemon_alive": t.a.wg.daemon_alive(), "log_problems": log_problems(log)[:10],
         "ping_after": str(after), "ping_after_ok": after.received >= 4,
         "rss_kib_before": rss_before.get("rss_kib"), "rss_kib_after": rss_after.get("rss_kib"),
@@ -381,7 +405,7 @@ def handshake_flood(make: MakeNode, rate: float = 5000.0, seconds: float = 10.0,
 
 def scenario_flood(quick: bool) -> dict[str, Any]:
     with nodes() as make:
-        r = handshake_flood(make, rate=5000, seconds=6 if quick else 10, rounds=2 if quick else 3)
+        r = handshake_flood(make, rate=5000, seconds=6 if quick else 10, rounds=2 if quick else 3, cpu_phase=5.0)
     fl = r["attack_flood"]
     ok = (r["daemon_alive"] and not r["log_problems"] and r["ping_after_ok"] and r["new_peer"].get("ok")
           and fl["cookie_replies"] > 0)
@@ -400,7 +424,8 @@ def scenario_flood(quick: bool) -> dict[str, Any]:
         "result": (f"TCP kept {r['ratio']:.0%} ({r['attack_mbps']} Mbit/s; rounds "
                    f"{', '.join(f'{x:.0%}' for x in r['round_ratios'])}), {fl['cookie_replies']} cookie replies "
                    f"({r['cookie_share']:.1%} of the initiations), {fl['responses']} responses; new peer's first "
-                   f"ping after {r['new_peer'].get('seconds') or 0:.1f} s{steps}; "
+                   f"ping after {r['new_peer'].get('seconds') or 0:.1f} s{steps}; daemon CPU "
+                   f"{r['cpu'].get('us_per_initiation')} us per initiation; "
                    f"{len(r['log_problems'])} tracebacks"),
         "details": r,
     }
