@@ -294,7 +294,7 @@ def handshake_timeline(packets: list[tuple[float, str, int, bytes]], initiator: 
 
 def handshake_flood(make: MakeNode, rate: float = 5000.0, seconds: float = 10.0, sources: int = 64,
                     peer_impl: str = "wireguard-go", new_peer_impl: str = "ravenvpn",
-                    rounds: int = 1, cpu_phase: float = 0.0) -> dict[str, Any]:
+                    rounds: int = 1, cpu_phase: float = 0.0, fresh_ports: bool = False) -> dict[str, Any]:
     """A = ravenvpn-wg (victim, iperf3 server), B = its peer (iperf3 client through the tunnel), F = the
     flooder on its own link to A with ``sources`` addresses, C = a new peer that starts mid-flood.
 
@@ -330,7 +330,7 @@ def handshake_flood(make: MakeNode, rate: float = 5000.0, seconds: float = 10.0,
     def flood_cfg(port: int, duration: float) -> dict[str, Any]:
         return {"mode": "initiations", "dest": "198.19.0.1", "port": port, "rate": rate,
                 "seconds": duration + 2.0, "sources": attackers, "responder_public_key": t.a.public_key,
-                "seed": 7,
+                "seed": 7, "fresh_ports": fresh_ports,
                 # Bursts of 100 every 20 ms, as a real flood arrives (an evenly paced one puts the device
                 # under load by its rate instead: Tunnel.load_rate).
                 "slot": 0.02}

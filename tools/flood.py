@@ -17,8 +17,10 @@ node) and random ports. ``rate`` datagrams/s (0: as fast as the socket takes the
 make it do Diffie-Hellman work (whitepaper section 5.3: the responder cannot tell them from real ones
 before a DH, so under load it answers with cookie replies instead). Computing mac1 needs no DH (one
 keyed BLAKE2s), so one process sends thousands per second. ``rate`` initiations/s for ``seconds`` from
-every address in ``sources`` in turn (many source addresses: a per-source rate limit does not stop it).
-Answers are counted by type (2 = response, 3 = cookie reply) and are never acted on.
+every address in ``sources`` in turn (many source addresses: a per-source rate limit does not stop it);
+``fresh_ports: true`` sends each from a new socket, so from an endpoint the victim never saw (as spoofed
+sources would; those answers are not counted). Answers are counted by type (2 = response, 3 = cookie
+reply) and are never acted on.
 
 Everything is sent only to ``dest``, which the caller puts inside its own namespaces.
 """
@@ -163,8 +165,17 @@ def run_initiations(cfg: dict[str, Any]) -> dict[str, Any]:
     socks = _sockets(cfg["sources"])
     counts = {"responses": 0, "cookie_replies": 0, "other_replies": 0}
     pool = [forged_initiation(key, rng) for _ in range(4096)]  # distinct messages, reused in rotation
+    fresh = bool(cfg.get("fresh_ports"))
 
     def send_one(i: int) -> None:
+        if fresh:
+            # A new source port every time (the kernel picks it), as from spoofed sources: no endpoint
+            # the victim has seen before. Its answers are not read (the socket is gone).
+            src = cfg["sources"][i % len(cfg["sources"])]
+            with socket.socket(socket.AF_INET6 if ":" in src else socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind((src, 0))
+                s.sendto(pool[i % len(pool)], dest)
+            return
         socks[i % len(socks)].sendto(pool[i % len(pool)], dest)
 
     sent, elapsed, errors = _paced(None, float(cfg["seconds"]), float(cfg["rate"]), send_one, socks, counts,

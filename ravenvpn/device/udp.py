@@ -52,6 +52,7 @@ BACKOFF_WAIT = 0.001            # seconds to wait for buffer space before one re
 BACKOFF_BUDGET = 0.005          # most a single batch may spend waiting for buffer space
 MAX_LEARNED = 1 << 16           # sticky sources remembered (endpoints that sent to us)
 _RECV_CMSG_SPACE = socket.CMSG_SPACE(4) + sticky.PKTINFO_CMSG_SPACE
+_COOKIE_REPLY = b"\x03"          # first byte of a WireGuard cookie reply (whitepaper 5.4.7)
 
 log = logging.getLogger("ravenvpn.udp")
 
@@ -343,6 +344,9 @@ class UdpTransport:
                 continue
             cmsg = cmsgs.get(endpoint)
             if cmsg is None:
+                if payload[:1] == _COOKIE_REPLY:
+                    self._send_cookie_reply(sock, payload, endpoint)
+                    continue
                 cmsg = self._cmsg_for(endpoint)
             try:
                 if cmsg:
@@ -351,6 +355,26 @@ class UdpTransport:
                     sock.sendto(payload, endpoint)
             except OSError as exc:
                 self._send_failed(sock, memoryview(payload), len(payload), endpoint, exc)
+
+    def _send_cookie_reply(self, sock: socket.socket, payload: bytes, endpoint: Endpoint) -> None:
+        """A cookie reply to an endpoint with no checked source yet: from the address its handshake
+        message was sent to, as the kernel answers one (reply to the skb's destination), without the
+        route check `_cmsg_for` makes and caches for peers. A handshake flood from ever new (spoofed)
+        endpoints made that a netlink route query per reply: 15 us of the 25 a reply cost (measured
+        with tools/flood.py's fresh_ports), and a cache full of the attacker's endpoints."""
+        local = self._learned.get(endpoint)
+        try:
+            if local is not None:
+                try:
+                    sock.sendmsg([payload], [sticky.source_cmsg(local[0])], 0, endpoint)
+                    return
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    # That address is not ours any more: let the routing table choose.
+            sock.sendto(payload, endpoint)
+        except OSError as exc:
+            self._send_failed(sock, memoryview(payload), len(payload), endpoint, exc)
 
     def send_bursts(self, bursts: list[tuple[memoryview, int, Endpoint]]) -> None:
         """Send runs of equal-size datagrams laid out back to back: one GSO sendmsg per
