@@ -12,7 +12,8 @@ integrity and recovery; the figures come from here):
               and TCP: no crash, no traceback in the log, the tunnel keeps working, RSS bounded
   flood       >= 5,000 initiations/s with valid mac1 from many source addresses (tools/flood.py) at a device
               carrying iperf3 TCP: cookie replies, the TCP throughput kept against the same flood at a closed
-              port, and a new peer's handshake (cookie round trip) time
+              port (alternating rounds), the daemon's CPU per initiation, and a new peer's handshake (cookie
+              round trip) time, step by step from a capture
   impair      a 5 MB file over TCP through the tunnel across tools/impair.py (loss, reordering, duplication,
               jitter) plus iptables `statistic` loss: sha256 intact, replay window accounting exact
   restart     SIGKILL one side mid-stream, restart it from its config (wg setconf): time until traffic flows
