@@ -22,6 +22,9 @@ every address in ``sources`` in turn (many source addresses: a per-source rate l
 sources would; those answers are not counted). Answers are counted by type (2 = response, 3 = cookie
 reply) and are never acted on.
 
+``python3 -m tools.flood core-cost`` (no config, no network) prints what refusing one such initiation
+costs ravenvpn's sans-I/O core in-process, under load and not (see :func:`core_cost`).
+
 Everything is sent only to ``dest``, which the caller puts inside its own namespaces.
 """
 from __future__ import annotations
@@ -188,10 +191,53 @@ def run_initiations(cfg: dict[str, Any]) -> dict[str, Any]:
             "send_errors": errors, "sources": len(cfg["sources"]), **counts}
 
 
+def core_cost(batches: int = 200, per_batch: int = 100, sources: int = 64, repeat: int = 5) -> dict[str, float]:
+    """What refusing one forged initiation costs ravenvpn's sans-I/O core, in this process: microseconds
+    per initiation of ``Tunnel.receive_datagrams`` on batches of ``per_batch`` of them (best of ``repeat``),
+    under load (cookie replies) and, for comparison, not under load (a Diffie-Hellman each). No I/O: the
+    device's receive and send come on top (benchmarks.reliability's flood scenario reads the daemon's CPU)."""
+    from ravenvpn.protocol.tunnel import Tunnel
+
+    def victim(under_load: bool) -> Tunnel:
+        t = Tunnel()
+        t.private_key = os.urandom(32)
+        t.add_peer(os.urandom(32))
+        # under load from the first batch on, or never (by batch size nor by rate)
+        t.load_threshold = 1 if under_load else 1 << 30
+        t.load_rate = 1.0 if under_load else float(1 << 30)
+        return t
+
+    def timed(tunnel: Tunnel, rounds: int, count: int) -> float:
+        assert tunnel.public_key is not None
+        key = mac1_key(tunnel.public_key)
+        rng = random.Random(7)
+        pool = [forged_initiation(key, rng) for _ in range(4096)]
+        ends = [(f"198.19.{1 + i // 200}.{1 + i % 200}", 40000 + i) for i in range(sources)]
+        work = [[(pool[(b * per_batch + j) % len(pool)], ends[(b * per_batch + j) % sources])
+                 for j in range(per_batch)] for b in range(count)]
+        best = float("inf")
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for batch in work:
+                tunnel.receive_datagrams(batch, 100.0)
+            best = min(best, time.perf_counter() - start)
+        return best / (count * per_batch) * 1e6
+
+    loaded, idle = victim(True), victim(False)
+    under = timed(loaded, repeat, batches)
+    dh = timed(idle, 2, max(1, batches // 20))
+    return {"under_load_us": round(under, 2), "not_under_load_us": round(dh, 1),
+            "cookie_replies": loaded.stats["tx_cookie_reply"], "dh_refused": idle.stats["rx_bad_handshake"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv == ["core-cost"]:
+        json.dump(core_cost(), sys.stdout)
+        sys.stdout.write("\n")
+        return 0
     if len(argv) != 1:
-        print("usage: python3 -m tools.flood CONFIG.json", file=sys.stderr)
+        print("usage: python3 -m tools.flood CONFIG.json | core-cost", file=sys.stderr)
         return 2
     with open(argv[0]) as f:
         cfg = json.load(f)
