@@ -19,16 +19,18 @@ def parse_ip(text: str) -> IPAddress:
     return ipaddress.ip_address(text.strip())
 
 
-def parse_cidr(text: str) -> IPNetwork:
-    """Parse a CIDR (``10.244.1.0/24``) strictly: host bits set is a typo we want to report, not mask away.
+def parse_cidr(text: str, *, strict: bool = True) -> IPNetwork:
+    """Parse a CIDR (``10.244.1.0/24``). ``strict``: host bits set (``10.244.1.5/24``) are an error, a
+    typo to report; otherwise they are cleared, as Go's ``net.ParseCIDR`` (Raven) and Kubernetes'
+    own validation of ``spec.podCIDR`` (``ParseCIDRSloppy``) do.
 
     Raises:
-        ValueError: no prefix length, host bits set, or not a network (ipaddress's reason).
+        ValueError: no prefix length, host bits set (if ``strict``), or not a network (ipaddress's reason).
     """
     text = text.strip()
     if "/" not in text:
         raise ValueError("missing prefix length")
-    return ipaddress.ip_network(text, strict=True)
+    return ipaddress.ip_network(text, strict=strict)
 
 
 def host_network(ip: IPAddress) -> IPNetwork:

@@ -231,7 +231,7 @@ def _status_nodes(field: Field, problems: Problems) -> tuple[NodeInfo, ...] | No
         # yurt-manager writes `subnets: [""]` for a node without spec.podCIDR: skip the entry
         # of the list, keep the node (its own IP is still routed).
         subnets = problems.attempt(entry.child("subnets").items, [], "skipped")
-        parsed = (problems.attempt(s.cidr, None, "skipped") for s in subnets)
+        parsed = (problems.cidr(s, "skipped") for s in subnets)
         infos.append(replace(info, subnets=tuple(c for c in parsed if c is not None)))
     return tuple(infos)
 

@@ -51,7 +51,7 @@ def _pod_cidrs(spec: Field, problems: Problems, name: str) -> tuple[IPNetwork, .
     single = spec.child("podCIDR")
     if not single.present:
         return cidrs
-    cidr = problems.attempt(single.cidr, None, "skipped", node=name)
+    cidr = problems.cidr(single, "skipped", node=name)
     if cidr is None:
         return cidrs
     # Kubernetes keeps podCIDR == podCIDRs[0]; anything else is a hand-edit gone wrong.
@@ -63,7 +63,7 @@ def _pod_cidrs(spec: Field, problems: Problems, name: str) -> tuple[IPNetwork, .
 
 def _cidr_list(field: Field, problems: Problems, name: str) -> tuple[IPNetwork, ...]:
     items = problems.attempt(field.items, [], "skipped", node=name)
-    parsed = (problems.attempt(item.cidr, None, "skipped", node=name) for item in items)
+    parsed = (problems.cidr(item, "skipped", node=name) for item in items)
     return tuple(c for c in parsed if c is not None)
 
 

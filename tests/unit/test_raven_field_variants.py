@@ -1,0 +1,71 @@
+"""Variants of the cluster-object field cases (F11/F12/F15a kind: stale or odd objects), found by
+trying related real-world inputs against the loader and planner. Each was a failure before its fix:
+Raven carries on with such an object, so ravenvpn must too (a warning naming the object, no error).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ravenvpn.raven.cluster import Cluster, load_cluster
+from ravenvpn.raven.plan.planner import Role, plan
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cluster-three-domains.yaml"
+
+
+def example_docs() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    return next(d for d in docs if d.get("kind") == kind and d["metadata"]["name"] == name)
+
+
+def load(docs: list[dict[str, Any]]) -> Cluster:
+    return load_cluster(yaml.safe_dump_all(docs, sort_keys=False))
+
+
+def nets(prefixes: Any) -> set[str]:
+    return {str(p) for p in prefixes}
+
+
+# --- a pod CIDR written with host bits set --------------------------------------------------------
+
+def test_a_pod_cidr_with_host_bits_routes_its_network_and_the_node_still_plans() -> None:
+    """Kubernetes accepts ``spec.podCIDR: 10.244.2.5/24`` (ParseCIDRSloppy) and Raven routes
+    10.244.2.0/24 (Go's net.ParseCIDR); ravenvpn made it an error of the node (here the active
+    gateway hz-1, so gw-hangzhou went down) and dropped the subnet everywhere else."""
+    docs = example_docs()
+    find(docs, "Node", "hz-1")["spec"] = {"podCIDR": "10.244.2.5/24", "podCIDRs": ["10.244.2.5/24"]}
+    cluster = load(docs)
+    assert cluster.node_errors == ()
+    assert cluster.warnings == tuple(f"Node hz-1: {field}: invalid CIDR '10.244.2.5/24' (10.244.2.5/24 has "
+                                     "host bits set) (10.244.2.0/24 used)" for field in ("spec.podCIDR",
+                                                                                          "spec.podCIDRs[0]"))
+    hz1 = plan(cluster, "hz-1")
+    assert hz1.role is Role.ACTIVE_GATEWAY
+    cloud_peer = next(p for p in plan(cluster, "cloud-1").peers if p.gateway == "gw-hangzhou")
+    assert "10.244.2.0/24" in nets(cloud_peer.allowed_ips)
+
+
+def test_a_status_subnet_with_host_bits_is_routed_as_its_network() -> None:
+    docs = example_docs()
+    find(docs, "Gateway", "gw-qingdao")["status"] = {"nodes": [
+        {"nodeName": "qd-1", "privateIP": "192.168.2.11", "subnets": ["10.244.4.9/24"]},
+        {"nodeName": "qd-2", "privateIP": "192.168.2.12", "subnets": ["10.244.5.0/24"]}]}
+    cluster = load(docs)
+    assert cluster.node_errors == ()
+    assert cluster.warnings == ("Gateway gw-qingdao: status.nodes[0].subnets[0]: invalid CIDR '10.244.4.9/24' "
+                                "(10.244.4.9/24 has host bits set) (10.244.4.0/24 used)",)
+    cloud_peer = next(p for p in plan(cluster, "cloud-1").peers if p.gateway == "gw-qingdao")
+    assert nets(cloud_peer.allowed_ips) == {"10.244.4.0/24", "10.244.5.0/24", "192.168.2.11/32", "192.168.2.12/32"}
+
+
+def test_a_malformed_pod_cidr_is_still_skipped_and_an_error_of_its_node() -> None:
+    docs = example_docs()
+    find(docs, "Node", "hz-2")["spec"] = {"podCIDR": "10.244.3.0/33"}
+    cluster = load(docs)
+    assert cluster.node_error("hz-2") == "Node hz-2: spec.podCIDR: invalid CIDR '10.244.3.0/33'"
