@@ -69,3 +69,35 @@ def test_a_malformed_pod_cidr_is_still_skipped_and_an_error_of_its_node() -> Non
     find(docs, "Node", "hz-2")["spec"] = {"podCIDR": "10.244.3.0/33"}
     cluster = load(docs)
     assert cluster.node_error("hz-2") == "Node hz-2: spec.podCIDR: invalid CIDR '10.244.3.0/33'"
+
+
+# --- publicIP in IPv6 forms ----------------------------------------------------------------------------
+
+def with_cloud_public_ip(text: str) -> Cluster:
+    docs = example_docs()
+    for endpoint in find(docs, "Gateway", "gw-cloud")["spec"]["endpoints"]:
+        endpoint["publicIP"] = text
+    return load(docs)
+
+
+def test_an_ipv6_public_ip_is_the_peer_endpoint() -> None:
+    cluster = with_cloud_public_ip("2001:db8::1")
+    assert cluster.warnings == ()
+    assert plan(cluster, "hz-1").peers[0].endpoint == ("2001:db8::1", 4500)
+
+
+def test_an_ipv6_public_ip_in_brackets_is_that_address() -> None:
+    """``[2001:db8::1]`` (copied from a ``host:port`` endpoint) skipped both of gw-cloud's endpoints:
+    cloud-1 could not plan and the edges had no peer for the cloud."""
+    cluster = with_cloud_public_ip("[2001:db8::1]")
+    assert cluster.warnings == () and cluster.node_errors == ()
+    assert plan(cluster, "cloud-1").role is Role.ACTIVE_GATEWAY
+    assert plan(cluster, "hz-1").peers[0].endpoint == ("2001:db8::1", 4500)
+
+
+def test_an_ipv4_mapped_public_ip_is_the_ipv4_address() -> None:
+    """``::ffff:198.51.100.1`` was planned as an IPv6 endpoint: the device's IPv6 socket is IPV6_V6ONLY
+    (dual stack is two sockets), and sending to a mapped address from it fails with ENETUNREACH, so
+    the edges never reached the cloud."""
+    cluster = with_cloud_public_ip("::ffff:198.51.100.1")
+    assert plan(cluster, "hz-1").peers[0].endpoint == ("198.51.100.1", 4500)

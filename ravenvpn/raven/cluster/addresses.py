@@ -11,12 +11,17 @@ IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def parse_ip(text: str) -> IPAddress:
-    """Parse one IPv4 or IPv6 address (surrounding blanks ignored).
+    """Parse one IPv4 or IPv6 address (surrounding blanks ignored). An IPv4-mapped IPv6 address
+    (``::ffff:198.51.100.1``, as Go prints a 16-byte ``net.IP`` in some paths) is that IPv4 address:
+    as an endpoint it would go to the IPv6-only socket, which cannot send to it.
 
     Raises:
         ValueError: not an address (ipaddress's reason).
     """
-    return ipaddress.ip_address(text.strip())
+    ip = ipaddress.ip_address(text.strip())
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def parse_cidr(text: str, *, strict: bool = True) -> IPNetwork:

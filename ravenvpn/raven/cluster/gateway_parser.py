@@ -163,8 +163,10 @@ def _public_address(field: Field) -> dict[str, Any]:
     text = (field.string("") or "").strip()
     if not text:
         return {}
+    # An IPv6 address in brackets, as in a `host:port` endpoint (`[2001:db8::1]`): the address.
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
     try:
-        return {"public_ip": parse_ip(text)}
+        return {"public_ip": parse_ip(bare)}
     except ValueError:
         pass
     if not is_hostname(text):
