@@ -101,3 +101,38 @@ def test_an_ipv4_mapped_public_ip_is_the_ipv4_address() -> None:
     the edges never reached the cloud."""
     cluster = with_cloud_public_ip("::ffff:198.51.100.1")
     assert plan(cluster, "hz-1").peers[0].endpoint == ("198.51.100.1", 4500)
+
+
+# --- relay selection: exposeType spelt otherwise ---------------------------------------------------------
+
+CASES = Path(__file__).resolve().parents[1] / "data" / "field_cases"
+
+
+def relay_of(cluster: Cluster) -> set[str | None]:
+    """The relay every node of the cluster plans with (one value when they agree)."""
+    return {plan(cluster, n.name).relay_gateway for n in cluster.nodes}
+
+
+def n04a_with(expose_type: str) -> Cluster:
+    """N04a with the branch site's Gateway sorting before gw-cloud, and gw-cloud's exposeType replaced."""
+    text = (CASES / "N04a_relay_public_edge.yaml").read_text()
+    return load_cluster(text.replace("gw-factory", "gw-branch").replace("exposeType: PublicIP",
+                                                                         f"exposeType: {expose_type}"))
+
+
+def test_exposetype_in_another_case_still_makes_the_exposed_gateway_the_relay() -> None:
+    """``exposeType: publicip`` was ignored, so the branch site with a public IP (first by name)
+    became every NAT'd site's relay: field case N04a again."""
+    assert relay_of(n04a_with("PublicIP")) == {"gw-cloud"}
+    cluster = n04a_with("publicip")
+    assert cluster.warnings == ("Gateway gw-cloud: spec.exposeType: 'publicip' is spelt 'PublicIP' "
+                                "(read as 'PublicIP')",)
+    assert relay_of(cluster) == {"gw-cloud"}
+    assert relay_of(n04a_with("LOADBALANCER")) == {"gw-cloud"}
+
+
+def test_an_unknown_exposetype_is_ignored_with_a_warning() -> None:
+    cluster = n04a_with("NodePort")
+    assert cluster.warnings == ("Gateway gw-cloud: spec.exposeType: unknown exposeType 'NodePort' (expected "
+                                "PublicIP or LoadBalancer) (ignored)",)
+    assert relay_of(cluster) == {"gw-branch"}
