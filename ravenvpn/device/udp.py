@@ -91,6 +91,61 @@ def _tune(sock: socket.socket, fwmark: int) -> None:
                  exc.strerror or exc)
 
 
+def port_holders(port: int) -> str:
+    """Who holds UDP ``port`` in this network namespace, for the message of a busy port:
+    ``python3 (pid 812)``, ``charon (pid 77), python3 (pid 812)``, ``no process we can see (a kernel
+    WireGuard interface ...?)`` for a socket no visible process has open (a kernel socket), or ""
+    when nothing is bound there or /proc cannot be read. Reads /proc/net/udp{,6} (this thread's namespace) and the
+    processes' fd links; never raises."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table, encoding="ascii") as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            # sl local_address rem_address st tx_queue:rx_queue tr:tm retrnsmt uid timeout inode ...
+            if len(fields) > 9 and int(fields[1].rpartition(":")[2], 16) == port:
+                inodes.add(fields[9])
+    if not inodes:
+        return ""
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    holders: list[str] = []
+    try:
+        pids = [d for d in os.listdir("/proc") if d.isdigit()]
+    except OSError:
+        pids = []
+    for pid in pids:
+        if not targets:
+            break
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue            # gone meanwhile, or not ours to look at
+        found = set()
+        for fd in fds:
+            try:
+                found.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                pass            # closed meanwhile (the listing's own fd, in our own process)
+        hit = targets & found
+        if hit:
+            targets -= hit
+            try:
+                with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+                    name = f.read().strip()
+            except OSError:
+                name = "a process"
+            holders.append(f"{name} (pid {pid})")
+    if targets:
+        # A socket no visible process has open: the kernel's own (kernel WireGuard, a VXLAN or FOU
+        # port), or a process of another PID namespace.
+        holders.append("no process we can see (a kernel WireGuard interface or other in-kernel tunnel?)")
+    return ", ".join(holders)
+
+
 def _open(family: int, port: int, fwmark: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
@@ -172,7 +227,9 @@ class UdpTransport:
             if exc.errno != errno.EADDRINUSE:
                 raise
             self.bind(0)
-            log.info("UDP port %d is busy; listening on port %d instead", DEFAULT_PORT, self.port)
+            holders = port_holders(DEFAULT_PORT)
+            log.info("UDP port %d is busy%s; listening on port %d instead", DEFAULT_PORT,
+                     f" (held by {holders})" if holders else "", self.port)
 
     def bind(self, port: int) -> None:
         """Listen on `port` (0 = ephemeral). On failure the old sockets stay in place."""

@@ -32,6 +32,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ...device.device import Device
+from ...device.udp import port_holders
 from ...errors import RavenError, StartupError
 from ...protocol.constants import REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX
 from ..cluster.addresses import IPNetwork
@@ -466,5 +467,8 @@ class WireGuardDriver:
 
 
 def _busy_port(port: int) -> str:
-    return (f"--port {port}: UDP port {port} is in use (by another ravenvpn or WireGuard?); "
-            "pick another with --port")
+    """The one line for a busy ``--port``, naming who holds it when /proc tells (IPsec's NAT-T, charon,
+    also uses 4500), else the likely culprits."""
+    holders = port_holders(port)
+    return (f"--port {port}: UDP port {port} is in use "
+            f"{f'by {holders}' if holders else '(by another ravenvpn or WireGuard?)'}; pick another with --port")
