@@ -288,8 +288,9 @@ def _not_running(state_dir: str, interface: str) -> str:
         return message
     parts: list[str] = []
     try:
-        routes, rules, sysctls = Applier(interface, state_dir).recorded()
-        parts += [f"{routes} routes", f"{rules} rules", f"{sysctls} sysctls"]
+        # What is still there: routes through the tunnel vanished with it (kill -9 of up).
+        counts = Applier(interface, state_dir).still_installed()
+        parts += [f"{n} {what}" for n, what in zip(counts, ("routes", "rules", "sysctls")) if n]
     except RavenError:
         parts.append("an unreadable state file")
     device = DeviceRecord.read(device_path(state_dir, interface))
@@ -303,8 +304,9 @@ def _not_running(state_dir: str, interface: str) -> str:
     files = ", ".join(p.name for p in left)
     down_cmd = "ravenvpn down" + ("" if interface == "raven0" else f" --interface {interface}") + \
         ("" if os.fspath(state_dir) == DEFAULT_STATE_DIR else f" --state-dir {state_dir}")
-    return (f"{message}, but a ravenvpn up{pid} that stopped without cleaning up left {', '.join(parts)} "
-            f"and its records ({files} in {state_dir}): run '{down_cmd}' to clean up")
+    left = f"{', '.join(parts)} and its records" if parts else "its records"
+    return (f"{message}, but a ravenvpn up{pid} that stopped without cleaning up left {left} "
+            f"({files} in {state_dir}): run '{down_cmd}' to clean up")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
