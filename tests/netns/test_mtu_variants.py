@@ -7,7 +7,7 @@ from typing import Callable
 
 import pytest
 
-from tests.netns.test_mtu_derivation import add_link, probe
+from tests.netns.test_mtu_derivation import Up, add_link, f09_host, probe
 from tools.node import Node
 
 pytestmark = pytest.mark.netns
@@ -35,3 +35,19 @@ def test_an_ipv6_endpoint_is_measured_on_its_ipv6_route(node_factory: Callable[.
     node.run("ip", "-6", "route", "add", "default", "via", "2001:db8:1::1", "dev", "up6")
     assert probe(node, "2001:db8:9::1") == [1450, "up6", "route to 2001:db8:9::1"]
     assert probe(node, "2001:db8:9::1", "198.51.100.1") == [1450, "up6", "route to 2001:db8:9::1"]
+
+
+def test_ravenvpn_up_follows_an_underlay_mtu_change_while_running(node_factory: Callable[..., Node]) -> None:
+    """``ip link set up0 mtu 1400`` under a running ``ravenvpn up`` left raven0 at 1420 until the
+    cluster file changed or SIGHUP (the datagrams of full-size packets then go fragmented); the
+    agent now re-derives the MTU every few seconds and re-plans when it moved."""
+    node = node_factory("mtuchg")
+    f09_host(node)
+    up = Up(node, "--no-failover")      # no liveness events: nothing else makes it re-plan
+    try:
+        assert up.mtu() == 1420, up.log()
+        node.run("ip", "link", "set", "up0", "mtu", "1400")
+        up.wait_mtu(1320)
+        assert "MTU 1320 from link up0 (MTU 1400" in up.log()
+    finally:
+        up.stop()
