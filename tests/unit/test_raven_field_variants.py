@@ -136,3 +136,31 @@ def test_an_unknown_exposetype_is_ignored_with_a_warning() -> None:
     assert cluster.warnings == ("Gateway gw-cloud: spec.exposeType: unknown exposeType 'NodePort' (expected "
                                 "PublicIP or LoadBalancer) (ignored)",)
     assert relay_of(cluster) == {"gw-branch"}
+
+
+def n04b_docs() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((CASES / "N04b_relay_before.yaml").read_text()) if d]
+
+
+def test_two_exposed_gateways_give_every_node_the_same_relay_in_any_document_order() -> None:
+    docs = n04b_docs()
+    relays = {frozenset(relay_of(load(order))) for order in (docs, docs[::-1], docs[3:] + docs[:3])}
+    assert relays == {frozenset({"gw-cloud"})}
+
+
+def test_a_nated_gateway_with_exposetype_is_not_the_relay() -> None:
+    """exposeType on a gateway under NAT is ignored (it cannot be reached to relay), even when its
+    name sorts first."""
+    docs = n04b_docs()
+    find(docs, "Gateway", "gw-hangzhou")["spec"]["exposeType"] = "PublicIP"
+    cluster = load(docs)
+    assert any(w.startswith("Gateway gw-hangzhou: spec.exposeType: 'PublicIP', but") for w in cluster.warnings)
+    assert relay_of(cluster) == {"gw-cloud"}
+
+
+def test_the_relay_stays_while_its_gateway_fails_over_and_moves_only_when_it_has_no_candidate() -> None:
+    docs = n04b_docs()
+    find(docs, "Node", "ecs-a01")["status"]["conditions"][0]["status"] = "False"
+    assert relay_of(load(docs)) == {"gw-cloud"}                 # ecs-c03 took over inside gw-cloud
+    find(docs, "Node", "ecs-c03")["status"]["conditions"][0]["status"] = "False"
+    assert relay_of(load(docs)) == {"gw-idc"}                   # gw-cloud is down: the other exposed one
