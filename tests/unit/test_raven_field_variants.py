@@ -164,3 +164,29 @@ def test_the_relay_stays_while_its_gateway_fails_over_and_moves_only_when_it_has
     assert relay_of(load(docs)) == {"gw-cloud"}                 # ecs-c03 took over inside gw-cloud
     find(docs, "Node", "ecs-c03")["status"]["conditions"][0]["status"] = "False"
     assert relay_of(load(docs)) == {"gw-idc"}                   # gw-cloud is down: the other exposed one
+
+
+# --- F12 at the Node: empty strings for "none" ------------------------------------------------------------
+
+def test_an_empty_pod_cidr_on_a_node_is_no_pod_cidr_not_an_error_of_the_node() -> None:
+    """``podCIDR: ""`` (a node without pod CIDR, as F12's yurt-manager writes ``subnets: [""]``)
+    made hz-2, a tunnel candidate, unable to plan: ``ravenvpn up`` refused to start there."""
+    docs = example_docs()
+    find(docs, "Node", "hz-2")["spec"] = {"podCIDR": "", "podCIDRs": [""]}
+    cluster = load(docs)
+    assert cluster.node_errors == ()
+    assert cluster.warnings == ("Node hz-2: spec.podCIDR: empty (skipped)", "Node hz-2: spec.podCIDRs[0]: empty (skipped)")
+    assert plan(cluster, "hz-2").role is Role.STANDBY
+    cloud_peer = next(p for p in plan(cluster, "cloud-1").peers if p.gateway == "gw-hangzhou")
+    assert "192.168.1.12/32" in nets(cloud_peer.allowed_ips)       # its own IP is still routed
+
+
+def test_an_empty_internal_ip_before_the_real_one_is_skipped() -> None:
+    docs = example_docs()
+    find(docs, "Node", "hz-2")["status"]["addresses"] = [{"type": "InternalIP", "address": ""},
+                                                         {"type": "InternalIP", "address": "192.168.1.12"}]
+    cluster = load(docs)
+    assert cluster.node_errors == ()
+    assert plan(cluster, "hz-2").role is Role.STANDBY
+    node = cluster.node("hz-2")
+    assert node is not None and str(node.internal_ip) == "192.168.1.12"

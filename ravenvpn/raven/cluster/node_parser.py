@@ -39,6 +39,11 @@ def _internal_ip(status: Field, problems: Problems, name: str) -> IPAddress | No
         is_internal = problems.attempt(lambda: address.child("type").string() == "InternalIP", False,
                                        "address skipped", node=name)
         if is_internal:
+            text = address.child("address").value
+            if isinstance(text, str) and not text.strip():
+                # An empty address is no address (nothing of the node is misread): the next one counts.
+                problems.skip(f"{address.owner}: {address.path}.address: empty", "address skipped")
+                continue
             ip = problems.attempt(lambda: address.child("address").ip(required=True), None,
                                   "address skipped", node=name)
             if ip is not None:

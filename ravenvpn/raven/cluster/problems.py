@@ -60,7 +60,12 @@ class Problems:
         Host bits set (``10.244.1.5/24``) are cleared with a warning and no node error: Kubernetes
         accepts such a ``spec.podCIDR`` and Raven (Go's ``net.ParseCIDR``) routes its network, so
         refusing it would leave the node's pods unreachable (or the node down) where Raven carries on.
+        An empty string (``podCIDR: ""``, a node without pod CIDR as field case F12) is no CIDR at
+        all: skipped with a warning, no node error either.
         """
+        if isinstance(field.value, str) and not field.value.strip():
+            self.skip(f"{field.owner}: {field.path}: empty", skipped)
+            return None
         try:
             return field.cidr()
         except ClusterError as exc:
