@@ -138,3 +138,31 @@ def test_carrier_grade_nat_stays_relayed_without_flapping(netns_env: None) -> No
         print(f"{len(pkts)} packets to the private addresses within {span:.2f} s, UDP payloads {sizes}")
         # only the capped LAN attempt (handshake initiations, 148 bytes), within its 2 s phase
         assert 0 < len(pkts) <= 8 and all(s < SIZE for s in sizes) and span <= 2.5, sizes
+
+
+def test_a_lost_lan_path_falls_back_to_the_relay(netns_env: None) -> None:
+    with Lab(direct=True, shared_nat="site", nat="cpe") as lab:
+        lab.up_all()
+        wait_for(lambda: both_direct_via_lan(lab), timeout=25, interval=0.1, message="direct via LAN")
+        result: list[PingResult] = []
+        pinger = threading.Thread(target=lambda: result.append(
+            lab.ping(SRC, lab.pod_ip(QD), count=60, interval=0.1, wait=1)))
+        pinger.start()
+        time.sleep(2)
+        relayed_before = relayed_packets(lab)
+        # the site's LAN-to-LAN routing dies (a firewall rule, a VLAN change); the internet stays
+        qd_net = str(lab.domain("gw-qingdao").lan)
+        for rule in (["-s", qd_net], ["-d", qd_net]):
+            lab.nat("gw-hangzhou").run("iptables", "-I", "FORWARD", *rule, "-j", "DROP")
+        t_cut = time.monotonic()
+        wait_for(lambda: pair(lab, HZ, "gw-qingdao").get("state") == "relayed", timeout=5, interval=0.05,
+                 message="hz-1 back on the relay")
+        print(f"\nhz-1 on the relay {time.monotonic() - t_cut:.2f} s after the LAN cut")
+        pinger.join()
+        res = result[0]
+        print(f"LAN path cut mid-stream: {res}")
+        assert res.transmitted - res.received <= 20, res
+        time.sleep(1.5)       # the status file is rewritten every second
+        assert relayed_packets(lab) > relayed_before + 40, "the relay carries the traffic after the cut"
+        assert pair(lab, QD, "gw-hangzhou")["state"] == "relayed"
+        assert pair(lab, HZ, "gw-qingdao")["losses"] == 1
