@@ -114,7 +114,7 @@ class PairMachine:
         self.gateway = gateway
         self.private = private           # the other edge's private endpoint (InternalIP, port), if known
         self.via: str | None = None      # direct: "public" or "lan"
-        self.lan_start = 0.0             # trying-lan: the round's start; self.start is then the punch's
+        self.lan_start = 0.0             # trying-lan: the round's start (self.start: the punch phase's)
         self._lan_done = 0
         self.lan_attempts = 0
         self.lan_failures = 0
@@ -290,9 +290,9 @@ class PairMachine:
             self._next_probe = self.start
             out.silence = True           # nothing more to the private address: clear the peer first
             out.endpoint = self.endpoint
-            ep = self.endpoint
+            public = f"{self.endpoint[0]}:{self.endpoint[1]}" if self.endpoint else "?"
             self._goto(PairState.PUNCHING, now, f"nothing proven at {where} in {t.lan_window:g} s (not one "
-                       f"LAN); round {self.round_id} to {ep[0]}:{ep[1]}" if ep else "", out)
+                       f"LAN); round {self.round_id} to {public}", out)
 
     def _both_ways(self, now: float) -> bool:
         return (self.heard_at is not None and now - self.heard_at <= self.timing.dead_after
@@ -318,7 +318,9 @@ class PairMachine:
         self.state, self.since = state, now
 
     def snapshot(self, now: float) -> dict[str, object]:
-        """The pair's status (JSON-ready): state, endpoint, counters, seconds in the state."""
+        """The pair's status (JSON-ready): state, endpoint (the private one while trying-lan or direct
+        via LAN, else the public one), ``via`` (direct: ``public``/``lan``), counters, seconds in the
+        state."""
         lan = self.via == "lan" or self.state is PairState.TRYING_LAN
         ep = self.private if lan else self.endpoint
         return {"state": self.state.value, "reason": self.reason,
