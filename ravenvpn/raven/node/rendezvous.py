@@ -38,8 +38,8 @@ Bodies:
   same two endpoints; when their IPs are equal the round begins with an attempt on the private
   endpoints (see :mod:`.punch`).
 - PROBE ``{"seq": n, "ack": m, "heard": s}``: sent every 0.2 s over the direct peer while trying
-  the LAN, while punching and while direct; ``ack`` is the last seq heard from the other edge (-1: none), ``heard`` the seconds
-  since then.
+  the LAN, while punching and while direct; ``ack`` is the last seq heard from the other edge
+  (-1: none), ``heard`` the seconds since then.
 """
 from __future__ import annotations
 
