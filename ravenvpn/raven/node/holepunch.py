@@ -201,7 +201,7 @@ class DirectPaths:
                 machine = self.machines[key] = PairMachine(
                     pair.gateway, now, initiator=plan.local_key < key, timing=self.timing,
                     private=pair.private_endpoint)
-            machine.private = pair.private_endpoint
+            machine.private = pair.private_endpoint    # a new plan may name another active node
             reason = self._forced_reason(pair)
             if reason:
                 for line in machine.force_relay(reason, now).transitions:
