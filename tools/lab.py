@@ -87,6 +87,14 @@ LAB_PREFIX = DEFAULT_PREFIX
 #: symmetric); ``forward`` like ``cpe`` plus a port forward of UDP 4500 to the gateway, published
 #: in the cluster file as the tunnel endpoints' publicIP/publicPort (Raven's fields).
 NAT_MODES = ("masquerade", "cpe", "random-fully", "forward")
+#: Two NAT'd domains (the first two: hangzhou and qingdao) behind ONE public address
+#: (``Lab(shared_nat=...)``): ``site`` one site NAT router (its ``nat`` mode: that of the first
+#: domain) whose LAN routers (``<domain>-lan``, no NAT of their own) route the two LANs to each other
+#: on a site segment 10.255.0.0/24; ``cgnat`` carrier-grade NAT: each domain keeps its home NAT router,
+#: whose WAN is on a carrier network 100.64.0.0/24 behind one carrier NAT router (port-preserving
+#: MASQUERADE, drops unsolicited UDP to itself, so no hairpin); the LANs do not reach each other.
+#: The shared router is ``infra("shared-nat")``; both gateways' ``public_ip`` is its address.
+SHARED_NAT_MODES = {"site": "10.255.0.0/24", "cgnat": "100.64.0.0/24"}
 _STATE_DIR_LOCK = threading.Lock()
 
 
@@ -221,6 +229,7 @@ class Lab:
         nat: str | dict[str, str] = "masquerade",
         direct: bool = False,
         wan_delay: float | dict[str, float] = 0.0,
+        shared_nat: str | None = None,
     ) -> None:
         self.source_yaml = Path(cluster_yaml)
         self.keys_dir = Path(keys_dir)
@@ -240,6 +249,8 @@ class Lab:
         for gw, mode in self.nat_modes.items():
             if mode not in NAT_MODES:
                 raise ValueError(f"{gw}: unknown NAT mode {mode!r}; one of {', '.join(NAT_MODES)}")
+        self.shared_nat = shared_nat
+        self.shared_gateways: list[str] = self._shared_nat_members() if shared_nat else []
         self.dir = Path("/nonexistent")
         self.cluster_path = Path("/nonexistent")
         self._nodes: dict[str, Node] = {}  # cluster nodes by name
@@ -301,6 +312,8 @@ class Lab:
         t0 = time.monotonic()
         # namespaces, created in parallel (each costs a few process spawns)
         wanted: list[tuple[str, str, str]] = [("infra", "internet", "internet")]
+        if self.shared_nat:
+            wanted.append(("infra", "shared-nat", "site-nat" if self.shared_nat == "site" else "cgnat"))
         for d in self.domains:
             short = _short(d.gateway)
             wanted.append(("infra", f"{short}-lan", (f"{short}-nat" if d.under_nat else f"{short}-sw")))
@@ -326,13 +339,17 @@ class Lab:
         inet.link_up("br0")
         inet.add_addr("br0", f"{inet_gw}/{self.internet_net.prefixlen}")
         plen = self.internet_net.prefixlen
+        if self.shared_nat:
+            self._build_shared_nat(inet, inet_gw, plen)
 
         for d in self.domains:
             short = _short(d.gateway)
             lan_ns = self._infra[f"{short}-lan"]
             lan_ns.run("ip", "link", "add", "br0", "type", "bridge")
             lan_ns.link_up("br0")
-            if d.under_nat:
+            if d.gateway in self.shared_gateways:
+                self._join_shared_nat(d, lan_ns)
+            elif d.under_nat:
                 assert d.router_ip and d.uplink_ip
                 lan_ns.add_addr("br0", f"{d.router_ip}/{d.lan.prefixlen}")
                 self._attach(inet, lan_ns, f"{d.uplink_ip}/{plen}", port=f"p-{short}", name="wan0")
@@ -397,6 +414,70 @@ class Lab:
             target = self._forward_target(d)
             router.run("iptables", "-t", "nat", "-A", "PREROUTING", "-i", "wan0", "-p", "udp", "--dport",
                        str(TUNNEL_PORT), "-j", "DNAT", "--to-destination", f"{target}:{TUNNEL_PORT}")
+
+    def _shared_nat_members(self) -> list[str]:
+        """The gateways behind the shared NAT (see :data:`SHARED_NAT_MODES`); their second's public
+        address becomes the first's.
+
+        Raises:
+            ValueError: an unknown mode, fewer than two NAT'd domains, or a ``forward`` NAT among them.
+        """
+        if self.shared_nat not in SHARED_NAT_MODES:
+            raise ValueError(f"unknown shared NAT {self.shared_nat!r}; one of {', '.join(SHARED_NAT_MODES)}")
+        members = [d for d in self.domains if d.under_nat][:2]
+        if len(members) < 2:
+            raise ValueError("a shared NAT needs two NAT'd domains")
+        if any(self.nat_modes[d.gateway] == "forward" for d in members):
+            raise ValueError("a shared NAT with a port forward is not supported by the lab")
+        members[1].uplink_ip = members[0].uplink_ip
+        return [d.gateway for d in members]
+
+    def _build_shared_nat(self, inet: Node, inet_gw: str, plen: int) -> None:
+        """The shared NAT router: ``wan0`` on the internet (the one public address), ``br0`` the site
+        segment or carrier network (.1), MASQUERADE out of ``wan0``."""
+        assert self.shared_nat is not None
+        seg = ipaddress.ip_network(SHARED_NAT_MODES[self.shared_nat])
+        first = self.domain(self.shared_gateways[0])
+        router = self._infra["shared-nat"]
+        router.run("ip", "link", "add", "br0", "type", "bridge")
+        router.link_up("br0")
+        router.add_addr("br0", f"{seg[1]}/{seg.prefixlen}")
+        self._attach(inet, router, f"{first.uplink_ip}/{plen}", port="p-shared-nat", name="wan0")
+        self._delay_port(inet, "p-shared-nat", self.wan_delay[first.gateway])
+        router.run("ip", "route", "add", "default", "via", inet_gw)
+        router.sysctl("net.ipv4.ip_forward", 1)
+        for scope in ("all", "br0"):   # the member routers reach each other on the segment directly
+            router.sysctl(f"net.ipv4.conf.{scope}.send_redirects", 0)
+        if self.shared_nat == "site":
+            self._setup_nat(first, router)        # the site's NAT, in the first domain's mode
+            for i, gw in enumerate(self.shared_gateways):
+                router.run("ip", "route", "add", str(self.domain(gw).lan), "via", str(seg[2 + i]))
+        else:
+            # the carrier: port-preserving, and unsolicited UDP to its own address is dropped, so a
+            # packet from one customer to the shared address (hairpin) goes nowhere
+            router.run("iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE")
+            router.run("iptables", "-A", "INPUT", "-i", "wan0", "-p", "udp", "-m", "conntrack",
+                       "--ctstate", "NEW", "-j", "DROP")
+            router.run("iptables", "-A", "INPUT", "-i", "br0", "-p", "udp", "-d", str(first.uplink_ip),
+                       "-j", "DROP")
+
+    def _join_shared_nat(self, d: DomainSpec, lan_ns: Node) -> None:
+        """A domain behind the shared NAT: its LAN router's ``wan0`` on the segment; with ``site`` it
+        routes (no NAT) and reaches the other LAN directly, with ``cgnat`` it is a home NAT router."""
+        assert self.shared_nat is not None and d.router_ip
+        seg = ipaddress.ip_network(SHARED_NAT_MODES[self.shared_nat])
+        i = self.shared_gateways.index(d.gateway)
+        lan_ns.add_addr("br0", f"{d.router_ip}/{d.lan.prefixlen}")
+        self._attach(self._infra["shared-nat"], lan_ns, f"{seg[2 + i]}/{seg.prefixlen}",
+                     port=f"p-{_short(d.gateway)}", name="wan0")
+        lan_ns.run("ip", "route", "add", "default", "via", str(seg[1]))
+        lan_ns.sysctl("net.ipv4.ip_forward", 1)
+        if self.shared_nat == "cgnat":
+            self._setup_nat(d, lan_ns)
+            return
+        for j, gw in enumerate(self.shared_gateways):
+            if gw != d.gateway:
+                lan_ns.run("ip", "route", "add", str(self.domain(gw).lan), "via", str(seg[2 + j]))
 
     def _forward_target(self, d: DomainSpec) -> str:
         """The LAN address a ``forward`` NAT sends the tunnel port to: the gateway's first tunnel
@@ -465,7 +546,8 @@ class Lab:
         return self._infra[name]
 
     def nat(self, gateway: str) -> Node:
-        """The NAT router namespace of a NAT'd gateway (``gw-hangzhou``)."""
+        """The NAT router namespace of a NAT'd gateway (``gw-hangzhou``); behind a ``site`` shared NAT
+        its LAN's plain router (the NAT is ``infra("shared-nat")``)."""
         d = self.domain(gateway)
         if not d.under_nat:
             raise KeyError(f"{gateway} is not under NAT")

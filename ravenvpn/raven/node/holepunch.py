@@ -18,7 +18,9 @@ tunnels; messages in :mod:`.rendezvous`):
   works in both directions) the other domain's subnets move from the relay peer to the direct peer
   (make-before-break: the tunnel accepts those sources from either peer throughout,
   :meth:`~ravenvpn.protocol.tunnel.Tunnel.share_sources`). While direct, probes every 0.2 s watch the
-  path; 1 s of silence moves the subnets back to the relay at once.
+  path; 1 s of silence moves the subnets back to the relay at once. When the relay shows both edges
+  at one public IP (its INTRO gives each edge its own observed endpoint too), a round first tries the
+  other edge's private endpoint (its node's InternalIP) for 2 s, the same way (``trying-lan``).
 
 The state of every pair is written to ``<state dir>/<interface>.direct.json`` (``ravenvpn status``
 shows it) and each transition is logged. ``RAVENVPN_FORCE_RELAY`` = ``all`` or a comma-separated list
@@ -91,6 +93,8 @@ def describe_direct(status: dict[str, Any] | None) -> list[str]:
         lines.append(f"direct paths off: {status['error']}")
     for gw, pair in sorted(status.get("pairs", {}).items()):
         extra = [f"endpoint {pair.get('endpoint') or '?'}", f"{pair.get('rounds', 0)} rounds"]
+        if pair.get("via"):
+            extra.insert(0, f"via {pair['via']}")
         if pair.get("next_round_in") is not None and pair.get("state") != "forced-relay":
             extra.append(f"next round in {pair['next_round_in']:.0f} s")
         if pair.get("reason"):
@@ -195,7 +199,9 @@ class DirectPaths:
             machine = self.machines.get(key)
             if machine is None:
                 machine = self.machines[key] = PairMachine(
-                    pair.gateway, now, initiator=plan.local_key < key, timing=self.timing)
+                    pair.gateway, now, initiator=plan.local_key < key, timing=self.timing,
+                    private=pair.private_endpoint)
+            machine.private = pair.private_endpoint    # a new plan may name another active node
             reason = self._forced_reason(pair)
             if reason:
                 for line in machine.force_relay(reason, now).transitions:
@@ -457,12 +463,13 @@ class DirectPaths:
                     round_id = int(msg.body["round"])
                     start = msg.body.get("start")
                     start_mono = None if start is None else now + (float(start) - time.time())
+                    own = _parse_endpoint(msg.body["you"]) if msg.body.get("you") is not None else None
                 except (KeyError, ValueError, TypeError) as exc:
                     log.debug("malformed INTRO: %s", exc)
                     continue
                 machine = self.machines.get(peer_key)
                 if machine is not None:
-                    actions = machine.on_intro(round_id, endpoint, start_mono, now)
+                    actions = machine.on_intro(round_id, endpoint, start_mono, now, own=own)
                     self._apply(tunnel, peer_key, actions, now)
                     transitions += actions.transitions
             elif msg.kind == rv.PROBE and msg.sender in self.machines:
@@ -542,8 +549,10 @@ class DirectPaths:
                          _endpoint_text(old) if old else "unknown")
                 for other in edges:
                     if other != key and now - self._hello_at.get(other, -1e9) < 60:
+                        own = self._endpoints.get(other)
                         self._send(rv.INTRO, other, {"peer": rv.b64(key), "endpoint": _endpoint_text(ep),
-                                                     "round": self._round, "start": None})
+                                                     "round": self._round, "start": None,
+                                                     "you": _endpoint_text(own) if own else None})
             self._endpoints[key] = ep
         for a, (want_a, at_a) in list(self._wants.items()):
             if now - at_a > WANT_FRESH:
@@ -561,9 +570,9 @@ class DirectPaths:
                 self._last_round[pair] = now
                 start = time.time() + ROUND_LEAD
                 self._send(rv.INTRO, a, {"peer": rv.b64(b), "endpoint": _endpoint_text(ep_b),
-                                         "round": self._round, "start": start})
+                                         "round": self._round, "start": start, "you": _endpoint_text(ep_a)})
                 self._send(rv.INTRO, b, {"peer": rv.b64(a), "endpoint": _endpoint_text(ep_a),
-                                         "round": self._round, "start": start})
+                                         "round": self._round, "start": start, "you": _endpoint_text(ep_b)})
                 want_a.discard(b)
                 want_b.discard(a)
                 log.info("rendezvous: round %d for %s (%s) and %s (%s)", self._round, edges[a],
