@@ -100,9 +100,13 @@ def test_punchable_nats_go_direct_and_the_relay_stops_carrying(punchable: Lab) -
     grew = relayed_packets(lab) - relayed_before
     print(f"relay counter +{grew} during 30 pings")
     assert grew < 20, f"the cloud gateway relayed {grew} packets during the pings"
-    # the status command shows the pair
+    # the status command shows the pair, and how far the other NAT router is: the local NAT, the
+    # two ISP routers, the other NAT (4), or the local NAT and the other NAT on the flat WAN (2)
     out = lab.ravenvpn(HZ, "status", check=True).stdout
     assert "direct path gw-qingdao: direct" in out, out
+    hops = 4 if lab.isp_hop else 2
+    assert f"{hops} hops away" in out, out
+    assert direct_status(lab, QD)["pairs"]["gw-hangzhou"]["hops"] == hops
 
 
 def test_conntrack_flush_on_a_nat_router_keeps_pings_going(punchable: Lab) -> None:
