@@ -19,6 +19,11 @@ Hangzhou to a *non-gateway* node in Qingdao that crosses both gateways and the c
      cloud-2 .12
   every node N: pod0 10.244.N.1/24 -- pod namespace eth0 10.244.N.10 (default via .1)
 
+With ``Lab(isp_hop=True)`` each NAT router's wan0 goes to an ISP router (namespace ``<domain>-isp``,
+``up0`` on br0 at .253, .252, ...; proxy ARP) instead of the bridge: the NAT routers keep their
+addresses, and NAT -> NAT crosses two forwarding hops, as on the internet (TTL-limited NAT openers,
+ravenvpn/raven/node/punch.py, need a router between the NATs).
+
 Addressing, membership and which domain is under NAT all come from the YAML: Nodes give the InternalIP
 (LAN address), pod CIDR and gateway label; Gateways give underNAT and the exposed publicIP.  Like a CNI,
 the lab routes pod CIDRs *inside* a domain (``10.244.M.0/24 via <node M>`` on the others) and enables
