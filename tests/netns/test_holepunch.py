@@ -198,3 +198,17 @@ def test_a_port_forward_is_reached_directly_without_punching(netns_env: None) ->
         assert res.received >= 9, res
         pkts = cap.packets()
         assert big_udp(pkts, qd_pub, hz_pub) >= 9 and big_udp(pkts, hz_pub, qd_pub) >= 9
+
+
+@pytest.mark.parametrize("nat,isp_hop,hops", [("cpe", True, 4), ("masquerade", True, 4), ("cpe", False, 2)],
+                         ids=["cpe-isp", "masquerade-isp", "cpe-flat"])
+def test_hop_discovery_counts_the_routers_to_the_other_nat(netns_env: None, nat: str, isp_hop: bool,
+                                                           hops: int) -> None:
+    """hz-1 -> qingdao's NAT: its own NAT, each ISP router, the other NAT (which answers port
+    unreachable, or nothing behind an input firewall); what the TTL-limited openers are cut to."""
+    code = ("import sys, time; from ravenvpn.raven.node.hops import discover_hops; t = time.monotonic(); "
+            "h = discover_hops(sys.argv[1]); print(h, round(time.monotonic() - t, 3))")
+    with Lab(nat=nat, isp_hop=isp_hop) as lab:
+        out = lab.node(HZ).run(lab.python, "-c", code, lab.public_ip("gw-qingdao")).stdout.split()
+        print(f"\n{nat}, {'ISP hop' if isp_hop else 'flat'}: H = {out[0]} in {out[1]} s")
+        assert int(out[0]) == hops, out

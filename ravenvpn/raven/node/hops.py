@@ -42,6 +42,7 @@ log = logging.getLogger("ravenvpn.direct")
 PROBE_BASE_PORT = 33434          # traceroute's: a probe with TTL t goes to port 33434 + t
 MAX_TTL = 8                      # probes with TTL 1..8; a farther NAT router gets H = None
 DISCOVERY_TIMEOUT = 0.3          # seconds to wait for ICMP answers (within the round's 0.5 s lead)
+QUIET_MIN = 0.05                 # seconds without a new answer that end a discovery early
 SOL_IP = getattr(socket, "SOL_IP", 0)
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 SO_EE_ORIGIN_ICMP = 2
@@ -106,8 +107,9 @@ def opener_ttls(hops: int | None) -> tuple[int, ...]:
 
 def discover_hops(host: str, *, timeout: float = DISCOVERY_TIMEOUT, max_ttl: int = MAX_TTL,
                   fwmark: int = 0) -> int | None:
-    """Probe the hop count to IPv4 ``host`` (see the module doc); blocks up to ``timeout`` seconds
-    (less when the host answers). None when nothing answered, for an IPv6 host (not yet probed),
+    """Probe the hop count to IPv4 ``host`` (see the module doc); blocks up to ``timeout`` seconds:
+    less when the host answers, or when after some answers none came for twice as long as the
+    slowest took (at least :data:`QUIET_MIN`). None when nothing answered, for an IPv6 host (not yet probed),
     or when the socket cannot be made (logged at debug). ``fwmark``: SO_MARK for the probes (0:
     none). Thread-safe (a socket per call)."""
     try:
@@ -131,11 +133,19 @@ def discover_hops(host: str, *, timeout: float = DISCOVERY_TIMEOUT, max_ttl: int
             return None
         poller = select.poll()
         poller.register(sock, select.POLLERR | select.POLLIN)
-        deadline = time.monotonic() + timeout
+        sent = time.monotonic()
+        deadline = sent + timeout
         while (left := deadline - time.monotonic()) > 0:
             if not poller.poll(left * 1000):
                 break
-            answers += _drain(sock, host, max_ttl)
+            got = _drain(sock, host, max_ttl)
+            if got:
+                answers += got
+                # A silent host (an input firewall) answers never: stop once the routers have been
+                # quiet for twice as long as the slowest of them took (a farther one missed only
+                # lowers H, which is safe), not at the timeout: the openers wait for this.
+                quiet = max(QUIET_MIN, 2 * (time.monotonic() - sent))
+                deadline = min(sent + timeout, time.monotonic() + quiet)
             if any(err.type == ICMP_DEST_UNREACH and err.offender == host for _t, err in answers):
                 break           # the host itself answered: nothing farther to learn
     return hop_count(answers, host)
