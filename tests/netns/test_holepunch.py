@@ -1,8 +1,10 @@
 """Direct hangzhou <-> qingdao tunnels through NAT (hole punching, the cloud gateway as rendezvous).
 
 The three-domain lab (tools/lab.py) with selectable NAT routers: ``cpe`` (port-preserving MASQUERADE
-behind a home router's input firewall: punchable), ``random-fully`` (symmetric: not punchable) and
-``forward`` (a port forward, Raven's publicIP/publicPort). What is checked is what a user would
+behind a home router's input firewall: punchable), ``random-fully`` (symmetric: not punchable),
+``forward`` (a port forward, Raven's publicIP/publicPort); plain ``masquerade`` (accepts
+everything) with WAN delay on the flat WAN or, without delay, behind an ISP router each
+(``Lab(isp_hop=True)``: TTL-limited NAT openers). What is checked is what a user would
 check: where the packets go on the "internet" bridge (tcpdump), ping loss, the cloud gateway's relay
 counter, and the pair states of ``ravenvpn status`` (the direct-path status file).
 """

@@ -119,7 +119,6 @@ def discover_hops(host: str, *, timeout: float = DISCOVERY_TIMEOUT, max_ttl: int
     except (ValueError, OSError) as exc:
         log.debug("hop discovery to %s: %s", host, exc)
         return None
-    answers: list[tuple[int, IcmpError]] = []
     with sock:
         try:
             sock.setsockopt(SOL_IP, IP_RECVERR, 1)
@@ -131,24 +130,31 @@ def discover_hops(host: str, *, timeout: float = DISCOVERY_TIMEOUT, max_ttl: int
         except OSError as exc:
             log.debug("hop discovery to %s: %s", host, exc)
             return None
-        poller = select.poll()
-        poller.register(sock, select.POLLERR | select.POLLIN)
-        sent = time.monotonic()
-        deadline = sent + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            if not poller.poll(left * 1000):
-                break
-            got = _drain(sock, host, max_ttl)
-            if got:
-                answers += got
-                # A silent host (an input firewall) answers never: stop once the routers have been
-                # quiet for twice as long as the slowest of them took (a farther one missed only
-                # lowers H, which is safe), not at the timeout: the openers wait for this.
-                quiet = max(QUIET_MIN, 2 * (time.monotonic() - sent))
-                deadline = min(sent + timeout, time.monotonic() + quiet)
-            if any(err.type == ICMP_DEST_UNREACH and err.offender == host for _t, err in answers):
-                break           # the host itself answered: nothing farther to learn
-    return hop_count(answers, host)
+        return hop_count(_collect(sock, host, timeout, max_ttl), host)
+
+
+def _collect(sock: socket.socket, host: str, timeout: float, max_ttl: int) -> list[tuple[int, IcmpError]]:
+    """The ICMP answers to the probes just sent, until the host answers, the routers fall quiet,
+    or ``timeout`` seconds."""
+    answers: list[tuple[int, IcmpError]] = []
+    poller = select.poll()
+    poller.register(sock, select.POLLERR | select.POLLIN)
+    sent = time.monotonic()
+    deadline = sent + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not poller.poll(left * 1000):
+            break
+        got = _drain(sock, host, max_ttl)
+        if got:
+            answers += got
+            # A silent host (an input firewall) answers never: stop once the routers have been
+            # quiet for twice as long as the slowest of them took (a farther one missed only
+            # lowers H, which is safe), not at the timeout: the openers wait for this.
+            quiet = max(QUIET_MIN, 2 * (time.monotonic() - sent))
+            deadline = min(sent + timeout, time.monotonic() + quiet)
+        if any(err.type == ICMP_DEST_UNREACH and err.offender == host for _t, err in answers):
+            break           # the host itself answered: nothing farther to learn
+    return answers
 
 
 def _send(sock: socket.socket, dest: tuple[str, int]) -> None:
@@ -199,11 +205,6 @@ class HopFinder:
         self._running: set[str] = set()
         self._done: list[tuple[str, int | None]] = []
         self._told: set[str] = set()       # addresses whose failed discovery was logged
-
-    def known(self, host: str) -> tuple[bool, int | None]:
-        """(whether a count is known, the count)."""
-        with self._lock:
-            return (host in self._known, self._known.get(host))
 
     def request(self, host: str) -> None:
         """Discover ``host``'s hop count in a worker thread unless it is known or being found."""
