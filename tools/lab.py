@@ -19,6 +19,11 @@ Hangzhou to a *non-gateway* node in Qingdao that crosses both gateways and the c
      cloud-2 .12
   every node N: pod0 10.244.N.1/24 -- pod namespace eth0 10.244.N.10 (default via .1)
 
+With ``Lab(isp_hop=True)`` each NAT router's wan0 goes to an ISP router (namespace ``<domain>-isp``,
+``up0`` on br0 at .253, .252, ...; proxy ARP) instead of the bridge: the NAT routers keep their
+addresses, and NAT -> NAT crosses two forwarding hops, as on the internet (TTL-limited NAT openers,
+ravenvpn/raven/node/punch.py, need a router between the NATs).
+
 Addressing, membership and which domain is under NAT all come from the YAML: Nodes give the InternalIP
 (LAN address), pod CIDR and gateway label; Gateways give underNAT and the exposed publicIP.  Like a CNI,
 the lab routes pod CIDRs *inside* a domain (``10.244.M.0/24 via <node M>`` on the others) and enables
@@ -230,6 +235,7 @@ class Lab:
         direct: bool = False,
         wan_delay: float | dict[str, float] = 0.0,
         shared_nat: str | None = None,
+        isp_hop: bool = False,
     ) -> None:
         self.source_yaml = Path(cluster_yaml)
         self.keys_dir = Path(keys_dir)
@@ -246,6 +252,16 @@ class Lab:
             d.gateway: float(wan_delay if not isinstance(wan_delay, dict) else wan_delay.get(d.gateway, 0.0))
             for d in self.domains}
         self.delay_procs: list[subprocess.Popen[Any]] = []
+        # An ISP router between each NAT router and the internet bridge (see _isp_router): the path
+        # NAT -> NAT then crosses forwarding hops, as on the internet. Addresses from the top of the
+        # internet prefix (.253, .252, ...), clear of the public and NAT addresses taken from below.
+        self.isp_hop = isp_hop
+        taken = {self.internet_net[254], *(ipaddress.ip_address(h.public_ip) for h in self.hosts.values()
+                                            if h.public_ip),
+                 *(ipaddress.ip_address(d.uplink_ip) for d in self.domains if d.uplink_ip)}
+        spare = (a for a in reversed(list(self.internet_net.hosts())) if a not in taken)
+        self.isp_ips: dict[str, str] = {d.gateway: str(next(spare)) for d in self.domains
+                                        if d.under_nat and isp_hop}
         for gw, mode in self.nat_modes.items():
             if mode not in NAT_MODES:
                 raise ValueError(f"{gw}: unknown NAT mode {mode!r}; one of {', '.join(NAT_MODES)}")
@@ -317,6 +333,8 @@ class Lab:
         for d in self.domains:
             short = _short(d.gateway)
             wanted.append(("infra", f"{short}-lan", (f"{short}-nat" if d.under_nat else f"{short}-sw")))
+            if d.gateway in self.isp_ips:
+                wanted.append(("infra", f"{short}-isp", f"{short}-isp"))
             for h in d.hosts:
                 wanted.append(("node", h.name, h.name))
                 if h.pod_cidr:
@@ -352,7 +370,10 @@ class Lab:
             elif d.under_nat:
                 assert d.router_ip and d.uplink_ip
                 lan_ns.add_addr("br0", f"{d.router_ip}/{d.lan.prefixlen}")
-                self._attach(inet, lan_ns, f"{d.uplink_ip}/{plen}", port=f"p-{short}", name="wan0")
+                if d.gateway in self.isp_ips:
+                    self._isp_router(d, lan_ns, inet)
+                else:
+                    self._attach(inet, lan_ns, f"{d.uplink_ip}/{plen}", port=f"p-{short}", name="wan0")
                 self._delay_port(inet, f"p-{short}", self.wan_delay[d.gateway])
                 lan_ns.run("ip", "route", "add", "default", "via", inet_gw)
                 lan_ns.sysctl("net.ipv4.ip_forward", 1)
@@ -380,6 +401,28 @@ class Lab:
                 self._mount_state_dir(h.name)
         wait_for(self._settled, timeout=10, interval=0.1, message="IPv6 addresses of the nodes to leave DAD")
         self._say(f"topology ready in {time.monotonic() - t0:.1f}s (files in {self.dir})")
+
+    def _isp_router(self, d: DomainSpec, nat: Node, inet: Node) -> None:
+        """An ISP router (namespace ``<domain>-isp``) between NAT router ``nat`` and the internet
+        bridge: the NAT's wan0 (its public address, /24 as before) is a veth to the ISP's ``cpe0``,
+        the ISP's ``up0`` (its own address, from the top of the prefix) is bridge port ``p-<domain>``.
+        The NAT keeps its public address: the ISP routes it (/32 via cpe0) and answers ARP for it on
+        the bridge, and for the rest of the prefix toward the NAT (proxy ARP both ways, no proxy
+        delay), so neither the NAT nor anyone on the bridge changes its configuration. Every packet
+        between the NAT and the internet is forwarded once more (TTL - 1), and the ISP router answers
+        TTL-expired packets (ICMP time exceeded), like any router on the way (punch.py uses both)."""
+        assert d.uplink_ip
+        short = _short(d.gateway)
+        isp = self._infra[f"{short}-isp"]
+        plen = self.internet_net.prefixlen
+        veth(nat, isp, f"{d.uplink_ip}/{plen}", "", name_a="wan0", name_b="cpe0")
+        self._attach(inet, isp, f"{self.isp_ips[d.gateway]}/{plen}", port=f"p-{short}", name="up0")
+        isp.run("ip", "route", "add", f"{d.uplink_ip}/32", "dev", "cpe0")
+        isp.run("ip", "route", "add", "default", "via", str(self.internet_net[254]))
+        isp.sysctl("net.ipv4.ip_forward", 1)
+        for dev in ("cpe0", "up0"):
+            isp.sysctl(f"net.ipv4.conf.{dev}.proxy_arp", 1)
+            isp.sysctl(f"net.ipv4.neigh.{dev}.proxy_delay", 0)   # answer at once, not after <= 0.8 s
 
     def _delay_port(self, inet: Node, port: str, delay_ms: float) -> None:
         """Splice a userspace delay (tools/wandelay.py) between bridge port ``port`` and the bridge:
@@ -498,6 +541,12 @@ class Lab:
             for ep in doc["spec"].get("endpoints", []):
                 if ep.get("type") == "tunnel":
                     ep["publicIP"], ep["publicPort"] = d.uplink_ip, TUNNEL_PORT
+
+    def isp(self, gateway: str) -> Node:
+        """The ISP router namespace in front of a NAT'd gateway's router (``Lab(isp_hop=True)``)."""
+        if gateway not in self.isp_ips:
+            raise KeyError(f"{gateway} has no ISP router (Lab(isp_hop=True), NAT'd domains)")
+        return self._infra[f"{_short(gateway)}-isp"]
 
     def public_ip(self, gateway: str) -> str:
         """The internet address of a NAT'd gateway's router (its edges' public address)."""

@@ -50,6 +50,7 @@ from ..cluster.addresses import IPNetwork, host_network
 from ..plan.direct import CONTROL_PORT, DirectPair, DirectPlan, control_address
 from ..plan.nodeplan import PeerPlan
 from . import rendezvous as rv
+from .hops import HopFinder
 from .punch import Actions, PairMachine, PairState, Timing
 from .records import direct_status_path
 
@@ -95,6 +96,8 @@ def describe_direct(status: dict[str, Any] | None) -> list[str]:
         extra = [f"endpoint {pair.get('endpoint') or '?'}", f"{pair.get('rounds', 0)} rounds"]
         if pair.get("via"):
             extra.insert(0, f"via {pair['via']}")
+        if pair.get("hops") is not None:
+            extra.append(f"{pair['hops']} hops away")
         if pair.get("next_round_in") is not None and pair.get("state") != "forced-relay":
             extra.append(f"next round in {pair['next_round_in']:.0f} s")
         if pair.get("reason"):
@@ -152,9 +155,12 @@ class DirectPaths:
     def __init__(self, interface: str, private_key: bytes, access: TunnelAccess, *,
                  state_dir: str | os.PathLike[str] | None = None, timing: Timing = Timing(),
                  forced: set[str] | None | bool = False,
-                 underlay: Callable[[list[tuple[bytes, tuple[str, int]]]], None] | None = None) -> None:
+                 underlay: Callable[..., None] | None = None, hops: HopFinder | None = None) -> None:
         self.interface = interface
-        self.underlay = underlay         # sends datagrams from the tunnel's UDP port (NAT openers)
+        # underlay(datagrams, ttl=None) sends datagrams from the tunnel's UDP port (NAT openers),
+        # with that IP TTL when given (Device.send_underlay)
+        self.underlay = underlay
+        self.hops = hops or HopFinder()  # hop counts to the other edges' public addresses (TTL openers)
         self.private_key = private_key
         self.access = access
         self.timing = timing
@@ -173,6 +179,7 @@ class DirectPaths:
         self._outbox: list[tuple[bytes, str]] = []   # (datagram, control address) to send after the lock
         self._wake_pump = False
         self._underlay_out: list[tuple[bytes, tuple[str, int]]] = []
+        self._underlay_ttl_out: list[tuple[tuple[str, int], tuple[int, ...]]] = []   # (endpoint, TTLs)
         self._status_due = 0.0
         self._next_hello = 0.0
         self._wanting: set[bytes] = set()
@@ -438,6 +445,12 @@ class DirectPaths:
         if underlay and self.underlay is not None:
             with contextlib.suppress(Exception):
                 self.underlay(underlay)
+        limited, self._underlay_ttl_out = self._underlay_ttl_out, []
+        for endpoint, ttls in limited:
+            for ttl in ttls:
+                if self.underlay is not None:
+                    with contextlib.suppress(Exception):
+                        self.underlay([(NAT_OPENER, endpoint)], ttl=ttl)
         outbox, self._outbox = self._outbox, []
         for data, host in outbox:
             if self._sock is None:
@@ -455,6 +468,9 @@ class DirectPaths:
         plan = self.plan
         assert plan is not None and plan.relay_key is not None
         transitions: list[str] = []
+        for host, hops in self.hops.finished():
+            for key, machine in self.machines.items():
+                self._apply(tunnel, key, machine.on_hops(host, hops, now), now)
         for msg, _host in messages:
             if msg.kind == rv.INTRO and msg.sender == plan.relay_key:
                 try:
@@ -519,6 +535,10 @@ class DirectPaths:
             self._wake_pump = True
         if actions.open_nat and peer.endpoint is not None and self.underlay is not None:
             self._underlay_out.append((NAT_OPENER, peer.endpoint))
+        if actions.open_ttls and peer.endpoint is not None and self.underlay is not None:
+            self._underlay_ttl_out.append((peer.endpoint, actions.open_ttls))
+        if actions.discover is not None:
+            self.hops.request(actions.discover)
         machine = self.machines[key]
         if actions.probe and (machine.initiator or peer.current is not None):
             # The responder waits for a session: a probe would make WireGuard initiate too.

@@ -10,8 +10,8 @@ One :class:`PairMachine` per other NAT'd edge gateway, on each edge. States::
     punching          a round runs: from the common start time, on a fixed schedule, one edge (the
                       initiator: the lower public key) sends WireGuard handshake initiations to the
                       other's public endpoint and the other sends NAT openers (empty UDP datagrams
-                      from its tunnel port, which any WireGuard drops) to the first's; probes every
-                      0.2 s once a session exists
+                      from its tunnel port, which any WireGuard drops; TTL-limited where a router
+                      lies between the NATs) to the first's; probes every 0.2 s once a session exists
     direct            both ways proven by authenticated probes; the other domain's subnets are
                       routed to the direct peer; probes every 0.2 s watch the path; ``via`` says
                       where: ``public`` (the punched public endpoint) or ``lan`` (the private one)
@@ -48,12 +48,32 @@ of a round are capped (7 in 4 s). (4) Only one edge initiates: initiations that 
 make both sides drop their own pending handshake for the other's, and a round of crossings never
 completes (WireGuard itself breaks such ties only by its random retry jitter). Raven sends keepalives every 5 s toward NAT'd peers; the direct
 peer gets the same once direct.
+
+(1) alone leaves a race on a NAT router that accepts unsolicited UDP: the initiator's first
+initiation and the other edge's first opener leave at the same moment, and where the WAN adds no
+delay the initiation can reach the far router before that router has forwarded its own edge's
+opener (and an unlimited opener can likewise reach the initiator's router before the initiation
+leaves it). Hence (5) TTL-limited openers: each edge learns once per endpoint address how many
+hops away the other NAT router is (``H``, :mod:`.hops`: traceroute-style probes from a socket of
+its own); the non-initiator's openers carry every TTL in ``2 .. H-1``, enough to pass its own NAT
+(hop 1) and to die before hop ``H``, so they make the local mapping and never reach the other
+router, and they go out *early*: when the INTRO arrives (or as soon as ``H`` is known, within
+:data:`~.hops.DISCOVERY_TIMEOUT` of it), about half a second (the relay's round lead) before the
+initiator's first initiation at the common start -- a margin that also covers wall-clock skew
+between the two edges up to a few hundred milliseconds (each converts the relay's wall-clock start
+to its own monotonic clock). They are repeated on the initiation schedule to keep the mapping fresh.
+Where no TTL is safe (the two NATs are neighbours, ``H <= 2``, as on the lab's flat WAN) or nothing
+answered the probes, openers go unlimited on the initiation schedule as before, and (1) with the
+WAN's own delay has to do; while ``H`` is still being found, no opener is sent (an unlimited one
+could be the poisoning packet).
 """
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from .hops import opener_ttls
 
 __all__ = ["PairState", "PairMachine", "Actions", "Timing"]
 
@@ -93,7 +113,10 @@ class Actions:
     ``endpoint``: set the direct peer's endpoint to this ``(host, port)``; ``silence``: clear it
     (stop all sending toward the other edge); ``initiate``: send a handshake initiation now;
     ``route``: ``"direct"`` or ``"relay"`` -- move the subnets; ``probe``: send a probe now;
-    ``open_nat``: send a NAT opener (an empty UDP datagram from the tunnel port) now.
+    ``open_nat``: send a NAT opener (an empty UDP datagram from the tunnel port) now;
+    ``open_ttls``: send one such opener with each of these IP TTLs now (they die before the other
+    NAT router); ``discover``: find the hop count to this address (:mod:`.hops`, in a worker) and
+    report it with :meth:`PairMachine.on_hops`.
     """
 
     endpoint: tuple[str, int] | None = None
@@ -102,6 +125,8 @@ class Actions:
     route: str | None = None
     probe: bool = False
     open_nat: bool = False
+    open_ttls: tuple[int, ...] = ()
+    discover: str | None = None
     transitions: list[str] = field(default_factory=list)   # log lines
 
 
@@ -137,6 +162,9 @@ class PairMachine:
         self.heard_seq = -1              # last probe seq heard from the other edge
         self.heard_at: float | None = None
         self.acked_at: float | None = None   # when the other edge last reported hearing us
+        self.hops: int | None = None     # forwarding hops to the other edge's public address (None: unknown)
+        self._hops_for: str | None = None    # the address self.hops was asked for
+        self._hops_done = False          # discovery for that address finished (self.hops may be None)
 
     # ------------------------------------------------------------------ events
     def wants_round(self, now: float) -> bool:
@@ -176,6 +204,22 @@ class PairMachine:
             return out
         self._goto(PairState.PUNCHING, now, f"round {round_id} to {endpoint[0]}:{endpoint[1]}", out)
         out.endpoint = endpoint
+        if endpoint[0] != self._hops_for or (self._hops_done and self.hops is None):
+            self.hops, self._hops_for, self._hops_done = None, endpoint[0], False
+            out.discover = endpoint[0]      # within the round's lead; on_hops opens the NAT then
+        elif self._hops_done and not self.initiator:
+            out.open_ttls = opener_ttls(self.hops)    # early: the mapping exists before any initiation
+        return out
+
+    def on_hops(self, host: str, hops: int | None, now: float) -> Actions:
+        """The hop count to ``host`` was found (None: nothing answered). During a round, the
+        non-initiator opens its NAT at once with TTL-limited openers, ahead of the initiations."""
+        out = Actions()
+        if host != self._hops_for or self._hops_done:
+            return out
+        self.hops, self._hops_done = hops, True
+        if self.state is PairState.PUNCHING and not self.initiator:
+            out.open_ttls = opener_ttls(hops)
         return out
 
     def on_probe(self, seq: int, ack: int, heard: float, now: float) -> None:
@@ -239,8 +283,9 @@ class PairMachine:
                     self._initiations_done += 1
                     if self.initiator:
                         out.initiate = True
-                    else:
-                        out.open_nat = True
+                    elif self._hops_done:       # while H is unknown, no opener (it might poison)
+                        out.open_ttls = opener_ttls(self.hops)
+                        out.open_nat = not out.open_ttls
                 if now >= self._next_probe:
                     self._next_probe = now + t.probe_interval
                     out.probe = True
@@ -327,6 +372,6 @@ class PairMachine:
                 "endpoint": f"{ep[0]}:{ep[1]}" if ep else None,
                 "via": self.via, "lan_attempts": self.lan_attempts, "lan_failures": self.lan_failures,
                 "for": round(now - self.since, 1), "rounds": self.rounds, "failures": self.failures,
-                "losses": self.losses,
+                "losses": self.losses, "hops": self.hops,
                 "next_round_in": round(max(self.next_round - now, 0.0), 1)
                 if self.state in (PairState.RELAYED, PairState.FAILED_SYMMETRIC) else None}
