@@ -41,9 +41,14 @@ def pair_of_machines(private_known: bool = True) -> tuple[PairMachine, PairMachi
 
 
 def intro_both(a: PairMachine, b: PairMachine, start: float, now: float, round_id: int = 1) -> tuple[Any, Any]:
-    """What the relay sends each edge: the other's public endpoint and its own."""
-    return (a.on_intro(round_id, B_PUB, start, now, own=A_PUB),
+    """What the relay sends each edge: the other's public endpoint and its own; and, as the runtime
+    does when a machine asks, the hop count to that public IP (2: behind one NAT, no safe TTL)."""
+    acts = (a.on_intro(round_id, B_PUB, start, now, own=A_PUB),
             b.on_intro(round_id, A_PUB, start, now, own=B_PUB))
+    for machine, act in zip((a, b), acts):
+        if act.discover:
+            machine.on_hops(act.discover, 2, now)
+    return acts
 
 
 def run(a: PairMachine, b: PairMachine, until: float, now: float, *, path: str | None,

@@ -40,7 +40,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ContextManager
 
 from pyroute2 import IPRoute

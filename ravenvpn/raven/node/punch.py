@@ -201,15 +201,22 @@ class PairMachine:
             self._goto(PairState.TRYING_LAN, now, f"round {round_id}: behind one public IP {own[0]} with it; "
                        f"its private endpoint {where} first", out)
             out.endpoint = self.private
+            self._hops_toward(endpoint[0], out)     # found during the LAN window, ready for punching
             return out
         self._goto(PairState.PUNCHING, now, f"round {round_id} to {endpoint[0]}:{endpoint[1]}", out)
         out.endpoint = endpoint
-        if endpoint[0] != self._hops_for or (self._hops_done and self.hops is None):
-            self.hops, self._hops_for, self._hops_done = None, endpoint[0], False
-            out.discover = endpoint[0]      # within the round's lead; on_hops opens the NAT then
-        elif self._hops_done and not self.initiator:
+        if not self._hops_toward(endpoint[0], out) and not self.initiator:
             out.open_ttls = opener_ttls(self.hops)    # early: the mapping exists before any initiation
         return out
+
+    def _hops_toward(self, host: str, out: Actions) -> bool:
+        """Ask for hop discovery toward ``host`` unless its hop count is known (a failed discovery
+        is asked again); True when it was asked (:meth:`on_hops` then opens the NAT)."""
+        if host == self._hops_for and not (self._hops_done and self.hops is None):
+            return not self._hops_done
+        self.hops, self._hops_for, self._hops_done = None, host, False
+        out.discover = host                 # within the round's lead; on_hops opens the NAT then
+        return True
 
     def on_hops(self, host: str, hops: int | None, now: float) -> Actions:
         """The hop count to ``host`` was found (None: nothing answered). During a round, the
