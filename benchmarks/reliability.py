@@ -404,11 +404,13 @@ def send_file(sender: Node, receiver: Node, receiver_ip: str, size: int, timeout
             os.killpg(rx.pid, signal.SIGKILL)
         out, _ = rx.communicate(timeout=5)
     receiver.stop_process(rx)
-    lines = [ln for ln in (out or "").splitlines() if ln.startswith("{")]
-    got = json.loads(lines[-1]) if lines else {"bytes": 0, "sha256": ""}
+    lines = [json.loads(ln) for ln in (out or "").splitlines() if ln.startswith("{")]
+    got = lines[-1] if lines else {"bytes": 0, "sha256": ""}
     res = {"bytes": size, "sha256": hashlib.sha256(data).hexdigest(), "received_bytes": got["bytes"],
            "received_sha256": got["sha256"], "seconds": time.monotonic() - start, "error": error,
-           "done": bool(got.get("done"))}
+           "done": bool(got.get("done")),
+           # (seconds since the sender started connecting, bytes arrived), about once a second
+           "progress": [(round(x["last_byte"] - start, 2), x["bytes"]) for x in lines]}
     if sent and got.get("done"):
         # monotonic clocks are the host's in every namespace: the phases of the transfer
         res.update(connect_s=sent["connected"] - sent["start"], data_s=got["last_byte"] - sent["connected"],
@@ -416,30 +418,83 @@ def send_file(sender: Node, receiver: Node, receiver_ip: str, size: int, timeout
     return res
 
 
+_NSTAT_KEYS = ("TcpOutSegs", "TcpRetransSegs", "TcpExtTCPTimeouts", "TcpExtTCPSpuriousRTOs", "TcpExtTCPSACKReorder",
+               "TcpExtTCPDSACKRecv", "TcpExtTCPLossProbes", "TcpExtTCPSynRetrans", "TcpExtTCPFastRetrans",
+               "TcpExtTCPSlowStartRetrans", "TcpExtTCPLostRetransmit", "UdpInDatagrams", "UdpOutDatagrams",
+               "UdpRcvbufErrors", "UdpSndbufErrors", "UdpInErrors")
+
+
+def nstat(node: Node) -> dict[str, int]:
+    """The node's network namespace counters since it was made (``nstat -asz``: absolute, no history file,
+    which nstat would otherwise share between namespaces), the ones :data:`_NSTAT_KEYS` names."""
+    out = node.run("nstat", "-asz", check=False).stdout
+    vals = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in _NSTAT_KEYS:
+            vals[parts[0]] = int(parts[1])
+    return vals
+
+
+def _first_reply(node: Node, addr: str, interval: float = 0.2, deadline: float = 60.0) -> float | None:
+    """Seconds from the first echo request until the first reply (the first handshake's time through an
+    impaired path, plus one round trip), or None within ``deadline``."""
+    proc = node.run("ping", "-n", "-c", "1", "-i", f"{interval:g}", "-w", f"{deadline:g}", addr,
+                    check=False, timeout=deadline + 10)
+    m = re.search(r"icmp_seq=(\d+)", proc.stdout)
+    return (int(m.group(1)) - 1) * interval if m else None
+
+
+class PlainTunnel:
+    """tools/impair.py's plain TUN <-> UDP tunnel in a node (the baseline: no VPN), shaped like the parts of
+    :class:`tools.wg.WgInterface` the impaired transfer uses."""
+
+    def __init__(self, node: Node, ifname: str, listen_port: int, address: str, peer: str) -> None:
+        import subprocess
+
+        self.node = node
+        ip, port = peer.rsplit(":", 1)
+        self.proc = node.popen(sys.executable, "-m", "tools.impair", "plain", ifname, str(listen_port), ip, port,
+                               cwd=REPO_ROOT, stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "tunnelling":
+            raise RuntimeError("the plain tunnel did not start")
+        node.run("ip", "addr", "add", address, "dev", ifname)
+        node.run("ip", "link", "set", ifname, "up")
+
+    def daemon_alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_text(self) -> str:
+        return ""
+
+    def stop(self) -> None:
+        self.node.stop_process(self.proc)
+
+
 def impaired_transfer(make: MakeNode, size: int = 5 << 20, loss: float = 0.30, reorder: float = 0.25,
                       duplicate: float = 0.05, delay: float = 0.100, jitter: float = 0.050,
                       timeout: float = 120.0, rto_min: str = "", hold: float = 0.06,
-                      impl: str = "ravenvpn") -> dict[str, Any]:
+                      impl: str = "ravenvpn", seed: int = 5) -> dict[str, Any]:
     """A (ravenvpn-wg) -- M (tools/impair.py + iptables statistic loss) -- B (ravenvpn-wg); A sends a file
     of ``size`` bytes to B over TCP through the tunnel. Returns the transfer and the replay accounting
-    (B's and A's ``wg show`` rx_bytes against what the relay delivered: see tools/impair.py)."""
+    (B's and A's ``wg show`` rx_bytes against what the relay delivered: see tools/impair.py).
+
+    ``impl``: "ravenvpn", "wireguard-go" (a reference) or "plain" (tools/impair.py's TUN <-> UDP tunnel
+    without crypto: the baseline, what TCP itself gets through the same impairment; no replay accounting).
+    ``loss`` is iptables' in the relay's namespace, on every datagram the relay receives: both directions.
+    """
     import subprocess
 
     a, m, b = make("ima"), make("imm"), make("imb")
     veth(a, m, "198.18.1.1/24", "198.18.1.2/24")
     veth(m, b, "198.18.2.1/24", "198.18.2.2/24")
-    (ka, pa), (kb, pb) = keypair(), keypair()
     env = {**os.environ, "LOG_LEVEL": "verbose"}
-    cmd = [own_script("ravenvpn-wg")] if impl == "ravenvpn" else ["wireguard-go"]  # wireguard-go: a reference
-    wa = start_wg(a, cmd, "raven0", ka, 51820, ["10.99.0.1/24"],
-                  [WgPeer(pb, ["10.99.0.2/32"], endpoint="198.18.1.2:51821")], env=env)
-    wb = start_wg(b, cmd, "raven0", kb, 51821, ["10.99.0.2/24"],
-                  [WgPeer(pa, ["10.99.0.1/32"], endpoint="198.18.2.1:51820")], env=env)
     stats = m.tmpdir / "impair-stats.json"
     cfg = {"a": {"listen": ["198.18.1.2", 51821], "peer": ["198.18.1.1", 51820]},
            "b": {"listen": ["198.18.2.1", 51820], "peer": ["198.18.2.2", 51821]},
            "delay": delay, "jitter": jitter, "reorder": reorder, "hold": hold, "duplicate": duplicate,
-           "loss": 0.0, "seed": 5, "stats": str(stats)}
+           "loss": 0.0, "seed": seed, "stats": str(stats)}
     cfg_path = m.tmpdir / "impair.json"
     cfg_path.write_text(json.dumps(cfg))
     relay = m.popen(sys.executable, "-m", "tools.impair", str(cfg_path), cwd=REPO_ROOT, stdout=subprocess.PIPE)
@@ -449,44 +504,63 @@ def impaired_transfer(make: MakeNode, size: int = 5 << 20, loss: float = 0.30, r
     if loss:
         m.run("iptables", "-A", "INPUT", "-p", "udp", "-m", "statistic", "--mode", "random",
               "--probability", f"{loss:g}", "-j", "DROP")
+    wa: Any
+    wb: Any
+    if impl == "plain":
+        wa = PlainTunnel(a, "raven0", 51820, "10.99.0.1/24", "198.18.1.2:51821")
+        wb = PlainTunnel(b, "raven0", 51821, "10.99.0.2/24", "198.18.2.1:51820")
+    else:
+        (ka, pa), (kb, pb) = keypair(), keypair()
+        cmd = [own_script("ravenvpn-wg")] if impl == "ravenvpn" else ["wireguard-go"]
+        wa = start_wg(a, cmd, "raven0", ka, 51820, ["10.99.0.1/24"],
+                      [WgPeer(pb, ["10.99.0.2/32"], endpoint="198.18.1.2:51821")], env=env)
+        wb = start_wg(b, cmd, "raven0", kb, 51821, ["10.99.0.2/24"],
+                      [WgPeer(pa, ["10.99.0.1/32"], endpoint="198.18.2.1:51820")], env=env)
     congestion = a.run("cat", "/proc/sys/net/ipv4/tcp_congestion_control").stdout.strip()
     if rto_min:
         # the sender's retransmission timer floor (Linux: 200 ms); its SYN timeout stays 1 s
         a.run("ip", "route", "replace", "10.99.0.0/24", "dev", "raven0", "proto", "kernel", "scope", "link",
               "src", "10.99.0.1", "rto_min", rto_min)
+    first_reply = _first_reply(a, "10.99.0.2")
     first = ping(a, "10.99.0.2", count=40, interval=0.2, deadline=30, wait=2)
     if not first.ok:
         raise RuntimeError(f"no ping through the impaired tunnel: {first}")
+    relay_before = json.loads(stats.read_text()) if stats.exists() else {}
     transfer = send_file(a, b, "10.99.0.2", size, timeout)
     time.sleep(1.0)  # let the relay's queue drain (delays are < 0.3 s)
     m.stop_process(relay)
     relayed = json.loads(stats.read_text())
-    dump_b, dump_a = wb.dump().peers[pa], wa.dump().peers[pb]
     drops = m.run("iptables", "-L", "INPUT", "-v", "-x", "-n").stdout
     ipt = [int(line.split()[0]) for line in drops.splitlines() if "statistic" in line]
-
-    both_initiated = relayed["to_a"]["initiations"] > 0 and relayed["to_b"]["initiations"] > 0
-
-    def window(rx: int, d: dict[str, Any]) -> dict[str, Any]:
-        """rx_bytes against the relay's accounting (tools/impair.py): never above unique + handshake bytes
-        (no duplicate accepted); at least the unique bytes (every reordered one accepted) unless both sides
-        initiated, when a session may be dropped with messages in flight."""
-        no_dup = rx <= d["unique_bytes"] + d["handshake_bytes"]
-        all_reordered = rx >= d["unique_bytes"]
-        return {"rx_bytes": rx, "unique_bytes": d["unique_bytes"], "handshake_bytes": d["handshake_bytes"],
-                "duplicate_bytes": d["duplicate_bytes"], "duplicates": d["duplicates"],
-                "reordered": d["reordered"], "beyond_window": d["beyond_window"],
-                "no_duplicate_accepted": no_dup, "reordered_accepted": all_reordered if not both_initiated else None,
-                "exact": no_dup and (all_reordered or both_initiated)}
-
-    res = {
-        "transfer": transfer, "intact": transfer["received_sha256"] == transfer["sha256"],
+    res: dict[str, Any] = {
+        "impl": impl, "transfer": transfer, "intact": transfer["received_sha256"] == transfer["sha256"],
         "relay": relayed, "iptables_dropped": sum(ipt), "congestion_control": congestion,
-        "both_initiated": both_initiated,
-        "replay_b": window(dump_b.rx_bytes, relayed["to_b"]), "replay_a": window(dump_a.rx_bytes, relayed["to_a"]),
+        "first_reply_s": first_reply, "tcp_sender": nstat(a), "tcp_receiver": nstat(b), "relay_udp": nstat(m),
+        # handshake messages the relay delivered while the file moved (rekeys, retries)
+        "handshakes_during_transfer": {
+            d: relayed[d]["initiations"] - relay_before.get(d, {}).get("initiations", 0) for d in ("to_a", "to_b")},
         "log_problems": log_problems(wa.log_text() + wb.log_text())[:10],
         "daemons_alive": wa.daemon_alive() and wb.daemon_alive(),
     }
+    if impl != "plain":
+        dump_b, dump_a = wb.dump().peers[pa], wa.dump().peers[pb]
+        both_initiated = relayed["to_a"]["initiations"] > 0 and relayed["to_b"]["initiations"] > 0
+
+        def window(rx: int, d: dict[str, Any]) -> dict[str, Any]:
+            """rx_bytes against the relay's accounting (tools/impair.py): never above unique + handshake bytes
+            (no duplicate accepted); at least the unique bytes (every reordered one accepted) unless both sides
+            initiated, when a session may be dropped with messages in flight."""
+            no_dup = rx <= d["unique_bytes"] + d["handshake_bytes"]
+            all_reordered = rx >= d["unique_bytes"]
+            return {"rx_bytes": rx, "unique_bytes": d["unique_bytes"], "handshake_bytes": d["handshake_bytes"],
+                    "duplicate_bytes": d["duplicate_bytes"], "duplicates": d["duplicates"],
+                    "reordered": d["reordered"], "beyond_window": d["beyond_window"],
+                    "no_duplicate_accepted": no_dup,
+                    "reordered_accepted": all_reordered if not both_initiated else None,
+                    "exact": no_dup and (all_reordered or both_initiated)}
+
+        res.update(both_initiated=both_initiated, replay_b=window(dump_b.rx_bytes, relayed["to_b"]),
+                   replay_a=window(dump_a.rx_bytes, relayed["to_a"]))
     wa.stop()
     wb.stop()
     return res

@@ -58,6 +58,7 @@ class Direction:
         self.unique_bytes = self.unique = self.duplicates = self.duplicate_bytes = 0
         self.reordered = self.beyond_window = self.handshake_bytes = self.other = 0
         self.initiations = self.responses = self.cookie_replies = 0
+        self.send_errors = 0
         self.last_release = 0.0
         self._seen: dict[int, set[int]] = {}
         self._highest: dict[int, int] = {}
@@ -149,7 +150,8 @@ class Relay:
             try:
                 self.socks[to].sendto(data, (peer[0], int(peer[1])))
             except OSError:
-                continue  # a full buffer or an unreachable peer is loss too
+                self.dirs[frm].send_errors += 1  # a full buffer or an unreachable peer: loss the config did not ask for
+                continue
             self.dirs[frm].account(data)
 
     def write_stats(self) -> None:
@@ -184,10 +186,71 @@ class Relay:
         self.write_stats()
 
 
+# A WireGuard transport message's overhead: 16-byte header (type 4, receiver index, counter) + 16-byte tag.
+# The plain tunnel pads its datagrams by as much (type byte 0, so the relay counts them as "other").
+PLAIN_PAD = bytes(16)
+
+
+def plain_tunnel(ifname: str, listen_port: int, peer: tuple[str, int], mtu: int = 1420,
+                 running: "list[bool] | None" = None) -> None:
+    """A TUN <-> UDP tunnel without crypto, handshakes, timers or offloads: the baseline of the impaired
+    underlay (what any TCP gets through tools/impair.py with WireGuard's datagram sizes, minus the VPN).
+
+    Each packet read from TUN ``ifname`` goes to ``peer`` (ip, port) as one datagram, padded to a transport
+    message's size; each datagram received on ``listen_port`` is written to the TUN. The caller adds
+    addresses and sets the link up. Runs until ``running[0]`` turns false (a signal handler's job). A test
+    and benchmark tool, never for real traffic: nothing is encrypted.
+
+    Raises:
+        OSError: the TUN or the socket cannot be made (no /dev/net/tun, port busy).
+    """
+    from ravenvpn.device.tun import TunDevice
+
+    running = running if running is not None else [True]
+    tun = TunDevice(ifname, mtu=mtu, offload_mode="0")
+    sock = socket.socket(socket.AF_INET6 if ":" in peer[0] else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("", listen_port))
+    sock.setblocking(False)
+    dest = (peer[0], int(peer[1]))
+    sel = selectors.DefaultSelector()
+    sel.register(tun.fileno(), selectors.EVENT_READ, "tun")
+    sel.register(sock, selectors.EVENT_READ, "udp")
+    print("tunnelling", flush=True)
+    pad = len(PLAIN_PAD)
+    while running[0]:
+        for key, _ in sel.select(0.2):
+            for _ in range(64):
+                try:
+                    if key.data == "tun":
+                        packet = os.read(tun.fd, 65535)
+                        sock.sendto(PLAIN_PAD + packet + PLAIN_PAD, dest)
+                    else:
+                        data = sock.recv(65535)
+                        if len(data) > 2 * pad:
+                            os.write(tun.fd, data[pad:-pad])
+                except (BlockingIOError, ConnectionRefusedError):
+                    break
+                except OSError:
+                    continue  # a full buffer or a bad packet: loss, as a VPN would count it
+    sock.close()
+    tun.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["plain"] and len(argv) == 5:
+        running = [True]
+
+        def halt(_sig: int, _frame: Any) -> None:
+            running[0] = False
+
+        signal.signal(signal.SIGTERM, halt)
+        signal.signal(signal.SIGINT, halt)
+        plain_tunnel(argv[1], int(argv[2]), (argv[3], int(argv[4])), running=running)
+        return 0
     if len(argv) != 1:
-        print("usage: python3 -m tools.impair CONFIG.json", file=sys.stderr)
+        print("usage: python3 -m tools.impair CONFIG.json\n"
+              "       python3 -m tools.impair plain IFNAME LISTEN_PORT PEER_IP PEER_PORT", file=sys.stderr)
         return 2
     with open(argv[0]) as f:
         relay = Relay(json.load(f))
