@@ -59,6 +59,7 @@ class Direction:
         self.reordered = self.beyond_window = self.handshake_bytes = self.other = 0
         self.initiations = self.responses = self.cookie_replies = 0
         self.send_errors = 0
+        self.delay_sum = self.delay_max = 0.0  # seconds from receipt to delivery, over delivered datagrams
         self.last_release = 0.0
         self._seen: dict[int, set[int]] = {}
         self._highest: dict[int, int] = {}
@@ -94,7 +95,10 @@ class Direction:
             self.other += 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "last_release"}
+        out = {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in ("last_release", "delay_sum")}
+        out["delay_mean"] = round(self.delay_sum / self.delivered, 4) if self.delivered else None
+        out["delay_max"] = round(self.delay_max, 4)
+        return out
 
 
 class Relay:
@@ -112,13 +116,13 @@ class Relay:
             self.socks[side] = s
         # traffic arriving from side X is delivered to the other side
         self.dirs = {"a": Direction("b"), "b": Direction("a")}
-        self.queue: list[tuple[float, int, str, bytes]] = []
+        self.queue: list[tuple[float, int, str, bytes, float]] = []  # (due, seq, from, datagram, received)
         self.seq = 0
         self.running = True
 
-    def _schedule(self, at: float, frm: str, data: bytes) -> None:
+    def _schedule(self, at: float, frm: str, data: bytes, received: float) -> None:
         self.seq += 1
-        heapq.heappush(self.queue, (at, self.seq, frm, data))
+        heapq.heappush(self.queue, (at, self.seq, frm, data, received))
 
     def _delay(self) -> float:
         c = self.cfg
@@ -140,11 +144,11 @@ class Relay:
                 hold = float(c.get("hold", 0.05))
                 at += self.rng.uniform(hold / 4, hold)
                 d.held_back += 1
-            self._schedule(at, frm, data)
+            self._schedule(at, frm, data, now)
 
     def release(self, now: float) -> None:
         while self.queue and self.queue[0][0] <= now:
-            _, _, frm, data = heapq.heappop(self.queue)
+            _, _, frm, data, received = heapq.heappop(self.queue)
             to = "b" if frm == "a" else "a"
             peer = tuple(self.cfg[to]["peer"])
             try:
@@ -152,7 +156,10 @@ class Relay:
             except OSError:
                 self.dirs[frm].send_errors += 1  # a full buffer or an unreachable peer: loss the config did not ask for
                 continue
-            self.dirs[frm].account(data)
+            d = self.dirs[frm]
+            d.account(data)
+            d.delay_sum += now - received
+            d.delay_max = max(d.delay_max, now - received)
 
     def write_stats(self) -> None:
         path = self.cfg.get("stats")
