@@ -441,8 +441,10 @@ def _first_reply(node: Node, addr: str, interval: float = 0.2, deadline: float =
     impaired path, plus one round trip), or None within ``deadline``."""
     proc = node.run("ping", "-n", "-c", "1", "-i", f"{interval:g}", "-w", f"{deadline:g}", addr,
                     check=False, timeout=deadline + 10)
-    m = re.search(r"icmp_seq=(\d+)", proc.stdout)
-    return (int(m.group(1)) - 1) * interval if m else None
+    # the first reply may answer an early request that waited (staged) for the handshake: its send time
+    # plus its round trip time
+    m = re.search(r"icmp_seq=(\d+) .*time=([\d.]+) ms", proc.stdout)
+    return round((int(m.group(1)) - 1) * interval + float(m.group(2)) / 1000, 2) if m else None
 
 
 class PlainTunnel:
@@ -475,14 +477,15 @@ class PlainTunnel:
 def impaired_transfer(make: MakeNode, size: int = 5 << 20, loss: float = 0.30, reorder: float = 0.25,
                       duplicate: float = 0.05, delay: float = 0.100, jitter: float = 0.050,
                       timeout: float = 120.0, rto_min: str = "", hold: float = 0.06,
-                      impl: str = "ravenvpn", seed: int = 5) -> dict[str, Any]:
+                      impl: str = "ravenvpn", seed: int = 5, loss_on: str = "both") -> dict[str, Any]:
     """A (ravenvpn-wg) -- M (tools/impair.py + iptables statistic loss) -- B (ravenvpn-wg); A sends a file
     of ``size`` bytes to B over TCP through the tunnel. Returns the transfer and the replay accounting
     (B's and A's ``wg show`` rx_bytes against what the relay delivered: see tools/impair.py).
 
     ``impl``: "ravenvpn", "wireguard-go" (a reference) or "plain" (tools/impair.py's TUN <-> UDP tunnel
     without crypto: the baseline, what TCP itself gets through the same impairment; no replay accounting).
-    ``loss`` is iptables' in the relay's namespace, on every datagram the relay receives: both directions.
+    ``loss`` is iptables' in the relay's namespace: on every datagram the relay receives, both directions
+    (``loss_on="both"``), or only on A -> B's (``"data"``, the way netem on one interface would drop).
     """
     import subprocess
 
@@ -502,7 +505,9 @@ def impaired_transfer(make: MakeNode, size: int = 5 << 20, loss: float = 0.30, r
     if relay.stdout.readline().strip() != "relaying":
         raise RuntimeError("tools.impair did not start")
     if loss:
-        m.run("iptables", "-A", "INPUT", "-p", "udp", "-m", "statistic", "--mode", "random",
+        # "both": every datagram the relay receives; "data": only A -> B's (the file's direction; its ACKs pass)
+        only = ["--dport", "51821"] if loss_on == "data" else []
+        m.run("iptables", "-A", "INPUT", "-p", "udp", *only, "-m", "statistic", "--mode", "random",
               "--probability", f"{loss:g}", "-j", "DROP")
     wa: Any
     wb: Any

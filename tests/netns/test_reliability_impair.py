@@ -58,3 +58,78 @@ def test_impaired_underlay_file_intact_duplicates_dropped(node_factory) -> None:
         assert w["beyond_window"] == 0, w
     rb = r["replay_b"]
     assert rb["duplicates"] > 0 and rb["reordered"] > 0, rb
+
+
+def test_impair_relay_applies_exactly_the_configured_impairment() -> None:
+    """tools/impair.py itself, on loopback: it loses nothing beyond its configured loss (every datagram it
+    counts as delivered arrives, none fails to send), holds back the configured share, duplicates the
+    configured share, and its delays stay within delay ± jitter (+ hold for held-back ones). The impaired
+    transfer's figures are only as good as this."""
+    import socket
+    import struct
+    import threading
+    import time
+
+    from tools import impair
+
+    n, loss, reorder, dup, delay, jitter, hold = 3000, 0.30, 0.25, 0.05, 0.05, 0.02, 0.03
+    peers = {side: socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for side in "ab"}
+    for s in peers.values():
+        s.bind(("127.0.0.1", 0))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    cfg = {"a": {"listen": ["127.0.0.1", 0], "peer": list(peers["a"].getsockname())},
+           "b": {"listen": ["127.0.0.1", 0], "peer": list(peers["b"].getsockname())},
+           "delay": delay, "jitter": jitter, "reorder": reorder, "hold": hold, "duplicate": dup,
+           "loss": loss, "seed": 7}
+    relay = impair.Relay(cfg)
+    relay_a = relay.socks["a"].getsockname()
+    thread = threading.Thread(target=relay.run, daemon=True)
+    thread.start()
+    arrivals: list[tuple[int, float, float]] = []  # (counter, sent, received)
+    peers["b"].settimeout(0.5)
+
+    def receive() -> None:
+        while True:
+            try:
+                data = peers["b"].recv(2048)
+            except socket.timeout:
+                return
+            counter, sent = struct.unpack_from("<Qd", data, 8)
+            arrivals.append((counter, sent, time.monotonic()))
+
+    rx = threading.Thread(target=receive)
+    rx.start()
+    try:
+        for counter in range(n):  # a transport message's header (type 4, index 1, counter), send time, padding
+            peers["a"].sendto(struct.pack("<IIQd", 4, 1, counter, time.monotonic()) + bytes(100), relay_a)
+            if counter % 10 == 9:
+                time.sleep(0.01)
+        rx.join(timeout=30)
+    finally:
+        relay.running = False
+        thread.join(timeout=5)
+        for s in [*peers.values(), *relay.socks.values()]:
+            s.close()
+    d = relay.dirs["a"]
+    assert d.received == n and d.send_errors == 0, d.as_dict()
+    assert len(arrivals) == d.delivered == d.received - d.dropped + d.duplicated, d.as_dict()
+
+    def near(count: int, p: float, of: int) -> bool:  # within 5 standard deviations of the binomial mean
+        return abs(count - p * of) <= 5 * (of * p * (1 - p)) ** 0.5
+
+    assert near(d.dropped, loss, n), d.as_dict()
+    kept = n - d.dropped
+    assert near(d.duplicated, dup, kept), d.as_dict()
+    assert near(d.held_back, reorder, kept + d.duplicated), d.as_dict()
+    counters = [c for c, _, _ in arrivals]
+    assert len(counters) - len(set(counters)) == d.duplicates == d.duplicated
+    highest, late = -1, 0
+    for c in dict.fromkeys(counters):  # first copies, in arrival order
+        late += c < highest
+        highest = max(highest, c)
+    assert late == d.reordered > 0.5 * d.held_back, d.as_dict()  # at 1 datagram/ms nearly every hold is overtaken
+    slack = 0.1  # the relay's and this receiver's scheduling on a loaded machine (50 ms seen at load 11)
+    delays = [got - sent for _, sent, got in arrivals]
+    assert min(delays) >= delay - jitter - 0.002, min(delays)
+    assert max(delays) <= delay + jitter + hold + slack, max(delays)
+    assert delay - jitter <= sum(delays) / len(delays) <= delay + jitter + hold, sum(delays) / len(delays)
