@@ -1,8 +1,9 @@
 """An impaired underlay (tools/impair.py + iptables statistic loss): data arrives intact, and the replay
 window admits reordered messages and drops duplicates.
 
-The live test sends a small file (the 5 MB run with figures is ``python3 -m benchmarks.reliability``);
-the unit test replays real transport messages reordered and duplicated into the sans-I/O core, where
+The live test sends a small file (the 5 MB runs with figures, against wireguard-go and a plain tunnel,
+are ``python3 -m benchmarks.reliability --only impair``); a loopback test checks that the relay applies
+exactly the impairment it is configured with; the unit test replays real transport messages reordered and duplicated into the sans-I/O core, where
 every delivery and every drop can be counted exactly.
 """
 from __future__ import annotations
@@ -44,13 +45,16 @@ def test_replay_window_admits_reordered_drops_duplicates_and_too_old() -> None:
 
 
 def test_impaired_underlay_file_intact_duplicates_dropped(node_factory) -> None:
-    # 10 % loss here, not the command's 30 %: with 30 % each way a single TCP connection can spend a minute
-    # in exponential retransmission back-off (SYN included) now and then, too slow and too random for CI
-    r = R.impaired_transfer(node_factory, size=200_000, timeout=100, loss=0.10)
+    # 10 % loss here, not the command's 30 %: with 30 % each way one TCP connection, even without a VPN,
+    # often spends minutes in exponential retransmission back-off (README, "Impaired underlay"), too slow
+    # and too random for CI. The other impairments are the issue's.
+    r = R.impaired_transfer(node_factory, size=200_000, timeout=40, loss=0.10)
     tr = r["transfer"]
     assert r["intact"], tr
     assert r["daemons_alive"] and not r["log_problems"], r["log_problems"]
     assert r["iptables_dropped"] > 0
+    assert r["tcp_sender"]["TcpRetransSegs"] > 0, r["tcp_sender"]  # losses hit the file, and TCP recovered them
+    assert r["first_reply_s"] is not None
     for side in ("replay_b", "replay_a"):
         w = r[side]
         assert w["no_duplicate_accepted"], w
