@@ -453,6 +453,11 @@ class PlainTunnel:
     :class:`tools.wg.WgInterface` the impaired transfer uses."""
 
     def __init__(self, node: Node, ifname: str, listen_port: int, address: str, peer: str) -> None:
+        """Start it in ``node``: TUN ``ifname`` with ``address`` (CIDR), UDP ``listen_port``, ``peer`` "ip:port".
+
+        Raises:
+            RuntimeError: the tunnel process did not start.
+        """
         import subprocess
 
         self.node = node
@@ -466,12 +471,15 @@ class PlainTunnel:
         node.run("ip", "link", "set", ifname, "up")
 
     def daemon_alive(self) -> bool:
+        """Whether the tunnel process still runs."""
         return self.proc.poll() is None
 
     def log_text(self) -> str:
+        """Nothing: the plain tunnel logs nothing (kept for the shape of WgInterface)."""
         return ""
 
     def stop(self) -> None:
+        """SIGTERM (then SIGKILL) the tunnel process; its TUN goes with it."""
         self.node.stop_process(self.proc)
 
 

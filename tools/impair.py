@@ -23,9 +23,19 @@ A receiver that accepts exactly the unique transport messages has ``rx_bytes`` (
 never counted); the lower one only while no session is dropped with messages still in flight, which
 happens when both sides initiate at once (whitepaper section 6.1's rules, as wireguard-go applies them).
 
+It also counts what it could not send (``send_errors``: loss nobody configured; the kernel's own drops
+before the relay are in the namespace's ``UdpRcvbufErrors``), the delay each delivered datagram actually
+had (``delay_mean``, ``delay_max``: under load the order-keeping jitter pulls the mean above ``delay``),
+and per receiver index (one session, one direction) the first and last delivery and the message count
+(``sessions``), which shows when a rekey moved the traffic to a new session.
+
 Run in the middle node::
 
     python3 -m tools.impair CONFIG.json     # until SIGTERM; the statistics go to CONFIG's "stats" file
+
+and, for the baseline without a VPN, in each end node (see :func:`plain_tunnel`)::
+
+    python3 -m tools.impair plain IFNAME LISTEN_PORT PEER_IP PEER_PORT
 
 CONFIG: ``{"a": {"listen": [ip, port], "peer": [ip, port]}, "b": {...}, "delay": 0.1, "jitter": 0.05,
 "reorder": 0.25, "hold": 0.06, "duplicate": 0.05, "loss": 0.0, "seed": 1, "stats": "/path.json"}``:
@@ -63,11 +73,16 @@ class Direction:
         self.last_release = 0.0
         self._seen: dict[int, set[int]] = {}
         self._highest: dict[int, int] = {}
+        # per receiver index (one session's one direction): [first, last] delivery (monotonic s), messages
+        self.sessions: dict[int, list[float]] = {}
 
-    def account(self, data: bytes) -> None:
+    def account(self, data: bytes, now: float = 0.0) -> None:
         self.delivered += 1
         if len(data) >= 32 and data[0] == 4:
             _, index, counter = _HEADER.unpack_from(data)
+            session = self.sessions.setdefault(index, [now, now, 0])
+            session[1] = now
+            session[2] += 1
             seen = self._seen.setdefault(index, set())
             if counter in seen:
                 self.duplicates += 1
@@ -98,6 +113,7 @@ class Direction:
         out = {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in ("last_release", "delay_sum")}
         out["delay_mean"] = round(self.delay_sum / self.delivered, 4) if self.delivered else None
         out["delay_max"] = round(self.delay_max, 4)
+        out["sessions"] = sorted([round(first, 3), round(last, 3), int(n)] for first, last, n in self.sessions.values())
         return out
 
 
@@ -157,7 +173,7 @@ class Relay:
                 self.dirs[frm].send_errors += 1  # a full buffer or an unreachable peer: loss the config did not ask for
                 continue
             d = self.dirs[frm]
-            d.account(data)
+            d.account(data, now)
             d.delay_sum += now - received
             d.delay_max = max(d.delay_max, now - received)
 
@@ -199,7 +215,7 @@ PLAIN_PAD = bytes(16)
 
 
 def plain_tunnel(ifname: str, listen_port: int, peer: tuple[str, int], mtu: int = 1420,
-                 running: "list[bool] | None" = None) -> None:
+                 running: list[bool] | None = None) -> None:
     """A TUN <-> UDP tunnel without crypto, handshakes, timers or offloads: the baseline of the impaired
     underlay (what any TCP gets through tools/impair.py with WireGuard's datagram sizes, minus the VPN).
 
