@@ -3,9 +3,9 @@ window admits reordered messages and drops duplicates.
 
 The live test sends a small file (the 5 MB runs with figures, against wireguard-go and a plain tunnel,
 are ``python3 -m benchmarks.reliability --only impair``); a loopback test checks that the relay applies
-exactly the impairment it is configured with; a simulation of two sans-I/O cores over the same loss checks
-that rekeys never hold data back; the unit test replays real transport messages reordered and duplicated into the sans-I/O core, where
-every delivery and every drop can be counted exactly.
+exactly the impairment it is configured with; a simulation of two sans-I/O cores over the same loss
+checks that rekeys never hold data back; the unit test replays real transport messages reordered and
+duplicated into the sans-I/O core, where every delivery and every drop can be counted exactly.
 """
 from __future__ import annotations
 
