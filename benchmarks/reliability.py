@@ -486,7 +486,8 @@ class PlainTunnel:
 def impaired_transfer(make: MakeNode, size: int = 5 << 20, loss: float = 0.30, reorder: float = 0.25,
                       duplicate: float = 0.05, delay: float = 0.100, jitter: float = 0.050,
                       timeout: float = 120.0, rto_min: str = "", hold: float = 0.06,
-                      impl: str = "ravenvpn", seed: int = 5, loss_on: str = "both") -> dict[str, Any]:
+                      impl: str = "ravenvpn", seed: int = 5, loss_on: str = "both",
+                      warmup_pings: int = 40) -> dict[str, Any]:
     """A (ravenvpn-wg) -- M (tools/impair.py + iptables statistic loss) -- B (ravenvpn-wg); A sends a file
     of ``size`` bytes to B over TCP through the tunnel. Returns the transfer and the replay accounting
     (B's and A's ``wg show`` rx_bytes against what the relay delivered: see tools/impair.py).
@@ -495,6 +496,7 @@ def impaired_transfer(make: MakeNode, size: int = 5 << 20, loss: float = 0.30, r
     without crypto: the baseline, what TCP itself gets through the same impairment; no replay accounting).
     ``loss`` is iptables' in the relay's namespace: on every datagram the relay receives, both directions
     (``loss_on="both"``), or only on A -> B's (``"data"``, the way netem on one interface would drop).
+    ``warmup_pings`` replies must come back (within 30 s) before the file goes.
     """
     import subprocess
 
@@ -536,7 +538,7 @@ def impaired_transfer(make: MakeNode, size: int = 5 << 20, loss: float = 0.30, r
         a.run("ip", "route", "replace", "10.99.0.0/24", "dev", "raven0", "proto", "kernel", "scope", "link",
               "src", "10.99.0.1", "rto_min", rto_min)
     first_reply = _first_reply(a, "10.99.0.2", deadline=30)
-    first = ping(a, "10.99.0.2", count=40, interval=0.2, deadline=30, wait=2)
+    first = ping(a, "10.99.0.2", count=warmup_pings, interval=0.2, deadline=30, wait=2)
     if not first.ok:
         raise RuntimeError(f"no ping through the impaired tunnel: {first}")
     relay_before = json.loads(stats.read_text()) if stats.exists() else {}

@@ -210,3 +210,12 @@ def test_rekeys_under_loss_never_hold_back_or_lose_data() -> None:
     got = sum(p in arrived for p in sent)
     p_ok = 1 - loss
     assert abs(got - p_ok * len(sent)) <= 5 * (len(sent) * p_ok * loss) ** 0.5, (got, len(sent))
+
+
+def test_plain_baseline_tunnel_carries_the_file(node_factory) -> None:
+    """The benchmark's no-VPN baseline (``python3 -m tools.impair plain``) carries TCP intact through the
+    same relay, so its figures are TCP's own on the path."""
+    r = R.impaired_transfer(node_factory, size=100_000, timeout=40, loss=0.10, impl="plain", warmup_pings=5)
+    assert r["intact"], r["transfer"]
+    assert r["daemons_alive"]
+    assert r["relay"]["to_b"]["other"] > 0 and r["relay"]["to_b"]["unique"] == 0  # no WireGuard messages
