@@ -181,9 +181,13 @@ class Uapi:
 
     The packet pump takes the same `lock` once per wake-up, so neither a get nor a set holds it for
     long: a get formats GET_SLICE peers per hold, a set applies lines for at most SET_SLICE seconds
-    per hold, then lets the pump in (wireguard-go's data path likewise runs on during IPC). A get
-    racing a set may see part of it, as with wireguard-go; every line it prints was true when
-    formatted. Both are linear in peers and allowed IPs.
+    per hold, then lets the pump in (wireguard-go's data path likewise runs on during IPC). Both
+    are linear in peers and allowed IPs.
+
+    Requests are atomic toward each other, as wireguard-go's ``ipcMutex`` makes them: a get or set
+    from another client waits until the set in progress is done, so ``wg show`` (or the ``wg
+    showconf`` that ``wg syncconf`` diffs against) never sees half of a ``wg setconf``, and two
+    sets never interleave their peers. Thread-safe.
     """
 
     GET_SLICE = 512         # peers formatted per hold of the lock (~3 ms)
@@ -194,11 +198,17 @@ class Uapi:
         self.tunnel = tunnel
         self.control = control
         self.lock = lock
+        self._ipc = threading.Lock()    # one request at a time (the pump only needs `lock`)
 
     # -- get --
 
     def get(self) -> str:
-        """The device as `get=1` answers it (without the final errno line)."""
+        """The device as `get=1` answers it (without the final errno line), once no set is in
+        progress."""
+        with self._ipc:
+            return self._get()
+
+    def _get(self) -> str:
         with self.lock:
             out = self._device_lines()
             peers = list(self.tunnel.peers.values())
@@ -240,9 +250,11 @@ class Uapi:
     # -- set --
 
     def set(self, lines: Iterable[str]) -> None:
-        """Apply a request (without its `set=1` and blank lines). Raises UapiError."""
+        """Apply a request (without its `set=1` and blank lines), after any other request in
+        progress. Raises UapiError."""
         try:
-            self._apply(lines)
+            with self._ipc:
+                self._apply(lines)
         finally:
             self.control.config_changed()
 

@@ -17,6 +17,7 @@ import logging
 import os
 import select
 import socket
+import sys
 import time
 
 from . import sticky
@@ -30,6 +31,9 @@ MAX_DATAGRAM = 65535
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 SO_MARK = getattr(socket, "SO_MARK", 36)
+SOL_IP = getattr(socket, "SOL_IP", 0)
+IP_TTL = getattr(socket, "IP_TTL", 2)
+IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 # UDP segmentation offloads (Linux >= 4.18 / 5.0): one sendmsg carries a run of equal-size
 # datagrams, one recvmsg returns many coalesced ones. Far fewer syscalls per packet, which is
 # what a Python dataplane pays for most; the datagrams on the wire are unchanged.
@@ -90,6 +94,61 @@ def _tune(sock: socket.socket, fwmark: int) -> None:
     except OSError as exc:
         log.info("no packet info on UDP sockets (%s): replies leave from the routing table's source",
                  exc.strerror or exc)
+
+
+def port_holders(port: int) -> str:
+    """Who holds UDP ``port`` in this network namespace, for the message of a busy port:
+    ``python3 (pid 812)``, ``charon (pid 77), python3 (pid 812)``, ``no process we can see (a kernel
+    WireGuard interface ...?)`` for a socket no visible process has open (a kernel socket), or ""
+    when nothing is bound there or /proc cannot be read. Reads /proc/net/udp{,6} (this thread's namespace) and the
+    processes' fd links; never raises."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table, encoding="ascii") as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            # sl local_address rem_address st tx_queue:rx_queue tr:tm retrnsmt uid timeout inode ...
+            if len(fields) > 9 and int(fields[1].rpartition(":")[2], 16) == port:
+                inodes.add(fields[9])
+    if not inodes:
+        return ""
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    holders: list[str] = []
+    try:
+        pids = [d for d in os.listdir("/proc") if d.isdigit()]
+    except OSError:
+        pids = []
+    for pid in pids:
+        if not targets:
+            break
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue            # gone meanwhile, or not ours to look at
+        found = set()
+        for fd in fds:
+            try:
+                found.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                pass            # closed meanwhile (the listing's own fd, in our own process)
+        hit = targets & found
+        if hit:
+            targets -= hit
+            try:
+                with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+                    name = f.read().strip()
+            except OSError:
+                name = "a process"
+            holders.append(f"{name} (pid {pid})")
+    if targets:
+        # A socket no visible process has open: the kernel's own (kernel WireGuard, a VXLAN or FOU
+        # port), or a process of another PID namespace.
+        holders.append("no process we can see (a kernel WireGuard interface or other in-kernel tunnel?)")
+    return ", ".join(holders)
 
 
 def _open(family: int, port: int, fwmark: int) -> socket.socket:
@@ -173,7 +232,9 @@ class UdpTransport:
             if exc.errno != errno.EADDRINUSE:
                 raise
             self.bind(0)
-            log.info("UDP port %d is busy; listening on port %d instead", DEFAULT_PORT, self.port)
+            holders = port_holders(DEFAULT_PORT)
+            log.info("UDP port %d is busy%s; listening on port %d instead", DEFAULT_PORT,
+                     f" (held by {holders})" if holders else "", self.port)
 
     def bind(self, port: int) -> None:
         """Listen on `port` (0 = ephemeral). On failure the old sockets stay in place."""
@@ -375,6 +436,33 @@ class UdpTransport:
             sock.sendto(payload, endpoint)
         except OSError as exc:
             self._send_failed(sock, memoryview(payload), len(payload), endpoint, exc)
+
+    def send_with_ttl(self, datagrams: list[tuple[bytes, Endpoint]], ttl: int) -> None:
+        """Send single datagrams with IP TTL (IPv6 hop limit) ``ttl``: an ``IP_TTL``
+        (``IPV6_HOPLIMIT``) control message per sendmsg (ip(7), ipv6(7)), beside the sticky source's;
+        the socket's own TTL stays as it is. For NAT openers (Device.send_underlay), never data.
+
+        Raises:
+            ValueError: ``ttl`` is outside 1..255 (the kernel would refuse it with EINVAL).
+        """
+        if not 1 <= ttl <= 255:
+            raise ValueError(f"TTL {ttl} is outside 1..255")
+        value = ttl.to_bytes(4, sys.byteorder)         # a C int
+        self._begin_batch()
+        for payload, endpoint in datagrams:
+            v6 = ":" in endpoint[0]
+            sock = self.v6 if v6 else self.v4
+            if sock is None:
+                self.send_errors += 1
+                continue
+            cmsg = self._cmsgs.get(endpoint)
+            if cmsg is None:
+                cmsg = self._cmsg_for(endpoint)
+            limit = (socket.IPPROTO_IPV6, IPV6_HOPLIMIT, value) if v6 else (SOL_IP, IP_TTL, value)
+            try:
+                sock.sendmsg([payload], [*cmsg, limit], 0, endpoint)
+            except OSError as exc:
+                self._send_failed(sock, memoryview(payload), len(payload), endpoint, exc)
 
     def send_bursts(self, bursts: list[tuple[memoryview, int, Endpoint]]) -> None:
         """Send runs of equal-size datagrams laid out back to back: one GSO sendmsg per

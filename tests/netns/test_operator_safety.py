@@ -217,8 +217,9 @@ def test_a_busy_port_is_one_true_line_naming_port(host: Host) -> None:
         for args in ((), ("--port", "4500")):
             proc, log = host.up(*args)
             assert proc.wait(30) == 1
-            assert log.read_text() == ("ravenvpn: --port 4500: UDP port 4500 is in use (by another ravenvpn or "
-                                       "WireGuard?); pick another with --port\n")
+            comm = Path(f"/proc/{holder.pid}/comm").read_text().strip()
+            assert log.read_text() == (f"ravenvpn: --port 4500: UDP port 4500 is in use by {comm} (pid {holder.pid}); "
+                                       "pick another with --port\n")
             assert not host.node.has_link("raven0") and "lookup 9028" not in host.ip("rule")
             assert list(host.state.iterdir()) == []
         # Another --port: the device never falls back to, nor talks about, an ephemeral port.

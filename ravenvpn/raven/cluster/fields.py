@@ -205,6 +205,17 @@ class Field:
             detail = f" ({reason})" if "host bits" in reason or "prefix" in reason else ""
             raise self.error(f"invalid CIDR {text!r}{detail}") from None
 
+    def cidr_with_host_bits(self) -> IPNetwork | None:
+        """The network of a CIDR written with host bits set (``10.244.1.5/24`` -> ``10.244.1.0/24``),
+        None when the value is no such CIDR (absent, malformed, or already without host bits)."""
+        if not isinstance(self.value, str):
+            return None
+        try:
+            loose = parse_cidr(self.value, strict=False)
+        except ValueError:
+            return None
+        return None if str(loose) == self.value.strip() else loose
+
     def cidr_list(self) -> tuple[IPNetwork, ...]:
         """A list of CIDRs (see :meth:`cidr`); () when absent. Raises ClusterError for a bad entry."""
         return tuple(item.cidr() for item in self.items())

@@ -78,7 +78,7 @@ def parse_gateway(obj: KubeObject, problems: Problems) -> ParsedGateway | None:
         name=name,
         label=obj.label,
         api_version=obj.api_version,
-        expose_type=problems.attempt(lambda: _expose_type(spec.child("exposeType")), "", "ignored"),
+        expose_type=_expose_type(spec.child("exposeType"), problems),
         node_selector=problems.attempt(lambda: _match_labels(spec.child("nodeSelector")), (), "ignored"),
         tunnel_replicas=problems.attempt(lambda: replicas_field().integer(1), 1, "1 used"),
         proxy_replicas=problems.attempt(
@@ -89,11 +89,21 @@ def parse_gateway(obj: KubeObject, problems: Problems) -> ParsedGateway | None:
     )
 
 
-def _expose_type(field: Field) -> str:
-    text = (field.string("") or "").strip()
-    if text and text not in EXPOSE_TYPES:
-        raise field.error(f"unknown exposeType {text!r} (expected {' or '.join(EXPOSE_TYPES)})")
-    return text
+def _expose_type(field: Field, problems: Problems) -> str:
+    """``spec.exposeType``: "PublicIP", "LoadBalancer" or "" (not exposed). Another spelling of one of
+    them (``publicip``) is that value, with a warning: an exposed gateway is the preferred relay
+    (:func:`~ravenvpn.raven.plan.topology.find_relay`), and ignoring it moves every relayed flow to
+    whichever gateway without NAT sorts first. An unknown value is ignored with a warning."""
+    text = (problems.attempt(lambda: field.string(""), "", "ignored") or "").strip()
+    if not text or text in EXPOSE_TYPES:
+        return text
+    canonical = next((t for t in EXPOSE_TYPES if t.lower() == text.lower()), None)
+    if canonical is not None:
+        problems.skip(f"{field.owner}: {field.path}: {text!r} is spelt {canonical!r}", f"read as {canonical!r}")
+        return canonical
+    problems.skip(f"{field.owner}: {field.path}: unknown exposeType {text!r} "
+                  f"(expected {' or '.join(EXPOSE_TYPES)})", "ignored")
+    return ""
 
 
 def _spec_endpoints(field: Field, alpha: bool, problems: Problems) -> tuple[Endpoint, ...]:
@@ -163,8 +173,10 @@ def _public_address(field: Field) -> dict[str, Any]:
     text = (field.string("") or "").strip()
     if not text:
         return {}
+    # An IPv6 address in brackets, as in a `host:port` endpoint (`[2001:db8::1]`): the address.
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
     try:
-        return {"public_ip": parse_ip(text)}
+        return {"public_ip": parse_ip(bare)}
     except ValueError:
         pass
     if not is_hostname(text):
@@ -231,7 +243,7 @@ def _status_nodes(field: Field, problems: Problems) -> tuple[NodeInfo, ...] | No
         # yurt-manager writes `subnets: [""]` for a node without spec.podCIDR: skip the entry
         # of the list, keep the node (its own IP is still routed).
         subnets = problems.attempt(entry.child("subnets").items, [], "skipped")
-        parsed = (problems.attempt(s.cidr, None, "skipped") for s in subnets)
+        parsed = (problems.cidr(s, "skipped") for s in subnets)
         infos.append(replace(info, subnets=tuple(c for c in parsed if c is not None)))
     return tuple(infos)
 

@@ -39,6 +39,11 @@ def _internal_ip(status: Field, problems: Problems, name: str) -> IPAddress | No
         is_internal = problems.attempt(lambda: address.child("type").string() == "InternalIP", False,
                                        "address skipped", node=name)
         if is_internal:
+            text = address.child("address").value
+            if isinstance(text, str) and not text.strip():
+                # An empty address is no address (nothing of the node is misread): the next one counts.
+                problems.skip(f"{address.owner}: {address.path}.address: empty", "address skipped")
+                continue
             ip = problems.attempt(lambda: address.child("address").ip(required=True), None,
                                   "address skipped", node=name)
             if ip is not None:
@@ -51,7 +56,7 @@ def _pod_cidrs(spec: Field, problems: Problems, name: str) -> tuple[IPNetwork, .
     single = spec.child("podCIDR")
     if not single.present:
         return cidrs
-    cidr = problems.attempt(single.cidr, None, "skipped", node=name)
+    cidr = problems.cidr(single, "skipped", node=name)
     if cidr is None:
         return cidrs
     # Kubernetes keeps podCIDR == podCIDRs[0]; anything else is a hand-edit gone wrong.
@@ -63,7 +68,7 @@ def _pod_cidrs(spec: Field, problems: Problems, name: str) -> tuple[IPNetwork, .
 
 def _cidr_list(field: Field, problems: Problems, name: str) -> tuple[IPNetwork, ...]:
     items = problems.attempt(field.items, [], "skipped", node=name)
-    parsed = (problems.attempt(item.cidr, None, "skipped", node=name) for item in items)
+    parsed = (problems.cidr(item, "skipped", node=name) for item in items)
     return tuple(c for c in parsed if c is not None)
 
 

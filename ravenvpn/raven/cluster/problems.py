@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ...errors import ClusterError
+from .addresses import IPNetwork
 from .fields import Field
 
 T = TypeVar("T")
@@ -52,6 +53,28 @@ class Problems:
         except ClusterError as exc:
             self.skip(str(exc), skipped, node=node)
             return default
+
+    def cidr(self, field: Field, skipped: str, *, node: str | None = None) -> IPNetwork | None:
+        """``field`` as a network (:meth:`Field.cidr`), or None with a warning (``skipped``).
+
+        Host bits set (``10.244.1.5/24``) are cleared with a warning and no node error: Kubernetes
+        accepts such a ``spec.podCIDR`` and Raven (Go's ``net.ParseCIDR``) routes its network, so
+        refusing it would leave the node's pods unreachable (or the node down) where Raven carries on.
+        An empty string (``podCIDR: ""``, a node without pod CIDR as field case F12) is no CIDR at
+        all: skipped with a warning, no node error either.
+        """
+        if isinstance(field.value, str) and not field.value.strip():
+            self.skip(f"{field.owner}: {field.path}: empty", skipped)
+            return None
+        try:
+            return field.cidr()
+        except ClusterError as exc:
+            loose = field.cidr_with_host_bits()
+            if loose is None:
+                self.skip(str(exc), skipped, node=node)
+                return None
+            self.skip(str(exc), f"{loose} used")
+            return loose
 
     def mapping(self, field: Field, *, node: str | None = None) -> Field:
         """``field`` if it is a mapping (or absent), else an absent field, with a warning."""

@@ -51,6 +51,9 @@ __all__ = ["Agent", "ReconcileReport", "ClusterSource", "POLL_INTERVAL"]
 
 log = logging.getLogger("ravenvpn.agent")
 POLL_INTERVAL = 0.5  # seconds between checks of the cluster file
+#: Seconds between checks that the derived tunnel MTU still matches the underlay (its link's MTU or
+#: the routes toward the peers changed: `ip link set eth0 mtu 1400`); a netlink dump, so not each poll.
+MTU_CHECK_INTERVAL = 5.0
 HANDOVER_TIMEOUT = 2.0  # seconds a stopping active gateway waits for a standby to take over
 HANDOVER_DRAIN = 1.0    # seconds it keeps forwarding after the successor claimed the role
 
@@ -159,6 +162,7 @@ class Agent:
         self._looping = False
         self._closed = False
         self._mtu_warned = False
+        self._next_mtu_check = 0.0     # monotonic seconds: see _underlay_mtu_changed
         self._refusals: dict[str, tuple[str, float]] = {}   # as in the status file last written
 
     # ----------------------------------------------------------------- cluster
@@ -386,6 +390,21 @@ class Agent:
             self._write_status(plan)
             return report
 
+    def _underlay_mtu_changed(self) -> bool:
+        """Whether the MTU derived for the running interface moved since the last plan (checked every
+        MTU_CHECK_INTERVAL seconds): the underlay link's MTU or the routes toward the peers changed
+        under a running tunnel, which a re-plan follows as a file edit would. False with a configured
+        ``--mtu``, without an interface, or when the links cannot be read."""
+        plan, now = self.plan, time.monotonic()
+        if (self.mtu is not None or plan is None or not (plan.role is Role.ACTIVE_GATEWAY or plan.peers)
+                or now < self._next_mtu_check):
+            return False
+        self._next_mtu_check = now + MTU_CHECK_INTERVAL
+        try:
+            return self.vpn.mtu([p.endpoint for p in plan.peers if p.endpoint is not None]) != plan.mtu
+        except RavenError:
+            return False
+
     def _warn_mtu(self, plan: NodePlan) -> None:
         """Once: a configured MTU above what the path toward the peers carries fragments or loses
         large packets (the limit is the VPN driver's derived MTU for the plan's endpoints)."""
@@ -520,7 +539,8 @@ class Agent:
                     log.error("dataplane stopped: %s", stopped)
                     exit_code = 1
                     break
-                if self._reload or self._liveness_changed or self._source_signature() != self._source_sig:
+                if (self._reload or self._liveness_changed or self._source_signature() != self._source_sig
+                        or self._underlay_mtu_changed()):
                     self._reload = self._liveness_changed = False
                     try:
                         self.reconcile()

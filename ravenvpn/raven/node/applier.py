@@ -208,6 +208,26 @@ class Applier:
         return (len(self._state["routes"]) + (1 if self._state.get("legacy_tables") else 0),
                 len(self._state["rules"]), len(self._state["sysctls"]))
 
+    def still_installed(self) -> tuple[int, int, int]:
+        """Like :meth:`recorded`, counting only the routes and rules still in the kernel: a route
+        through the tunnel went with it when its process died (``kill -9``), so a crashed ``up``
+        left only what is counted here. Reading needs no root.
+
+        Raises:
+            RavenError: the state file exists but cannot be read or parsed, or the kernel cannot be
+                asked over netlink.
+        """
+        self.init()
+        assert self._state is not None
+        try:
+            with IPRoute() as ipr:
+                recorded = self._recorded_routes(ipr)
+                installed = self._installed_routes(ipr, {key.table for key in recorded})
+                rules = self._known_rules() & self._installed_rules(ipr)
+        except NetlinkError as exc:
+            raise RavenError(f"cannot read the routes and rules: {exc}") from None
+        return len(recorded & set(installed)), len(rules), len(self._state["sysctls"])
+
     def apply(self, plan: NodePlan) -> ApplyReport:
         """Make the kernel match ``plan``; only the difference changes (idempotent).
 

@@ -266,18 +266,22 @@ def uapi_get(interface: str) -> dict[str, dict[str, Any]]:
     return peers
 
 
-def _live_peers(interface: str) -> dict[str, LivePeer]:
-    """Live peer state by base64 public key; empty when the interface's UAPI socket does not answer."""
+def _live_peers(interface: str) -> tuple[dict[str, LivePeer], str | None]:
+    """Live peer state by base64 public key, and why there is none when the UAPI socket may not be
+    opened (not root): ({}, "need root ..."). ({}, None) when the socket does not answer (no
+    interface)."""
     try:
         live = uapi_get(interface)
+    except PermissionError:
+        return {}, f"need root to read them (cannot open {socket_path(interface)})"
     except OSError:
-        return {}
+        return {}, None
     out: dict[str, LivePeer] = {}
     for hex_key, info in live.items():
         sec = int(info.get("last_handshake_time_sec", 0))
         out[base64.b64encode(bytes.fromhex(hex_key)).decode()] = LivePeer(
             info.get("endpoint"), sec or None, int(info.get("rx_bytes", 0)), int(info.get("tx_bytes", 0)))
-    return out
+    return out, None
 
 
 def _not_running(state_dir: str, interface: str) -> str:
@@ -288,8 +292,9 @@ def _not_running(state_dir: str, interface: str) -> str:
         return message
     parts: list[str] = []
     try:
-        routes, rules, sysctls = Applier(interface, state_dir).recorded()
-        parts += [f"{routes} routes", f"{rules} rules", f"{sysctls} sysctls"]
+        # What is still there: routes through the tunnel vanished with it (kill -9 of up).
+        counts = Applier(interface, state_dir).still_installed()
+        parts += [f"{n} {what}" for n, what in zip(counts, ("routes", "rules", "sysctls")) if n]
     except RavenError:
         parts.append("an unreadable state file")
     device = DeviceRecord.read(device_path(state_dir, interface))
@@ -303,8 +308,9 @@ def _not_running(state_dir: str, interface: str) -> str:
     files = ", ".join(p.name for p in left)
     down_cmd = "ravenvpn down" + ("" if interface == "raven0" else f" --interface {interface}") + \
         ("" if os.fspath(state_dir) == DEFAULT_STATE_DIR else f" --state-dir {state_dir}")
-    return (f"{message}, but a ravenvpn up{pid} that stopped without cleaning up left {', '.join(parts)} "
-            f"and its records ({files} in {state_dir}): run '{down_cmd}' to clean up")
+    left = f"{', '.join(parts)} and its records" if parts else "its records"
+    return (f"{message}, but a ravenvpn up{pid} that stopped without cleaning up left {left} "
+            f"({files} in {state_dir}): run '{down_cmd}' to clean up")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -328,11 +334,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         status = NodeStatus.read(path)
     except FileNotFoundError:
         raise RavenError(_not_running(args.state_dir, args.interface)) from None
-    if status.role == "active-gateway":
-        status = status.with_live_peers(_live_peers(args.interface))
+    unavailable = None      # why the live counters cannot be read (not root), if so
+    if status.role == "active-gateway" or status.peers:   # peers on a standby: a hot standby's interface
+        live, unavailable = _live_peers(args.interface)
+        status = status.with_live_peers(live)
     direct = read_direct_status(args.state_dir, args.interface)
     if args.json:
         out = status.to_dict()
+        if unavailable is not None:
+            out["live_unavailable"] = f"live counters: {unavailable}"
         if direct is not None:
             out["direct"] = direct
         print(json.dumps(out, indent=1))
@@ -341,12 +351,19 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"{' (relay)' if status.relay else ''}")
     if status.role == "active-gateway" or status.peers:   # peers on a standby: a hot standby (failover)
         print(f"interface {status.interface}: port {status.listen_port}, mtu {status.mtu}")
+    if unavailable is not None:
+        print(f"  live counters (handshakes, bytes): {unavailable}")
     for peer in status.peers:
         live = peer.live
         ago = f"{int(time.time() - live.latest_handshake)} s ago" if live and live.latest_handshake else "never"
         print(f"  peer {peer.gateway} ({peer.node}{', standby' if peer.standby else ''}) {peer.public_key}")
-        print(f"    endpoint {(live and live.endpoint) or peer.endpoint or '(waits for the peer)'}, "
-              f"latest handshake {ago}, rx {live.rx_bytes if live else 0} B, tx {live.tx_bytes if live else 0} B")
+        if live is None and unavailable is not None:
+            # Not zeros: the counters are unknown here, not zero.
+            print(f"    endpoint {peer.endpoint or '(waits for the peer)'} (planned)")
+        else:
+            print(f"    endpoint {(live and live.endpoint) or peer.endpoint or '(waits for the peer)'}, "
+                  f"latest handshake {ago}, rx {live.rx_bytes if live else 0} B, "
+                  f"tx {live.tx_bytes if live else 0} B")
         print(f"    allowed ips {', '.join(peer.allowed_ips)}")
         if peer.refusal is not None:
             print(f"    handshake initiation refused {max(0, int(time.time() - peer.refusal.at))} s ago: "

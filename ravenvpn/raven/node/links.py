@@ -71,6 +71,23 @@ def _path(route: Any, link: Any, via: str) -> UnderlayPath:
     return UnderlayPath(min(link_mtu, route_mtu) if route_mtu else link_mtu, link.get_attr("IFLA_IFNAME"), via)
 
 
+def _route_oifs(route: Any) -> list[int]:
+    """The output links of a route: its ``RTA_OIF``, or each nexthop's of a multipath (ECMP) route
+    (``ip route add default nexthop via A dev a0 nexthop via B dev b0``), which has none of its own."""
+    oif = route.get_attr("RTA_OIF")
+    if oif is not None:
+        return [oif]
+    return [hop["oif"] for hop in route.get_attr("RTA_MULTIPATH") or () if hop.get("oif")]
+
+
+def _route_path(route: Any, links: dict[int, Any], interface: str, via: str) -> UnderlayPath | None:
+    """The path of ``route``: through its link, or the smallest of its nexthops' links (a flow may
+    take any of them); None when no link of it may carry tunnel packets (see :func:`_usable_link`)."""
+    paths = [_path(route, link, via) for oif in _route_oifs(route)
+             if (link := _usable_link(links, oif, interface)) is not None]
+    return min(paths, key=lambda p: p.mtu) if paths else None
+
+
 def _main_table_route(ipr: IPRoute, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Any | None:
     """The main table's most specific route containing ``ip`` (lowest metric among equals), if any."""
     family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
@@ -81,7 +98,7 @@ def _main_table_route(ipr: IPRoute, ip: ipaddress.IPv4Address | ipaddress.IPv6Ad
         if dst is not None and ip not in ipaddress.ip_network(f"{dst}/{length}", strict=False):
             continue
         key = (-length, route.get_attr("RTA_PRIORITY") or 0)
-        if route.get_attr("RTA_OIF") is not None and (best_key is None or key < best_key):
+        if _route_oifs(route) and (best_key is None or key < best_key):
             best, best_key = route, key
     return best
 
@@ -93,7 +110,8 @@ def underlay_path(interface: str, endpoints: Iterable[str] = ()) -> UnderlayPath
     A lookup is ``ip route get`` (RTM_GETROUTE: the kernel's own choice, policy rules included);
     one that fails (no route) or leads through loopback is left out; one that leads through
     ``interface`` or a ``raven*`` tunnel is looked up again in the main table, where the tunnel's own
-    UDP datagrams are routed. Of several default routes the one with the lowest metric wins, IPv4 before IPv6.
+    UDP datagrams are routed. Of several default routes the one with the lowest metric wins, IPv4 before IPv6;
+    a multipath (ECMP) route counts with its smallest nexthop link.
     FALLBACK_MTU when there is no route at all.
 
     Raises:
@@ -109,28 +127,26 @@ def underlay_path(interface: str, endpoints: Iterable[str] = ()) -> UnderlayPath
                     (route,) = ipr.route("get", dst=str(ip))[:1]
                 except (ValueError, NetlinkError):
                     continue   # not an IP literal, or unreachable: this peer says nothing
-                link = _usable_link(links, route.get_attr("RTA_OIF"), interface)
-                if link is None:
+                path = _route_path(route, links, interface, f"route to {ip}")
+                if path is None:
                     # The kernel's choice for a plain packet may be the tunnel itself: a peer's
                     # endpoint that is also one of its routed node IPs (table 9028 via raven0). The
                     # tunnel's own datagrams leave by the main table (the rule for its UDP port), so
                     # that is the path that counts for them.
                     route = _main_table_route(ipr, ip)
-                    link = _usable_link(links, route.get_attr("RTA_OIF"), interface) if route else None
-                if link is not None:
-                    path = _path(route, link, f"route to {ip}")
-                    if best is None or path.mtu < best.mtu:
-                        best = path
+                    path = _route_path(route, links, interface, f"route to {ip}") if route else None
+                if path is not None and (best is None or path.mtu < best.mtu):
+                    best = path
             if best is not None:
                 return best
             for family in (socket.AF_INET, socket.AF_INET6):
                 defaults = sorted((r for r in ipr.get_routes(family=family, table=_MAIN_TABLE)
-                                   if r["dst_len"] == 0 and r.get_attr("RTA_OIF") is not None),
+                                   if r["dst_len"] == 0 and _route_oifs(r)),
                                   key=lambda r: r.get_attr("RTA_PRIORITY") or 0)
                 for route in defaults:
-                    link = _usable_link(links, route.get_attr("RTA_OIF"), interface)
-                    if link is not None:
-                        return _path(route, link, "default route")
+                    path = _route_path(route, links, interface, "default route")
+                    if path is not None:
+                        return path
     except NetlinkError as exc:
         raise RavenError(f"cannot read the network links and routes: {exc}") from None
     return UnderlayPath(FALLBACK_MTU, None, "no route to an endpoint and no default route")

@@ -32,6 +32,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ...device.device import Device
+from ...device.udp import port_holders
 from ...errors import RavenError, StartupError
 from ...protocol.constants import REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX
 from ..cluster.addresses import IPNetwork
@@ -322,11 +323,12 @@ class WireGuardDriver:
             with device.lock:
                 yield device.tunnel
 
-    def _send_underlay(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
-        """Send datagrams from the tunnel's own UDP port (so through its NAT mapping)."""
+    def _send_underlay(self, datagrams: list[tuple[bytes, tuple[str, int]]], ttl: int | None = None) -> None:
+        """Send datagrams from the tunnel's own UDP port (so through its NAT mapping), with IP TTL
+        ``ttl`` when given."""
         device = self._device
         if device is not None:
-            device.send_underlay(datagrams)
+            device.send_underlay(datagrams, ttl=ttl)
 
     def _direct_paths(self, plan: NodePlan) -> DirectPaths | None:
         """The direct-path manager (holepunch.py) following ``plan``; made on first need. Called
@@ -466,5 +468,8 @@ class WireGuardDriver:
 
 
 def _busy_port(port: int) -> str:
-    return (f"--port {port}: UDP port {port} is in use (by another ravenvpn or WireGuard?); "
-            "pick another with --port")
+    """The one line for a busy ``--port``, naming who holds it when /proc tells (IPsec's NAT-T, charon,
+    also uses 4500), else the likely culprits."""
+    holders = port_holders(port)
+    return (f"--port {port}: UDP port {port} is in use "
+            f"{f'by {holders}' if holders else '(by another ravenvpn or WireGuard?)'}; pick another with --port")
