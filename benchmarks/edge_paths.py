@@ -1,10 +1,12 @@
 """Edge<->edge through NAT: the direct (hole-punched) path against the cloud relay, in the same run.
 
-    python3 -m benchmarks.edge_paths [--seconds 4] [--delays 0,10] [--out FILE]
+    python3 -m benchmarks.edge_paths [--seconds 4] [--delays 0,10] [--isp-hop] [--out FILE]
 
 For each WAN delay (one-way milliseconds added to every internet uplink by tools/wandelay.py; 0: none)
 the three-domain lab (tools/lab.py) comes up with direct paths allowed (NAT routers ``cpe`` without
-delay, plain port-preserving ``masquerade`` with it), waits until hangzhou<->qingdao is direct and
+delay, plain port-preserving ``masquerade`` with it; with ``--isp-hop`` an ISP router in front of each
+NAT router and plain ``masquerade`` at every delay, punched with TTL-limited openers), waits until
+hangzhou<->qingdao is direct and
 measures from the pod of hz-1 to the pod of qd-1 (pods behind the two edge gateways): TCP throughput
 (iperf3, one stream), ping RTT (median of 40), and the CPU seconds the cloud gateway's ``ravenvpn up``
 and the userspace WAN delays used during the TCP run. Then the same lab is built again with
@@ -58,13 +60,15 @@ def measure(lab: Lab, seconds: float) -> dict[str, Any]:
             "cloud_cpu_s": round(cpu1[0] - cpu0[0], 2), "wan_delay_cpu_s": round(cpu1[1] - cpu0[1], 2)}
 
 
-def run_delay(delay: float, seconds: float) -> dict[str, Any]:
-    nat = "masquerade" if delay > 0 else "cpe"
-    out: dict[str, Any] = {"wan_delay_ms": delay, "nat": nat}
+def run_delay(delay: float, seconds: float, isp_hop: bool = False) -> dict[str, Any]:
+    # On the flat lab WAN an accept-everything NAT is punchable only with delay (punch.py); behind
+    # ISP routers the TTL-limited openers make it punchable without.
+    nat = "masquerade" if delay > 0 or isp_hop else "cpe"
+    out: dict[str, Any] = {"wan_delay_ms": delay, "nat": nat, "isp_hop": isp_hop}
     for path in ("direct", "relayed"):
         # Two labs one after the other (restarting the edge gateways in one lab would fail them over
         # to their standbys): the first with direct paths, the second with RAVENVPN_FORCE_RELAY=all.
-        with Lab(nat=nat, direct=(path == "direct"), wan_delay=delay) as lab:
+        with Lab(nat=nat, direct=(path == "direct"), wan_delay=delay, isp_hop=isp_hop) as lab:
             lab.up_all()
             t0 = time.monotonic()
             want = "direct" if path == "direct" else "forced-relay"
@@ -83,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--delays", default="0,10", help="one-way WAN delays per uplink, ms, comma-separated")
+    ap.add_argument("--isp-hop", action="store_true",
+                    help="an ISP router in front of each NAT router; plain masquerade NATs at every delay")
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args(argv)
-    results = [run_delay(float(d), args.seconds) for d in args.delays.split(",")]
+    results = [run_delay(float(d), args.seconds, args.isp_hop) for d in args.delays.split(",")]
     print(f"{'WAN delay':>9} {'path':>8} {'TCP Mbit/s':>10} {'RTT p50 ms':>10} {'cloud CPU s':>11} "
           f"{'delay CPU s':>11}")
     for r in results:

@@ -19,6 +19,11 @@ Hangzhou to a *non-gateway* node in Qingdao that crosses both gateways and the c
      cloud-2 .12
   every node N: pod0 10.244.N.1/24 -- pod namespace eth0 10.244.N.10 (default via .1)
 
+With ``Lab(isp_hop=True)`` each NAT router's wan0 goes to an ISP router (namespace ``<domain>-isp``,
+``up0`` on br0 at .253, .252, ...; proxy ARP) instead of the bridge: the NAT routers keep their
+addresses, and NAT -> NAT crosses two forwarding hops, as on the internet (TTL-limited NAT openers,
+ravenvpn/raven/node/punch.py, need a router between the NATs).
+
 Addressing, membership and which domain is under NAT all come from the YAML: Nodes give the InternalIP
 (LAN address), pod CIDR and gateway label; Gateways give underNAT and the exposed publicIP.  Like a CNI,
 the lab routes pod CIDRs *inside* a domain (``10.244.M.0/24 via <node M>`` on the others) and enables
@@ -87,6 +92,14 @@ LAB_PREFIX = DEFAULT_PREFIX
 #: symmetric); ``forward`` like ``cpe`` plus a port forward of UDP 4500 to the gateway, published
 #: in the cluster file as the tunnel endpoints' publicIP/publicPort (Raven's fields).
 NAT_MODES = ("masquerade", "cpe", "random-fully", "forward")
+#: Two NAT'd domains (the first two: hangzhou and qingdao) behind ONE public address
+#: (``Lab(shared_nat=...)``): ``site`` one site NAT router (its ``nat`` mode: that of the first
+#: domain) whose LAN routers (``<domain>-lan``, no NAT of their own) route the two LANs to each other
+#: on a site segment 10.255.0.0/24; ``cgnat`` carrier-grade NAT: each domain keeps its home NAT router,
+#: whose WAN is on a carrier network 100.64.0.0/24 behind one carrier NAT router (port-preserving
+#: MASQUERADE, drops unsolicited UDP to itself, so no hairpin); the LANs do not reach each other.
+#: The shared router is ``infra("shared-nat")``; both gateways' ``public_ip`` is its address.
+SHARED_NAT_MODES = {"site": "10.255.0.0/24", "cgnat": "100.64.0.0/24"}
 _STATE_DIR_LOCK = threading.Lock()
 
 
@@ -221,6 +234,8 @@ class Lab:
         nat: str | dict[str, str] = "masquerade",
         direct: bool = False,
         wan_delay: float | dict[str, float] = 0.0,
+        shared_nat: str | None = None,
+        isp_hop: bool = False,
     ) -> None:
         self.source_yaml = Path(cluster_yaml)
         self.keys_dir = Path(keys_dir)
@@ -237,9 +252,21 @@ class Lab:
             d.gateway: float(wan_delay if not isinstance(wan_delay, dict) else wan_delay.get(d.gateway, 0.0))
             for d in self.domains}
         self.delay_procs: list[subprocess.Popen[Any]] = []
+        # An ISP router between each NAT router and the internet bridge (see _isp_router): the path
+        # NAT -> NAT then crosses forwarding hops, as on the internet. Addresses from the top of the
+        # internet prefix (.253, .252, ...), clear of the public and NAT addresses taken from below.
+        self.isp_hop = isp_hop
+        taken = {self.internet_net[254], *(ipaddress.ip_address(h.public_ip) for h in self.hosts.values()
+                                            if h.public_ip),
+                 *(ipaddress.ip_address(d.uplink_ip) for d in self.domains if d.uplink_ip)}
+        spare = (a for a in reversed(list(self.internet_net.hosts())) if a not in taken)
+        self.isp_ips: dict[str, str] = {d.gateway: str(next(spare)) for d in self.domains
+                                        if d.under_nat and isp_hop}
         for gw, mode in self.nat_modes.items():
             if mode not in NAT_MODES:
                 raise ValueError(f"{gw}: unknown NAT mode {mode!r}; one of {', '.join(NAT_MODES)}")
+        self.shared_nat = shared_nat
+        self.shared_gateways: list[str] = self._shared_nat_members() if shared_nat else []
         self.dir = Path("/nonexistent")
         self.cluster_path = Path("/nonexistent")
         self._nodes: dict[str, Node] = {}  # cluster nodes by name
@@ -301,9 +328,13 @@ class Lab:
         t0 = time.monotonic()
         # namespaces, created in parallel (each costs a few process spawns)
         wanted: list[tuple[str, str, str]] = [("infra", "internet", "internet")]
+        if self.shared_nat:
+            wanted.append(("infra", "shared-nat", "site-nat" if self.shared_nat == "site" else "cgnat"))
         for d in self.domains:
             short = _short(d.gateway)
             wanted.append(("infra", f"{short}-lan", (f"{short}-nat" if d.under_nat else f"{short}-sw")))
+            if d.gateway in self.isp_ips:
+                wanted.append(("infra", f"{short}-isp", f"{short}-isp"))
             for h in d.hosts:
                 wanted.append(("node", h.name, h.name))
                 if h.pod_cidr:
@@ -326,16 +357,23 @@ class Lab:
         inet.link_up("br0")
         inet.add_addr("br0", f"{inet_gw}/{self.internet_net.prefixlen}")
         plen = self.internet_net.prefixlen
+        if self.shared_nat:
+            self._build_shared_nat(inet, inet_gw, plen)
 
         for d in self.domains:
             short = _short(d.gateway)
             lan_ns = self._infra[f"{short}-lan"]
             lan_ns.run("ip", "link", "add", "br0", "type", "bridge")
             lan_ns.link_up("br0")
-            if d.under_nat:
+            if d.gateway in self.shared_gateways:
+                self._join_shared_nat(d, lan_ns)
+            elif d.under_nat:
                 assert d.router_ip and d.uplink_ip
                 lan_ns.add_addr("br0", f"{d.router_ip}/{d.lan.prefixlen}")
-                self._attach(inet, lan_ns, f"{d.uplink_ip}/{plen}", port=f"p-{short}", name="wan0")
+                if d.gateway in self.isp_ips:
+                    self._isp_router(d, lan_ns, inet)
+                else:
+                    self._attach(inet, lan_ns, f"{d.uplink_ip}/{plen}", port=f"p-{short}", name="wan0")
                 self._delay_port(inet, f"p-{short}", self.wan_delay[d.gateway])
                 lan_ns.run("ip", "route", "add", "default", "via", inet_gw)
                 lan_ns.sysctl("net.ipv4.ip_forward", 1)
@@ -363,6 +401,28 @@ class Lab:
                 self._mount_state_dir(h.name)
         wait_for(self._settled, timeout=10, interval=0.1, message="IPv6 addresses of the nodes to leave DAD")
         self._say(f"topology ready in {time.monotonic() - t0:.1f}s (files in {self.dir})")
+
+    def _isp_router(self, d: DomainSpec, nat: Node, inet: Node) -> None:
+        """An ISP router (namespace ``<domain>-isp``) between NAT router ``nat`` and the internet
+        bridge: the NAT's wan0 (its public address, /24 as before) is a veth to the ISP's ``cpe0``,
+        the ISP's ``up0`` (its own address, from the top of the prefix) is bridge port ``p-<domain>``.
+        The NAT keeps its public address: the ISP routes it (/32 via cpe0) and answers ARP for it on
+        the bridge, and for the rest of the prefix toward the NAT (proxy ARP both ways, no proxy
+        delay), so neither the NAT nor anyone on the bridge changes its configuration. Every packet
+        between the NAT and the internet is forwarded once more (TTL - 1), and the ISP router answers
+        TTL-expired packets (ICMP time exceeded), like any router on the way (punch.py uses both)."""
+        assert d.uplink_ip
+        short = _short(d.gateway)
+        isp = self._infra[f"{short}-isp"]
+        plen = self.internet_net.prefixlen
+        veth(nat, isp, f"{d.uplink_ip}/{plen}", "", name_a="wan0", name_b="cpe0")
+        self._attach(inet, isp, f"{self.isp_ips[d.gateway]}/{plen}", port=f"p-{short}", name="up0")
+        isp.run("ip", "route", "add", f"{d.uplink_ip}/32", "dev", "cpe0")
+        isp.run("ip", "route", "add", "default", "via", str(self.internet_net[254]))
+        isp.sysctl("net.ipv4.ip_forward", 1)
+        for dev in ("cpe0", "up0"):
+            isp.sysctl(f"net.ipv4.conf.{dev}.proxy_arp", 1)
+            isp.sysctl(f"net.ipv4.neigh.{dev}.proxy_delay", 0)   # answer at once, not after <= 0.8 s
 
     def _delay_port(self, inet: Node, port: str, delay_ms: float) -> None:
         """Splice a userspace delay (tools/wandelay.py) between bridge port ``port`` and the bridge:
@@ -398,6 +458,70 @@ class Lab:
             router.run("iptables", "-t", "nat", "-A", "PREROUTING", "-i", "wan0", "-p", "udp", "--dport",
                        str(TUNNEL_PORT), "-j", "DNAT", "--to-destination", f"{target}:{TUNNEL_PORT}")
 
+    def _shared_nat_members(self) -> list[str]:
+        """The gateways behind the shared NAT (see :data:`SHARED_NAT_MODES`); their second's public
+        address becomes the first's.
+
+        Raises:
+            ValueError: an unknown mode, fewer than two NAT'd domains, or a ``forward`` NAT among them.
+        """
+        if self.shared_nat not in SHARED_NAT_MODES:
+            raise ValueError(f"unknown shared NAT {self.shared_nat!r}; one of {', '.join(SHARED_NAT_MODES)}")
+        members = [d for d in self.domains if d.under_nat][:2]
+        if len(members) < 2:
+            raise ValueError("a shared NAT needs two NAT'd domains")
+        if any(self.nat_modes[d.gateway] == "forward" for d in members):
+            raise ValueError("a shared NAT with a port forward is not supported by the lab")
+        members[1].uplink_ip = members[0].uplink_ip
+        return [d.gateway for d in members]
+
+    def _build_shared_nat(self, inet: Node, inet_gw: str, plen: int) -> None:
+        """The shared NAT router: ``wan0`` on the internet (the one public address), ``br0`` the site
+        segment or carrier network (.1), MASQUERADE out of ``wan0``."""
+        assert self.shared_nat is not None
+        seg = ipaddress.ip_network(SHARED_NAT_MODES[self.shared_nat])
+        first = self.domain(self.shared_gateways[0])
+        router = self._infra["shared-nat"]
+        router.run("ip", "link", "add", "br0", "type", "bridge")
+        router.link_up("br0")
+        router.add_addr("br0", f"{seg[1]}/{seg.prefixlen}")
+        self._attach(inet, router, f"{first.uplink_ip}/{plen}", port="p-shared-nat", name="wan0")
+        self._delay_port(inet, "p-shared-nat", self.wan_delay[first.gateway])
+        router.run("ip", "route", "add", "default", "via", inet_gw)
+        router.sysctl("net.ipv4.ip_forward", 1)
+        for scope in ("all", "br0"):   # the member routers reach each other on the segment directly
+            router.sysctl(f"net.ipv4.conf.{scope}.send_redirects", 0)
+        if self.shared_nat == "site":
+            self._setup_nat(first, router)        # the site's NAT, in the first domain's mode
+            for i, gw in enumerate(self.shared_gateways):
+                router.run("ip", "route", "add", str(self.domain(gw).lan), "via", str(seg[2 + i]))
+        else:
+            # the carrier: port-preserving, and unsolicited UDP to its own address is dropped, so a
+            # packet from one customer to the shared address (hairpin) goes nowhere
+            router.run("iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE")
+            router.run("iptables", "-A", "INPUT", "-i", "wan0", "-p", "udp", "-m", "conntrack",
+                       "--ctstate", "NEW", "-j", "DROP")
+            router.run("iptables", "-A", "INPUT", "-i", "br0", "-p", "udp", "-d", str(first.uplink_ip),
+                       "-j", "DROP")
+
+    def _join_shared_nat(self, d: DomainSpec, lan_ns: Node) -> None:
+        """A domain behind the shared NAT: its LAN router's ``wan0`` on the segment; with ``site`` it
+        routes (no NAT) and reaches the other LAN directly, with ``cgnat`` it is a home NAT router."""
+        assert self.shared_nat is not None and d.router_ip
+        seg = ipaddress.ip_network(SHARED_NAT_MODES[self.shared_nat])
+        i = self.shared_gateways.index(d.gateway)
+        lan_ns.add_addr("br0", f"{d.router_ip}/{d.lan.prefixlen}")
+        self._attach(self._infra["shared-nat"], lan_ns, f"{seg[2 + i]}/{seg.prefixlen}",
+                     port=f"p-{_short(d.gateway)}", name="wan0")
+        lan_ns.run("ip", "route", "add", "default", "via", str(seg[1]))
+        lan_ns.sysctl("net.ipv4.ip_forward", 1)
+        if self.shared_nat == "cgnat":
+            self._setup_nat(d, lan_ns)
+            return
+        for j, gw in enumerate(self.shared_gateways):
+            if gw != d.gateway:
+                lan_ns.run("ip", "route", "add", str(self.domain(gw).lan), "via", str(seg[2 + j]))
+
     def _forward_target(self, d: DomainSpec) -> str:
         """The LAN address a ``forward`` NAT sends the tunnel port to: the gateway's first tunnel
         endpoint node (a port forward names one host; failover would need the forward changed)."""
@@ -417,6 +541,12 @@ class Lab:
             for ep in doc["spec"].get("endpoints", []):
                 if ep.get("type") == "tunnel":
                     ep["publicIP"], ep["publicPort"] = d.uplink_ip, TUNNEL_PORT
+
+    def isp(self, gateway: str) -> Node:
+        """The ISP router namespace in front of a NAT'd gateway's router (``Lab(isp_hop=True)``)."""
+        if gateway not in self.isp_ips:
+            raise KeyError(f"{gateway} has no ISP router (Lab(isp_hop=True), NAT'd domains)")
+        return self._infra[f"{_short(gateway)}-isp"]
 
     def public_ip(self, gateway: str) -> str:
         """The internet address of a NAT'd gateway's router (its edges' public address)."""
@@ -465,7 +595,8 @@ class Lab:
         return self._infra[name]
 
     def nat(self, gateway: str) -> Node:
-        """The NAT router namespace of a NAT'd gateway (``gw-hangzhou``)."""
+        """The NAT router namespace of a NAT'd gateway (``gw-hangzhou``); behind a ``site`` shared NAT
+        its LAN's plain router (the NAT is ``infra("shared-nat")``)."""
         d = self.domain(gateway)
         if not d.under_nat:
             raise KeyError(f"{gateway} is not under NAT")

@@ -147,11 +147,20 @@ class Device:
         with self.lock:
             self._udp.set_fwmark(mark)
 
-    def send_underlay(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
+    def send_underlay(self, datagrams: list[tuple[bytes, tuple[str, int]]], ttl: int | None = None) -> None:
         """Send UDP datagrams ``(payload, (host, port))`` from the tunnel's own socket, outside the
-        protocol (a control plane's NAT openers: they must leave from the tunnel's port). Thread-safe."""
+        protocol (a control plane's NAT openers: they must leave from the tunnel's port), with IP
+        TTL (IPv6 hop limit) ``ttl`` when given (openers that must die on the way), else the
+        system's default. Send errors are counted as the tunnel's own (UdpTransport). Thread-safe.
+
+        Raises:
+            ValueError: ``ttl`` is outside 1..255.
+        """
         with self.lock:
-            self._udp.send_batch(datagrams)
+            if ttl is None:
+                self._udp.send_batch(datagrams)
+            else:
+                self._udp.send_with_ttl(datagrams, ttl)
 
     def refusals(self) -> dict[bytes, tuple[str, float]]:
         """The peers whose last handshake initiation was refused (`Peer.last_refusal`), as public key

@@ -17,6 +17,7 @@ import logging
 import os
 import select
 import socket
+import sys
 import time
 
 from . import sticky
@@ -30,6 +31,9 @@ MAX_DATAGRAM = 65535
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 SO_MARK = getattr(socket, "SO_MARK", 36)
+SOL_IP = getattr(socket, "SOL_IP", 0)
+IP_TTL = getattr(socket, "IP_TTL", 2)
+IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 # UDP segmentation offloads (Linux >= 4.18 / 5.0): one sendmsg carries a run of equal-size
 # datagrams, one recvmsg returns many coalesced ones. Far fewer syscalls per packet, which is
 # what a Python dataplane pays for most; the datagrams on the wire are unchanged.
@@ -406,6 +410,33 @@ class UdpTransport:
                     sock.sendmsg([payload], cmsg, 0, endpoint)
                 else:
                     sock.sendto(payload, endpoint)
+            except OSError as exc:
+                self._send_failed(sock, memoryview(payload), len(payload), endpoint, exc)
+
+    def send_with_ttl(self, datagrams: list[tuple[bytes, Endpoint]], ttl: int) -> None:
+        """Send single datagrams with IP TTL (IPv6 hop limit) ``ttl``: an ``IP_TTL``
+        (``IPV6_HOPLIMIT``) control message per sendmsg (ip(7), ipv6(7)), beside the sticky source's;
+        the socket's own TTL stays as it is. For NAT openers (Device.send_underlay), never data.
+
+        Raises:
+            ValueError: ``ttl`` is outside 1..255 (the kernel would refuse it with EINVAL).
+        """
+        if not 1 <= ttl <= 255:
+            raise ValueError(f"TTL {ttl} is outside 1..255")
+        value = ttl.to_bytes(4, sys.byteorder)         # a C int
+        self._begin_batch()
+        for payload, endpoint in datagrams:
+            v6 = ":" in endpoint[0]
+            sock = self.v6 if v6 else self.v4
+            if sock is None:
+                self.send_errors += 1
+                continue
+            cmsg = self._cmsgs.get(endpoint)
+            if cmsg is None:
+                cmsg = self._cmsg_for(endpoint)
+            limit = (socket.IPPROTO_IPV6, IPV6_HOPLIMIT, value) if v6 else (SOL_IP, IP_TTL, value)
+            try:
+                sock.sendmsg([payload], [*cmsg, limit], 0, endpoint)
             except OSError as exc:
                 self._send_failed(sock, memoryview(payload), len(payload), endpoint, exc)
 

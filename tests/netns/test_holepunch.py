@@ -1,8 +1,10 @@
 """Direct hangzhou <-> qingdao tunnels through NAT (hole punching, the cloud gateway as rendezvous).
 
 The three-domain lab (tools/lab.py) with selectable NAT routers: ``cpe`` (port-preserving MASQUERADE
-behind a home router's input firewall: punchable), ``random-fully`` (symmetric: not punchable) and
-``forward`` (a port forward, Raven's publicIP/publicPort). What is checked is what a user would
+behind a home router's input firewall: punchable), ``random-fully`` (symmetric: not punchable),
+``forward`` (a port forward, Raven's publicIP/publicPort); plain ``masquerade`` (accepts
+everything) with WAN delay on the flat WAN or, without delay, behind an ISP router each
+(``Lab(isp_hop=True)``: TTL-limited NAT openers). What is checked is what a user would
 check: where the packets go on the "internet" bridge (tcpdump), ping loss, the cloud gateway's relay
 counter, and the pair states of ``ravenvpn status`` (the direct-path status file).
 """
@@ -52,17 +54,22 @@ def big_udp(pkts: Any, src: str, dst: str) -> int:
                and len(p["UDP"].payload) >= SIZE)
 
 
-# Port-preserving MASQUERADE in two set-ups that punching must cope with: a home router's input
-# firewall (unsolicited packets leave no conntrack entry) on a zero-delay WAN, and routers that accept
-# everything (a packet arriving before the local mapping exists would poison it) on a WAN with 10 ms
-# per uplink, where the synchronised start gets both mappings made before the other side's packets land.
-PUNCHABLE = [pytest.param(("cpe", 0.0), id="cpe"), pytest.param(("masquerade", 10.0), id="masquerade-10ms")]
+# Port-preserving MASQUERADE in three set-ups that punching must cope with: a home router's input
+# firewall (unsolicited packets leave no conntrack entry) on a zero-delay WAN; routers that accept
+# everything (a packet arriving before the local mapping exists would poison it) on a flat WAN with
+# 10 ms per uplink, where the synchronised start gets both mappings made before the other side's
+# packets land; and such routers on a zero-delay WAN with an ISP router in front of each NAT (the
+# internet's forwarding hops), where only TTL-limited NAT openers (punch.py) keep the race away: the
+# other edge's first initiation would otherwise reach the router as early as the local opener leaves.
+PUNCHABLE = [pytest.param(("cpe", 0.0, False), id="cpe"),
+             pytest.param(("masquerade", 10.0, False), id="masquerade-10ms"),
+             pytest.param(("masquerade", 0.0, True), id="masquerade-isp")]
 
 
 @pytest.fixture(params=PUNCHABLE)
 def punchable(request: pytest.FixtureRequest, netns_env: None) -> Iterator[Lab]:
-    nat, delay = request.param
-    with Lab(nat=nat, direct=True, wan_delay=delay) as lab:
+    nat, delay, isp_hop = request.param
+    with Lab(nat=nat, direct=True, wan_delay=delay, isp_hop=isp_hop) as lab:
         request.node._rvt_nodes = [lab.node(n) for n in lab.names]
         yield lab
 
@@ -95,9 +102,13 @@ def test_punchable_nats_go_direct_and_the_relay_stops_carrying(punchable: Lab) -
     grew = relayed_packets(lab) - relayed_before
     print(f"relay counter +{grew} during 30 pings")
     assert grew < 20, f"the cloud gateway relayed {grew} packets during the pings"
-    # the status command shows the pair
+    # the status command shows the pair, and how far the other NAT router is: the local NAT, the
+    # two ISP routers, the other NAT (4), or the local NAT and the other NAT on the flat WAN (2)
     out = lab.ravenvpn(HZ, "status", check=True).stdout
     assert "direct path gw-qingdao: direct" in out, out
+    hops = 4 if lab.isp_hop else 2
+    assert f"{hops} hops away" in out, out
+    assert direct_status(lab, QD)["pairs"]["gw-hangzhou"]["hops"] == hops
 
 
 def test_conntrack_flush_on_a_nat_router_keeps_pings_going(punchable: Lab) -> None:
@@ -189,3 +200,17 @@ def test_a_port_forward_is_reached_directly_without_punching(netns_env: None) ->
         assert res.received >= 9, res
         pkts = cap.packets()
         assert big_udp(pkts, qd_pub, hz_pub) >= 9 and big_udp(pkts, hz_pub, qd_pub) >= 9
+
+
+@pytest.mark.parametrize("nat,isp_hop,hops", [("cpe", True, 4), ("masquerade", True, 4), ("cpe", False, 2)],
+                         ids=["cpe-isp", "masquerade-isp", "cpe-flat"])
+def test_hop_discovery_counts_the_routers_to_the_other_nat(netns_env: None, nat: str, isp_hop: bool,
+                                                           hops: int) -> None:
+    """hz-1 -> qingdao's NAT: its own NAT, each ISP router, the other NAT (which answers port
+    unreachable, or nothing behind an input firewall); what the TTL-limited openers are cut to."""
+    code = ("import sys, time; from ravenvpn.raven.node.hops import discover_hops; t = time.monotonic(); "
+            "h = discover_hops(sys.argv[1]); print(h, round(time.monotonic() - t, 3))")
+    with Lab(nat=nat, isp_hop=isp_hop) as lab:
+        out = lab.node(HZ).run(lab.python, "-c", code, lab.public_ip("gw-qingdao")).stdout.split()
+        print(f"\n{nat}, {'ISP hop' if isp_hop else 'flat'}: H = {out[0]} in {out[1]} s")
+        assert int(out[0]) == hops, out

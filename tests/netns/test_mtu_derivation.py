@@ -116,6 +116,11 @@ class Up:
     def wait_mtu(self, mtu: int) -> None:
         wait_for(lambda: self.mtu() == mtu, timeout=15, message=f"raven0 MTU {mtu}; log:\n{self.log()}")
 
+    def wait_log(self, *texts: str) -> None:
+        """The MTU is set before the line saying why is written: wait for the line too."""
+        wait_for(lambda: all(t in self.log() for t in texts), timeout=5,
+                 message=f"log lines {texts}; log:\n{self.log()}")
+
     def stop(self) -> None:
         self.node.stop_process(self.proc)
 
@@ -128,15 +133,15 @@ def test_ravenvpn_up_derives_raven0_mtu_from_the_peer_endpoints_route(node_facto
     up = Up(node)
     try:
         assert up.mtu() == 1320, up.log()
-        assert f"MTU 1320 from link wan1 (MTU 1400, route to {CLOUD_PUBLIC_IP})" in up.log()
+        up.wait_log(f"MTU 1320 from link wan1 (MTU 1400, route to {CLOUD_PUBLIC_IP})")
         # The endpoint moves to an address behind the default route: the MTU follows.
         up.set_cloud_ip("203.0.113.1")
         up.wait_mtu(1420)
-        assert "MTU 1420 from link up0 (MTU 1500, route to 203.0.113.1)" in up.log()
+        up.wait_log("MTU 1420 from link up0 (MTU 1500, route to 203.0.113.1)")
         # ... and to one behind the 1280 VPN: 1280 - 80 is below IPv6's minimum: 1280 and a warning.
         up.set_cloud_ip("100.64.0.9")
         up.wait_mtu(1280)
-        assert "underlay is too small" in up.log() and "tailscale0" in up.log()
+        up.wait_log("underlay is too small", "tailscale0")
     finally:
         up.stop()
 

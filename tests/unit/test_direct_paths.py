@@ -171,7 +171,8 @@ def test_only_the_initiator_initiates_and_the_round_is_capped() -> None:
     a = PairMachine("gw-b", 0.0, initiator=True)
     b = PairMachine("gw-a", 0.0, initiator=False)
     a.on_intro(1, ("192.0.2.1", 4500), 0.0, 0.0)
-    b.on_intro(1, ("192.0.2.2", 4500), 0.0, 0.0)
+    assert b.on_intro(1, ("192.0.2.2", 4500), 0.0, 0.0).discover == "192.0.2.2"
+    b.on_hops("192.0.2.2", None, 0.0)      # no ICMP answers: unlimited openers, as on a flat WAN
     _, seen_a = run(a, 10.0, 0.0)
     _, seen_b = run(b, 10.0, 0.0)
     assert seen_a["initiate"] == len(FAST.initiations) and seen_a["open_nat"] == 0
@@ -301,5 +302,7 @@ def test_punch_actions_drive_the_real_tunnel() -> None:
         assert len(sent) == 1 and len(sent[0][0]) == 148 and sent[0][1] == ep
     dp._apply(t, key, Actions(open_nat=True), 1.0)
     assert dp._underlay_out == [(b"", ep)]
+    dp._apply(t, key, Actions(open_ttls=(2, 3)), 1.0)
+    assert dp._underlay_ttl_out == [(ep, (2, 3))]
     dp._apply(t, key, Actions(silence=True), 1.0)
     assert t.peers[key].endpoint is None and not t.tick(100.0).datagrams()

@@ -18,7 +18,9 @@ tunnels; messages in :mod:`.rendezvous`):
   works in both directions) the other domain's subnets move from the relay peer to the direct peer
   (make-before-break: the tunnel accepts those sources from either peer throughout,
   :meth:`~ravenvpn.protocol.tunnel.Tunnel.share_sources`). While direct, probes every 0.2 s watch the
-  path; 1 s of silence moves the subnets back to the relay at once.
+  path; 1 s of silence moves the subnets back to the relay at once. When the relay shows both edges
+  at one public IP (its INTRO gives each edge its own observed endpoint too), a round first tries the
+  other edge's private endpoint (its node's InternalIP) for 2 s, the same way (``trying-lan``).
 
 The state of every pair is written to ``<state dir>/<interface>.direct.json`` (``ravenvpn status``
 shows it) and each transition is logged. ``RAVENVPN_FORCE_RELAY`` = ``all`` or a comma-separated list
@@ -38,7 +40,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ContextManager
 
 from pyroute2 import IPRoute
@@ -48,6 +49,7 @@ from ..cluster.addresses import IPNetwork, host_network
 from ..plan.direct import CONTROL_PORT, DirectPair, DirectPlan, control_address
 from ..plan.nodeplan import PeerPlan
 from . import rendezvous as rv
+from .hops import HopFinder
 from .punch import Actions, PairMachine, PairState, Timing
 from .records import direct_status_path
 
@@ -91,6 +93,10 @@ def describe_direct(status: dict[str, Any] | None) -> list[str]:
         lines.append(f"direct paths off: {status['error']}")
     for gw, pair in sorted(status.get("pairs", {}).items()):
         extra = [f"endpoint {pair.get('endpoint') or '?'}", f"{pair.get('rounds', 0)} rounds"]
+        if pair.get("via"):
+            extra.insert(0, f"via {pair['via']}")
+        if pair.get("hops") is not None:
+            extra.append(f"{pair['hops']} hops away")
         if pair.get("next_round_in") is not None and pair.get("state") != "forced-relay":
             extra.append(f"next round in {pair['next_round_in']:.0f} s")
         if pair.get("reason"):
@@ -148,9 +154,12 @@ class DirectPaths:
     def __init__(self, interface: str, private_key: bytes, access: TunnelAccess, *,
                  state_dir: str | os.PathLike[str] | None = None, timing: Timing = Timing(),
                  forced: set[str] | None | bool = False,
-                 underlay: Callable[[list[tuple[bytes, tuple[str, int]]]], None] | None = None) -> None:
+                 underlay: Callable[..., None] | None = None, hops: HopFinder | None = None) -> None:
         self.interface = interface
-        self.underlay = underlay         # sends datagrams from the tunnel's UDP port (NAT openers)
+        # underlay(datagrams, ttl=None) sends datagrams from the tunnel's UDP port (NAT openers),
+        # with that IP TTL when given (Device.send_underlay)
+        self.underlay = underlay
+        self.hops = hops or HopFinder()  # hop counts to the other edges' public addresses (TTL openers)
         self.private_key = private_key
         self.access = access
         self.timing = timing
@@ -169,6 +178,7 @@ class DirectPaths:
         self._outbox: list[tuple[bytes, str]] = []   # (datagram, control address) to send after the lock
         self._wake_pump = False
         self._underlay_out: list[tuple[bytes, tuple[str, int]]] = []
+        self._underlay_ttl_out: list[tuple[tuple[str, int], tuple[int, ...]]] = []   # (endpoint, TTLs)
         self._status_due = 0.0
         self._next_hello = 0.0
         self._wanting: set[bytes] = set()
@@ -195,7 +205,9 @@ class DirectPaths:
             machine = self.machines.get(key)
             if machine is None:
                 machine = self.machines[key] = PairMachine(
-                    pair.gateway, now, initiator=plan.local_key < key, timing=self.timing)
+                    pair.gateway, now, initiator=plan.local_key < key, timing=self.timing,
+                    private=pair.private_endpoint)
+            machine.private = pair.private_endpoint    # a new plan may name another active node
             reason = self._forced_reason(pair)
             if reason:
                 for line in machine.force_relay(reason, now).transitions:
@@ -432,6 +444,12 @@ class DirectPaths:
         if underlay and self.underlay is not None:
             with contextlib.suppress(Exception):
                 self.underlay(underlay)
+        limited, self._underlay_ttl_out = self._underlay_ttl_out, []
+        for endpoint, ttls in limited:
+            for ttl in ttls:
+                if self.underlay is not None:
+                    with contextlib.suppress(Exception):
+                        self.underlay([(NAT_OPENER, endpoint)], ttl=ttl)
         outbox, self._outbox = self._outbox, []
         for data, host in outbox:
             if self._sock is None:
@@ -449,6 +467,9 @@ class DirectPaths:
         plan = self.plan
         assert plan is not None and plan.relay_key is not None
         transitions: list[str] = []
+        for host, hops in self.hops.finished():
+            for key, machine in self.machines.items():
+                self._apply(tunnel, key, machine.on_hops(host, hops, now), now)
         for msg, _host in messages:
             if msg.kind == rv.INTRO and msg.sender == plan.relay_key:
                 try:
@@ -457,12 +478,13 @@ class DirectPaths:
                     round_id = int(msg.body["round"])
                     start = msg.body.get("start")
                     start_mono = None if start is None else now + (float(start) - time.time())
+                    own = _parse_endpoint(msg.body["you"]) if msg.body.get("you") is not None else None
                 except (KeyError, ValueError, TypeError) as exc:
                     log.debug("malformed INTRO: %s", exc)
                     continue
                 machine = self.machines.get(peer_key)
                 if machine is not None:
-                    actions = machine.on_intro(round_id, endpoint, start_mono, now)
+                    actions = machine.on_intro(round_id, endpoint, start_mono, now, own=own)
                     self._apply(tunnel, peer_key, actions, now)
                     transitions += actions.transitions
             elif msg.kind == rv.PROBE and msg.sender in self.machines:
@@ -512,6 +534,10 @@ class DirectPaths:
             self._wake_pump = True
         if actions.open_nat and peer.endpoint is not None and self.underlay is not None:
             self._underlay_out.append((NAT_OPENER, peer.endpoint))
+        if actions.open_ttls and peer.endpoint is not None and self.underlay is not None:
+            self._underlay_ttl_out.append((peer.endpoint, actions.open_ttls))
+        if actions.discover is not None:
+            self.hops.request(actions.discover)
         machine = self.machines[key]
         if actions.probe and (machine.initiator or peer.current is not None):
             # The responder waits for a session: a probe would make WireGuard initiate too.
@@ -542,8 +568,10 @@ class DirectPaths:
                          _endpoint_text(old) if old else "unknown")
                 for other in edges:
                     if other != key and now - self._hello_at.get(other, -1e9) < 60:
+                        own = self._endpoints.get(other)
                         self._send(rv.INTRO, other, {"peer": rv.b64(key), "endpoint": _endpoint_text(ep),
-                                                     "round": self._round, "start": None})
+                                                     "round": self._round, "start": None,
+                                                     "you": _endpoint_text(own) if own else None})
             self._endpoints[key] = ep
         for a, (want_a, at_a) in list(self._wants.items()):
             if now - at_a > WANT_FRESH:
@@ -561,9 +589,9 @@ class DirectPaths:
                 self._last_round[pair] = now
                 start = time.time() + ROUND_LEAD
                 self._send(rv.INTRO, a, {"peer": rv.b64(b), "endpoint": _endpoint_text(ep_b),
-                                         "round": self._round, "start": start})
+                                         "round": self._round, "start": start, "you": _endpoint_text(ep_a)})
                 self._send(rv.INTRO, b, {"peer": rv.b64(a), "endpoint": _endpoint_text(ep_a),
-                                         "round": self._round, "start": start})
+                                         "round": self._round, "start": start, "you": _endpoint_text(ep_b)})
                 want_a.discard(b)
                 want_b.discard(a)
                 log.info("rendezvous: round %d for %s (%s) and %s (%s)", self._round, edges[a],

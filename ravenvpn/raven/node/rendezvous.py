@@ -29,13 +29,17 @@ Bodies:
 
 - HELLO ``{"want": [key...], "state": {key: state}}``: the edge's pairs that are ready to punch now
   (base64 keys of the other edges), and every pair's state (for the relay's log).
-- INTRO ``{"peer": key, "endpoint": "ip:port", "round": n, "start": t}``: the other edge's public
-  endpoint as the relay observed it (the source of its latest authenticated packets); ``start`` is the
-  wall-clock time (seconds since the epoch, float) at which both edges begin punching round ``n``,
-  or null for an endpoint refresh.
-- PROBE ``{"seq": n, "ack": m, "heard": s}``: sent every 0.2 s over the direct peer while punching
-  and while direct; ``ack`` is the last seq heard from the other edge (-1: none), ``heard`` the seconds
-  since then.
+- INTRO ``{"peer": key, "endpoint": "ip:port", "round": n, "start": t, "you": "ip:port"}``: the other
+  edge's public endpoint as the relay observed it (the source of its latest authenticated packets);
+  ``start`` is the wall-clock time (seconds since the epoch, float) at which both edges begin round
+  ``n``, or null for an endpoint refresh; ``you`` (added with the LAN attempt, still format 1: a
+  receiver that does not know it ignores it; absent or null when the relay has not seen the receiver)
+  is the *receiver's own* public endpoint as the relay observed it. Both edges of a round thus see the
+  same two endpoints; when their IPs are equal the round begins with an attempt on the private
+  endpoints (see :mod:`.punch`).
+- PROBE ``{"seq": n, "ack": m, "heard": s}``: sent every 0.2 s over the direct peer while trying
+  the LAN, while punching and while direct; ``ack`` is the last seq heard from the other edge
+  (-1: none), ``heard`` the seconds since then.
 """
 from __future__ import annotations
 

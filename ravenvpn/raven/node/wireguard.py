@@ -323,11 +323,12 @@ class WireGuardDriver:
             with device.lock:
                 yield device.tunnel
 
-    def _send_underlay(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
-        """Send datagrams from the tunnel's own UDP port (so through its NAT mapping)."""
+    def _send_underlay(self, datagrams: list[tuple[bytes, tuple[str, int]]], ttl: int | None = None) -> None:
+        """Send datagrams from the tunnel's own UDP port (so through its NAT mapping), with IP TTL
+        ``ttl`` when given."""
         device = self._device
         if device is not None:
-            device.send_underlay(datagrams)
+            device.send_underlay(datagrams, ttl=ttl)
 
     def _direct_paths(self, plan: NodePlan) -> DirectPaths | None:
         """The direct-path manager (holepunch.py) following ``plan``; made on first need. Called

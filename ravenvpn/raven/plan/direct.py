@@ -15,7 +15,10 @@ Raven fields used (``spec.endpoints[]`` of the active tunnel endpoint):
   symmetric or a port-restricted cone NAT.  Unknown types are tried (failure is cheap: capped probes).
 
 The same public IP of two edges is *not* taken as proof of one LAN (carrier-grade NAT puts different
-sites behind one address): such a pair is punched like any other.
+sites behind one address).  Each pair carries the other gateway's *private endpoint* (the InternalIP of
+its active node, the tunnel port): when the relay shows both edges at one public IP, the node layer
+first tries that address, and goes direct there only once authenticated probes cross both ways
+(:mod:`ravenvpn.raven.node.punch`); otherwise the pair is punched like any other.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from ..cluster.addresses import IPNetwork
-from ..cluster.model import Cluster, Gateway
+from ..cluster.model import Cluster, Endpoint, Gateway
 
 __all__ = ["DirectPair", "DirectPlan", "plan_direct", "control_address", "has_port_forward",
            "nat_types_compatible", "CONTROL_PORT"]
@@ -80,6 +83,8 @@ class DirectPair:
 
     ``prefixes`` move from the relay peer to the direct peer while the direct path works; ``punch``
     False (with ``reason``) when the NAT types rule it out, the pair then stays relayed.
+    ``private_endpoint``: ``(InternalIP, tunnel port)`` of the other gateway's active node, tried
+    first when both edges appear behind one public IP (None: no IPv4 InternalIP, never tried).
     """
 
     gateway: str
@@ -88,6 +93,7 @@ class DirectPair:
     prefixes: tuple[IPNetwork, ...]
     punch: bool = True
     reason: str = ""
+    private_endpoint: tuple[str, int] | None = None
 
     @property
     def control(self) -> ipaddress.IPv4Address:
@@ -119,6 +125,15 @@ class DirectPlan:
 def _punchable(gw: Gateway) -> bool:
     ep = gw.active_tunnel
     return gw.under_nat and ep is not None and ep.public_key is not None and not has_port_forward(gw)
+
+
+def _private_endpoint(cluster: Cluster, ep: Endpoint) -> tuple[str, int] | None:
+    """Where a gateway's active node listens on its LAN: its Node's InternalIP (IPv4 underlays only)
+    and the tunnel endpoint's port."""
+    node = cluster.node(ep.node_name)
+    if node is None or node.internal_ip is None or node.internal_ip.version != 4:
+        return None
+    return str(node.internal_ip), ep.port
 
 
 def plan_direct(cluster: Cluster, local: Gateway, relay: Gateway | None,
@@ -164,6 +179,7 @@ def plan_direct(cluster: Cluster, local: Gateway, relay: Gateway | None,
         ok = nat_types_compatible(ep.nat_type, remote.nat_type)
         reason = "" if ok else f"natType {ep.nat_type or '?'} with {remote.nat_type or '?'} cannot be punched"
         prefixes = tuple(p for p in g.prefixes if relay_allowed is None or p in relay_allowed)
-        pairs.append(DirectPair(g.name, remote.node_name, remote.public_key, prefixes, ok, reason))
+        pairs.append(DirectPair(g.name, remote.node_name, remote.public_key, prefixes, ok, reason,
+                                _private_endpoint(cluster, remote)))
     return DirectPlan(local_key=ep.public_key, relay_key=relay.active_tunnel.public_key,
                       pairs=tuple(pairs), warnings=tuple(warnings))
