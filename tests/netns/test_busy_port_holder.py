@@ -42,3 +42,19 @@ def test_a_kernel_socket_on_the_port_is_named_as_such(node_factory: Callable[...
     node.run("ip", "link", "set", "vx0", "up")        # its UDP socket is bound while it is up
     res = node.run(sys.executable, "-c", PROBE, env={"PYTHONPATH": str(ROOT)})
     assert res.stdout == "no process we can see (a kernel WireGuard interface or other in-kernel tunnel?)\n"
+
+
+def test_a_busy_liveness_port_names_its_holder() -> None:
+    from ravenvpn.errors import RavenError
+    from ravenvpn.raven.liveness.machine import DomainConfig
+    from ravenvpn.raven.liveness.service import LivenessService
+    from tests.unit.test_liveness import CANDS, GW
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind(("127.0.0.22", 0))
+        port = holder.getsockname()[1]
+        cfg = DomainConfig(GW, "hz-3", CANDS, frozenset({"127.0.0.22"}), port=port, address="127.0.0.22")
+        with pytest.raises(RavenError) as err:
+            LivenessService(cfg, None, "raven0", lambda view: None)
+    comm = Path("/proc/self/comm").read_text().strip()
+    assert f"Address already in use (held by {comm} (pid {Path('/proc/self').resolve().name}))" in str(err.value)

@@ -51,3 +51,14 @@ def test_status_as_non_root_says_live_counters_need_root_instead_of_zeros(host: 
     finally:
         host.node.stop_process(proc)
         host.ravenvpn("down", "--state-dir", str(state), state=False)
+
+
+def test_after_kill_9_status_does_not_name_the_vanished_tun(host: Host) -> None:  # noqa: F811
+    """The recorded TUN was named as left behind ("interface raven0 (ifindex 3, tun)") though it
+    went with its process."""
+    proc, log = host.up()
+    host.wait_up(proc, log)
+    host.node.stop_process(proc, signal.SIGKILL)
+    wait_for(lambda: not host.node.has_link("raven0"), timeout=10, message="the TUN to go with its process")
+    line = one_line(host.ravenvpn("status"))
+    assert "interface raven0" not in line and "and its records (" in line, line

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from ...device.udp import port_holders
 from ...errors import RavenError
 from .machine import DomainConfig, Liveness, LivenessView
 
@@ -57,7 +58,9 @@ class LivenessService:
             self._sock.bind((config.address, config.port))
         except OSError as exc:
             self._sock.close()
-            raise RavenError(f"liveness UDP port {config.address}:{config.port}: {exc.strerror or exc} "
+            holders = port_holders(config.port) if exc.errno == errno.EADDRINUSE else ""
+            held = f" (held by {holders})" if holders else ""
+            raise RavenError(f"liveness UDP port {config.address}:{config.port}: {exc.strerror or exc}{held} "
                              "(--liveness-port picks another; every node of a domain must use the same)") from None
         self._sock.setblocking(False)
         self._view = self._machine.view()

@@ -25,7 +25,7 @@ from ...errors import RavenError
 from ..liveness.wire import LIVENESS_PORT
 from .agent import Agent
 from .applier import Applier
-from .down import down
+from .down import down, recorded_device_present
 from .pidfile import running_pid
 from .records import DEFAULT_STATE_DIR, DeviceRecord, device_path, pid_path, record_paths, status_path
 from .holepunch import describe_direct, read_direct_status
@@ -298,7 +298,7 @@ def _not_running(state_dir: str, interface: str) -> str:
     except RavenError:
         parts.append("an unreadable state file")
     device = DeviceRecord.read(device_path(state_dir, interface))
-    if device is not None:
+    if device is not None and recorded_device_present(device):     # a TUN goes with its process
         parts.append(f"interface {device.describe()}")
     pid = ""
     try:

@@ -59,6 +59,18 @@ def remove_recorded_device(interface: str, state_dir: str | os.PathLike[str] = D
     return result
 
 
+def recorded_device_present(record: DeviceRecord) -> bool:
+    """Whether the device ``record`` names is still in the kernel (the same device: name, ifindex,
+    kind). A TUN goes with its process, so after ``kill -9`` of ``up`` it is usually gone. True when
+    the links cannot be listed (unknown: better named than hidden)."""
+    try:
+        with IPRoute() as ipr:
+            links = ipr.get_links(ifname=record.ifname) if _exists(ipr, record.ifname) else []
+    except NetlinkError:
+        return True
+    return bool(links) and record.same_device(DeviceRecord.from_link(links[0]))
+
+
 def _exists(ipr: IPRoute, interface: str) -> bool:
     return bool(ipr.link_lookup(ifname=interface))
 
