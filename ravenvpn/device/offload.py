@@ -187,6 +187,9 @@ def _header_mask(l4: int, hlen: int) -> int:
 _MASKS = {(l4, l4 + tcp_hlen): _header_mask(l4, l4 + tcp_hlen) for l4 in (20, 40) for tcp_hlen in range(20, 64, 4)}
 
 
+_NUMPY_MIN = 768     # bytes: crossover measured at 512-1024 (int 1.1-2.2 us, numpy 1.5-1.6 us)
+
+
 def word_sum(data: bytes | memoryview) -> int:
     """A non-negative int congruent mod 0xFFFF to the sum of `data`'s big-endian 16-bit words (an
     odd last byte is the high half of a zero-padded word): `ones_sum` without the final fold.
@@ -197,8 +200,12 @@ def word_sum(data: bytes | memoryview) -> int:
     self with the bytes swapped, which is a multiplication by 2^8 mod 0xFFFF (RFC 1071's byte
     order independence), so the big-endian sum is 2^8 times the little-endian one. The last 0-3
     bytes are added as an int: the bulk is a multiple of 4 bytes long, so it sits word-aligned.
-    A 64 KB buffer sums to below 2^46: no overflow in numpy's uint64.
+    A 64 KB buffer sums to below 2^46: no overflow in numpy's uint64. Below `_NUMPY_MIN` bytes
+    (headers, pseudo-headers) the int itself is cheaper than numpy's call overhead (~2 us).
     """
+    if len(data) < _NUMPY_MIN:
+        value = int.from_bytes(data, "big")
+        return value << 8 if len(data) & 1 else value
     bulk = len(data) & ~3
     total = 0
     if bulk:
