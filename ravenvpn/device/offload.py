@@ -9,12 +9,14 @@ Everything on the wire stays ordinary MTU-sized packets with full checksums, so 
 without offloads (wireguard-go, the kernel) see no difference.
 
 Checksums use the identity 2^16 = 1 (mod 0xFFFF): the ones' complement sum of 16-bit
-words equals the big-endian integer of the bytes modulo 0xFFFF, which CPython computes
-in C. This module is pure: bytes in, bytes out.
+words equals the big-endian integer of the bytes modulo 0xFFFF; `word_sum` computes it
+with numpy over 32-bit words. This module is pure: bytes in, bytes out.
 """
 from __future__ import annotations
 
 import struct
+
+import numpy
 
 VNET_HDR = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
 VNET_HDR_LEN = VNET_HDR.size         # 10
@@ -34,9 +36,7 @@ class OffloadError(ValueError):
 
 def ones_sum(data: bytes | memoryview) -> int:
     """The 16-bit ones' complement sum of `data` (odd lengths padded), as 0..0xFFFE."""
-    if len(data) & 1:
-        data = bytes(data) + b"\x00"
-    return int.from_bytes(data, "big") % 0xFFFF
+    return word_sum(data) % 0xFFFF
 
 
 def checksum(*parts: bytes | memoryview) -> int:
@@ -187,19 +187,33 @@ def _header_mask(l4: int, hlen: int) -> int:
 _MASKS = {(l4, l4 + tcp_hlen): _header_mask(l4, l4 + tcp_hlen) for l4 in (20, 40) for tcp_hlen in range(20, 64, 4)}
 
 
-# Masks for mod_ffff: fold at widths of 16 * 2^j bits (a multiple of 16, so 2^w = 1 mod 0xFFFF).
-_FOLDS = [(16 << j, (1 << (16 << j)) - 1) for j in range(22, -1, -1)]
+_NUMPY_MIN = 768     # bytes: crossover measured at 512-1024 (int 1.1-2.2 us, numpy 1.5-1.6 us)
 
 
-def mod_ffff(value: int) -> int:
-    """`value % 0xFFFF` for a large non-negative int, faster than CPython's division by one digit
-    (a hardware divide per 30-bit digit): shifts and masks halve it first, since 2^16 = 1."""
-    bits = value.bit_length()
-    for width, mask in _FOLDS:
-        if width < bits:
-            value = (value >> width) + (value & mask)
-            bits = value.bit_length()
-    return value % 0xFFFF
+def word_sum(data: bytes | memoryview) -> int:
+    """A non-negative int congruent mod 0xFFFF to the sum of `data`'s big-endian 16-bit words (an
+    odd last byte is the high half of a zero-padded word): `ones_sum` without the final fold.
+
+    The bulk is summed by numpy as little-endian 32-bit words, ten times faster than
+    `int.from_bytes` and `mod_ffff` over a 64 KB super-packet (5.9 against 55 us measured): a 32-bit
+    word is two 16-bit words (2^16 = 1 mod 0xFFFF), and a little-endian word is its big-endian
+    self with the bytes swapped, which is a multiplication by 2^8 mod 0xFFFF (RFC 1071's byte
+    order independence), so the big-endian sum is 2^8 times the little-endian one. The last 0-3
+    bytes are added as an int: the bulk is a multiple of 4 bytes long, so it sits word-aligned.
+    A 64 KB buffer sums to below 2^46: no overflow in numpy's uint64. Below `_NUMPY_MIN` bytes
+    (headers, pseudo-headers) the int itself is cheaper than numpy's call overhead (~2 us).
+    """
+    if len(data) < _NUMPY_MIN:
+        value = int.from_bytes(data, "big")
+        return value << 8 if len(data) & 1 else value
+    bulk = len(data) & ~3
+    total = 0
+    if bulk:
+        total = int(numpy.frombuffer(data, dtype="<u4", count=bulk >> 2).sum(dtype=numpy.uint64)) << 8
+    if bulk < len(data):
+        tail = int.from_bytes(data[bulk:], "big")
+        total += tail << 8 if len(data) & 1 else tail
+    return total
 
 
 def checksums_valid(pkt: bytes, l4: int) -> bool:
@@ -220,10 +234,7 @@ def checksums_valid(pkt: bytes, l4: int) -> bool:
         pseudo = from_bytes(pkt[12:20], "big")
     else:
         pseudo = from_bytes(pkt[8:40], "big")
-    segment = from_bytes(pkt[l4:], "big")
-    if tcp_len & 1:
-        segment <<= 8     # the odd last byte is the high half of a zero-padded word
-    return (pseudo + _PROTO_TCP + tcp_len + mod_ffff(segment)) % 0xFFFF == 0
+    return (pseudo + _PROTO_TCP + tcp_len + word_sum(memoryview(pkt)[l4:])) % 0xFFFF == 0
 
 
 def coalesce(packets: list[bytes], verify_each: bool = False) -> list[bytes]:
@@ -323,9 +334,7 @@ def _run_checksums_valid(merged: bytes, first: bytes, count: int, heads: int, l4
     """
     payload_offset = VNET_HDR_LEN + hlen
     payload_len = len(merged) - payload_offset
-    payload = int.from_bytes(memoryview(merged)[payload_offset:], "big")
-    if payload_len & 1:
-        payload <<= 8
+    payload = word_sum(memoryview(merged)[payload_offset:])
     if l4 == 20:
         # IPv4: `heads` holds the IP headers (each sums to 0 when valid) and the TCP headers.
         addresses = int.from_bytes(first[12:20], "big")
@@ -336,7 +345,7 @@ def _run_checksums_valid(merged: bytes, first: bytes, count: int, heads: int, l4
         # which equals the TCP length the pseudo-header adds: they cancel.
         fixed = int.from_bytes(first[0:4], "big") + int.from_bytes(first[6:8], "big")
         rest = heads + count * (_PROTO_TCP - fixed)
-    return (mod_ffff(payload) + rest) % 0xFFFF == 0
+    return (payload + rest) % 0xFFFF == 0
 
 
 def _merge(run: list[bytes], l4: int, hlen: int, mss: int, pushed: bool, size: int) -> bytes:

@@ -115,9 +115,27 @@ def test_the_checksum_helpers_agree_with_scapy() -> None:
         for pkt in flow(v6, sizes=[1, 2, 1200, 1201]):
             assert offload.checksums_valid(pkt, 40 if v6 else 20)
             assert not offload.checksums_valid(corrupt(pkt, at=-1), 40 if v6 else 20)
-    for _ in range(200):
-        value = int.from_bytes(os.urandom(int.from_bytes(os.urandom(2), "big") % 9000 + 1), "big")
-        assert offload.mod_ffff(value) == value % 0xFFFF
+
+
+def reference_sum(data: bytes) -> int:
+    """The big-endian 16-bit word sum mod 0xFFFF, the slow obvious way (odd tail zero-padded)."""
+    if len(data) & 1:
+        data += b"\x00"
+    return sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)) % 0xFFFF
+
+
+def test_word_sum_agrees_with_the_word_by_word_sum() -> None:
+    """word_sum (numpy over little-endian 32-bit words, then the 0-3 byte tail) is congruent to the
+    big-endian word sum for every length and for views starting at any offset (unaligned buffers)."""
+    cases = [b"", b"\x01", b"\x01\x02", b"\xff\xfe\xfd", b"\xff" * 4, b"\xff" * 5,
+             b"\xff" * 65535, b"\xff" * 65536]      # all-ones: the largest sums, no overflow
+    cases += [os.urandom(int.from_bytes(os.urandom(2), "big") % 9000) for _ in range(200)]
+    for data in cases:
+        assert offload.word_sum(data) % 0xFFFF == reference_sum(data), len(data)
+        for offset in (1, 2, 3):
+            view = memoryview(data)[offset:]
+            assert offload.word_sum(view) % 0xFFFF == reference_sum(data[offset:]), (len(data), offset)
+            assert offload.ones_sum(view) == reference_sum(data[offset:])
 
 
 # -- IP header fields ------------------------------------------------------------------------------
