@@ -143,3 +143,28 @@ def test_the_scan_finds_an_import_of_the_package_root(tmp_path: Path) -> None:
     graph = import_graph(tmp_path / "ravenvpn")
     assert graph["ravenvpn.pkg.mod"] == {"ravenvpn"}
     assert cycles(graph) == [["ravenvpn", "ravenvpn.pkg.mod"]]
+
+
+def test_ravenvpn_wg_does_not_load_the_raven_layer() -> None:
+    """``ravenvpn-wg`` (``ravenvpn.device.daemon``) is a plain WireGuard daemon: importing it must not
+    pull in the Raven layer, PyYAML or pyroute2 through the package's public names (eager imports in
+    ``ravenvpn/__init__.py`` did: 22 -> 57 MiB resident at start, most of the 60 MB budget for 1,000
+    peers). The public names still resolve, to the same objects as their modules'."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ravenvpn.device.daemon\n"
+        "heavy = sorted(m for m in ('yaml', 'pyroute2', 'ravenvpn.raven') if m in sys.modules)\n"
+        "import ravenvpn\n"
+        "from ravenvpn.protocol.tunnel import Tunnel\n"
+        "from ravenvpn.raven.node.agent import Agent\n"
+        "assert ravenvpn.Tunnel is Tunnel and ravenvpn.Agent is Agent\n"
+        "assert set(ravenvpn.__all__) <= set(dir(ravenvpn))\n"
+        "print(','.join(heavy))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"ravenvpn-wg's import loads {out.stdout.strip()}"
+    with pytest.raises(AttributeError, match="no attribute 'Nonesuch'"):
+        import ravenvpn
+        ravenvpn.Nonesuch  # noqa: B018
