@@ -12,20 +12,8 @@ import yaml
 
 from ravenvpn.raven.cluster import Cluster, load_cluster
 from ravenvpn.raven.plan.planner import Role, plan
+from tests.unit.test_raven_field_cases import example_docs, find, load
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cluster-three-domains.yaml"
-
-
-def example_docs() -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
-
-
-def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    return next(d for d in docs if d.get("kind") == kind and d["metadata"]["name"] == name)
-
-
-def load(docs: list[dict[str, Any]]) -> Cluster:
-    return load_cluster(yaml.safe_dump_all(docs, sort_keys=False))
 
 
 def nets(prefixes: Any) -> set[str]:
