@@ -40,7 +40,7 @@ __all__ = ["hop_count", "opener_ttls", "parse_error", "discover_hops", "HopFinde
 log = logging.getLogger("ravenvpn.direct")
 
 PROBE_BASE_PORT = 33434          # traceroute's: a probe with TTL t goes to port 33434 + t
-MAX_TTL = 8                      # probes with TTL 1..8; a farther NAT router gets H = None
+MAX_TTL = 8                      # probes with TTL 1..8; a farther NAT router gets H = 9 (a safe lower bound)
 DISCOVERY_TIMEOUT = 0.3          # seconds to wait for ICMP answers (within the round's 0.5 s lead)
 QUIET_MIN = 0.05                 # seconds without a new answer that end a discovery early
 SOL_IP = getattr(socket, "SOL_IP", 0)
