@@ -12,11 +12,14 @@ tests) are unaffected. Every test that uses ``netns_env`` (so every ``node_facto
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
 
 from tools.node import Node, cleanup_stale, require_root
+
+if TYPE_CHECKING:
+    from tools.lab import Lab
 
 __all__ = ["netns_env", "node_factory"]
 
@@ -71,6 +74,23 @@ def node_factory(netns_env: None, request: pytest.FixtureRequest) -> Iterator[Ca
                 errors.append(f"{node}: {exc!r}")
         if errors:
             pytest.fail("node teardown failed: " + "; ".join(errors), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _attach_lab_logs(request: pytest.FixtureRequest) -> None:
+    """A test that uses a module's ``lab`` fixture (a :class:`tools.lab.Lab`) gets the ``up`` logs of
+    every lab node attached to its failure report (the hook below)."""
+    if "lab" in request.fixturenames:
+        lab = request.getfixturevalue("lab")
+        request.node._rvt_nodes = [lab.node(n) for n in lab.names]
+
+
+def wait_lab_tunnels(lab: Lab, timeout: float = 40) -> float:
+    """``lab.wait_tunnels(timeout)`` (seconds it took), a timeout failing the test in one line."""
+    try:
+        return lab.wait_tunnels(timeout=timeout)
+    except TimeoutError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -78,10 +78,6 @@ def lab(netns_env: None) -> Iterator[Lab]:
                 os.close(fd)
 
 
-@pytest.fixture(autouse=True)
-def _attach_logs(request: pytest.FixtureRequest, lab: Lab) -> None:
-    request.node._rvt_nodes = [lab.node(n) for n in lab.names]
-
 
 def _cross_domain_pairs(lab: Lab) -> list[tuple[str, str]]:
     return [(a, b) for a, b in itertools.permutations(lab.names, 2)

@@ -19,6 +19,7 @@ import pytest
 
 from ravenvpn.errors import RavenError
 from tools.process import CommandError, wait_for
+from tools.pytest_plugin import wait_lab_tunnels
 from tools.traffic import PingResult, capture
 from tools.lab import Lab
 
@@ -34,16 +35,9 @@ HZ = ("hz-1", "hz-2")
 def lab(netns_env: None) -> Iterator[Lab]:
     with Lab(HA_CLUSTER) as lab:
         lab.up_all()
-        try:
-            lab.wait_tunnels(timeout=40)
-        except TimeoutError as exc:
-            pytest.fail(str(exc), pytrace=False)
+        wait_lab_tunnels(lab)
         yield lab
 
-
-@pytest.fixture(autouse=True)
-def _attach_logs(request: pytest.FixtureRequest, lab: Lab) -> None:
-    request.node._rvt_nodes = [lab.node(n) for n in lab.names]
 
 
 def holder_at(lab: Lab, observer: str, gateway: str) -> str | None:

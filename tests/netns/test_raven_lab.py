@@ -22,6 +22,7 @@ import yaml
 
 from tools.lab import INTERFACE, TUNNEL_PORT, Lab, snapshot_diff, without_field
 from tools.process import wait_for
+from tools.pytest_plugin import wait_lab_tunnels
 from tools.traffic import PingResult, capture
 
 pytestmark = pytest.mark.netns
@@ -35,18 +36,10 @@ def lab(netns_env: None) -> Iterator[Lab]:
     with Lab() as lab:
         lab.before = {name: lab.snapshot(name) for name in lab.names}  # type: ignore[attr-defined]
         lab.up_all()
-        try:
-            took = lab.wait_tunnels(timeout=40)
-        except TimeoutError as exc:
-            pytest.fail(str(exc), pytrace=False)
+        took = wait_lab_tunnels(lab)
         print(f"\nlab: all gateway handshakes {took:.1f}s after every `ravenvpn up` was ready")
         yield lab
 
-
-@pytest.fixture(autouse=True)
-def _attach_logs(request: pytest.FixtureRequest, lab: Lab) -> None:
-    """conftest's failure hook attaches the *.log files (the `up` logs) of these nodes to the report."""
-    request.node._rvt_nodes = [lab.node(n) for n in lab.names]
 
 
 def _cross_domain_pairs(lab: Lab) -> list[tuple[str, str]]:

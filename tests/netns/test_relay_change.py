@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import yaml
 
 from tools import wg
 from tools.lab import Lab
 from tools.node import Node
+from tools.pytest_plugin import wait_lab_tunnels
 
 pytestmark = pytest.mark.netns
 
@@ -59,17 +59,9 @@ def lab(netns_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
     cluster.write_text(text)
     with Lab(cluster, keys_dir=keys) as lab:
         lab.up_all()
-        try:
-            lab.wait_tunnels(timeout=40)
-        except TimeoutError as exc:
-            pytest.fail(str(exc), pytrace=False)
+        wait_lab_tunnels(lab)
         yield lab
 
-
-@pytest.fixture(autouse=True)
-def _attach_logs(request: pytest.FixtureRequest, lab: Lab) -> None:
-    """conftest's failure hook attaches the ``up`` logs of these nodes to the report."""
-    request.node._rvt_nodes = [lab.node(n) for n in lab.names]
 
 
 class Pinger:
