@@ -132,22 +132,8 @@ class RouteWatch:
     def link_type(self, ifindex: int) -> int | None:
         """The ARPHRD_* type of interface `ifindex` (ARPHRD_NONE, 0xFFFE, for TUN and WireGuard
         devices), None if it cannot be had."""
-        self._seq += 1
-        body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, ifindex, 0, 0)
-        request = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _RTM_GETLINK, _NLM_F_REQUEST, self._seq, 0) + body
-        try:
-            self.query.send(request)
-            while True:
-                data = self.query.recv(65536)
-                _length, kind, _flags, seq, _pid = _NLMSG_HDR.unpack_from(data, 0)
-                if seq != self._seq:
-                    continue
-                if kind != _RTM_NEWLINK:
-                    return None
-                return _IFINFOMSG.unpack_from(data, _NLMSG_HDR.size)[1]
-        except OSError as exc:
-            log.debug("link lookup failed: %s", exc)
-            return None
+        data = self._ask(_RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, ifindex, 0, 0), _RTM_NEWLINK)
+        return None if data is None else _IFINFOMSG.unpack_from(data, _NLMSG_HDR.size)[1]
 
     def route_oif(self, destination: bytes, source: bytes | None, mark: int = 0) -> int | None:
         """The interface the kernel would send from `source` to `destination` through, for a socket
@@ -155,7 +141,6 @@ class RouteWatch:
         route or the query fails."""
         family = socket.AF_INET if len(destination) == 4 else socket.AF_INET6
         bits = len(destination) * 8
-        self._seq += 1
         attrs = b""
         fields = [(_RTA_DST, destination)] + ([(_RTA_SRC, source)] if source else [])
         if mark:
@@ -163,23 +148,29 @@ class RouteWatch:
         for kind, value in fields:
             attrs += _RTATTR.pack(4 + len(value), kind) + value
         body = _RTMSG.pack(family, bits, bits if source else 0, 0, 0, 0, 0, 0, 0) + attrs
-        request = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _RTM_GETROUTE, _NLM_F_REQUEST, self._seq, 0) + body
+        data = self._ask(_RTM_GETROUTE, body, _RTM_NEWROUTE)   # None: no route (or the source is gone)
+        if data is None:
+            return None
+        length = _NLMSG_HDR.unpack_from(data, 0)[0]
+        for attr, value in _attrs(data, _NLMSG_HDR.size + _RTMSG.size, min(length, len(data))):
+            if attr == _RTA_OIF and len(value) >= 4:
+                return int.from_bytes(value[:4], "little")
+        return None
+
+    def _ask(self, request_kind: int, body: bytes, answer_kind: int) -> bytes | None:
+        """One netlink request on the query socket; its answer if that is of ``answer_kind``, else
+        None (an NLMSG_ERROR, or the socket failed: logged at debug)."""
+        self._seq += 1
+        request = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), request_kind, _NLM_F_REQUEST, self._seq, 0) + body
         try:
             self.query.send(request)
             while True:
                 data = self.query.recv(65536)
-                length, kind, _flags, seq, _pid = _NLMSG_HDR.unpack_from(data, 0)
-                if seq != self._seq:
-                    continue        # an answer to a query that timed out earlier
-                if kind != _RTM_NEWROUTE:
-                    return None     # NLMSG_ERROR: no route (or the source is not ours any more)
-                start = _NLMSG_HDR.size + _RTMSG.size
-                for attr, value in _attrs(data, start, min(length, len(data))):
-                    if attr == _RTA_OIF and len(value) >= 4:
-                        return int.from_bytes(value[:4], "little")
-                return None
+                _length, kind, _flags, seq, _pid = _NLMSG_HDR.unpack_from(data, 0)
+                if seq == self._seq:        # else an answer to a query that timed out earlier
+                    return data if kind == answer_kind else None
         except OSError as exc:
-            log.debug("route lookup failed: %s", exc)
+            log.debug("netlink query %d failed: %s", request_kind, exc)
             return None
 
     def close(self) -> None:
